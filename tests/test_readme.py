@@ -1,0 +1,28 @@
+"README.md is kept by hand (no Quarto here): its example must run, and nbs/index.ipynb must say the same."
+import json, re, subprocess, sys
+from pathlib import Path
+
+root = Path(__file__).parents[1]
+readme = (root/'README.md').read_text()
+
+def python_blocks(text): return re.findall(r"```python\n(.*?)```", text, re.S)
+
+def test_readme_example_runs_and_is_bit_identical():
+    code, = python_blocks(readme)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith('True'), out.stdout
+
+def test_readme_commands():
+    cmds = re.findall(r"```sh\n(.*?)\n```", readme, re.S)
+    assert len(cmds) == 2
+    assert 'sgd_compare' in cmds[0] and 'nbdev_test' in cmds[1] and cmds[1].endswith('pytest')
+    assert cmds[1] in (root/'.ci'/'run').read_text(), ".ci/run must use the README's test command verbatim"
+
+def test_index_notebook_matches_readme():
+    nb = json.loads((root/'nbs'/'index.ipynb').read_text())
+    src = lambda c: ''.join(c['source'])
+    code = [src(c) for c in nb['cells'] if c['cell_type']=='code']
+    assert python_blocks(readme)[0].strip() in [c.strip() for c in code]
+    md = '\n'.join(src(c) for c in nb['cells'] if c['cell_type']=='markdown')
+    for cmd in re.findall(r"```sh\n(.*?)\n```", readme, re.S): assert cmd in md
