@@ -1,0 +1,85 @@
+"The sgd_compare command in subprocesses: the default run, --out, every bad argument; the mismatch exit code."
+import io, json, os, subprocess, sys, pytest
+from pathlib import Path
+from PIL import Image
+
+exe = Path(sys.executable).parent/'sgd_compare'
+BAD = {'data': ['--data', 'mnist'], 'lr0': ['--lr', '0'], 'lrneg': ['--lr', '-1'], 'lrnan': ['--lr', 'nan'],
+       'lrinf': ['--lr', 'inf'], 'epochs': ['--epochs', '0'], 'bs0': ['--bs', '0'], 'bsword': ['--bs', 'many'],
+       'bsbig': ['--bs', '1000'], 'outfile': ['--out', '{d}/afile'], 'outunder': ['--out', '{d}/afile/sub']}
+
+# Every process pays fastai's import (~10 s on 2 busy cores): the console script runs for the default, --out
+# and two bad arguments; the other bad arguments go through the same `call_parse` entry point in one process.
+BATCH = """
+import contextlib, io, json, sys
+from fastcore.script import anno_parser
+from sgd_callbacks.cli import sgd_compare
+parser,res = anno_parser(sgd_compare.__wrapped__),{}
+for k,args in json.loads(sys.argv[1]).items():
+    out,err = io.StringIO(),io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            kw = vars(parser.parse_args(args)); kw.pop('pdb', None); kw.pop('xtra', None)
+            sgd_compare(**kw); rc = 0
+        except SystemExit as e: rc = e.code
+    res[k] = (rc, out.getvalue(), err.getvalue())
+print(json.dumps(res))
+"""
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    "Start every process at once, then collect them"
+    d = tmp_path_factory.mktemp('cli'); (d/'afile').write_text('x')
+    cmds = {'default': [], 'out': ['--out', str(d/'report'), '--epochs', '3']}
+    cmds.update({k: [a.format(d=d) for a in v] + ([] if k.startswith('out') else ['--out', str(d/f'bad_{k}')]) for k,v in BAD.items()})
+    env = dict(os.environ, MPLBACKEND='Agg')
+    popen = lambda c: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    solo = ('default', 'out', 'data', 'lrnan')
+    ps = {k: popen([str(exe), *cmds[k]]) for k in solo}
+    batch = popen([sys.executable, '-c', BATCH, json.dumps({k: v for k,v in cmds.items() if k not in solo})])
+    res = {k: (p.wait(300), *p.communicate()) for k,p in ps.items()}
+    rc,out,err = batch.wait(300),*batch.communicate()
+    assert rc == 0, err
+    res.update({k: tuple(v) for k,v in json.loads(out.splitlines()[-1]).items()})
+    return d, res
+
+def test_default_run(runs):
+    rc,out,err = runs[1]['default']
+    assert rc == 0, err
+    rows = [l.split()[0] for l in out.splitlines()]
+    for name in ('fastai', 'ScratchSGD', 'torch.optim.SGD', 'plain'): assert name in rows
+    assert out.count('True') >= 8 and 'bit-identical' in out
+
+def test_out_writes_all_files(runs):
+    d,(rc,out,err) = runs[0],runs[1]['out']
+    assert rc == 0, err
+    files = sorted(p.name for p in (d/'report').iterdir())
+    assert files == ['fit.gif', 'landscape.png', 'loss.png', 'table.csv', 'table.json']  # no temporary left
+    tab = json.loads((d/'report'/'table.json').read_text())
+    assert [r['identical'] for r in tab] == [True]*4 and [r['steps'] for r in tab] == [24]*4
+    assert (d/'report'/'table.csv').read_text().startswith('contender,')
+    for f in ('fit.gif', 'landscape.png', 'loss.png'):
+        im = Image.open(d/'report'/f); assert im.size[0] > 0 and im.size[1] > 0
+    assert Image.open(d/'report'/'fit.gif').n_frames > 1
+
+@pytest.mark.parametrize('k', list(BAD))
+def test_bad_argument(runs, k):
+    d,(rc,out,err) = runs[0],runs[1][k]
+    assert rc == 2, (k, rc, err)
+    assert len(err.strip().splitlines()) == 1 and err.startswith('sgd_compare: error:'), err
+    assert out == ''
+    assert not (d/f'bad_{k}').exists() and not (d/'afile').is_dir()
+    assert not [p for p in d.iterdir() if p.name.startswith('.')]  # no probe or temporary file left
+
+def test_mismatch_exit_code(monkeypatch, tmp_path):
+    import sgd_callbacks.cli as cli
+    real = cli.compare_optimizers
+    def broken(**kw):
+        res = real(**kw)
+        res.df.loc[1, ['identical', 'max_dw']] = [False, 2.5e-7]
+        return res
+    monkeypatch.setattr(cli, 'compare_optimizers', broken)
+    out,err = io.StringIO(),io.StringIO()
+    assert cli.run_compare(epochs=1, out=tmp_path/'r', file=out, err=err) == 1
+    assert 'ScratchSGD' in err.getvalue() and '2.5e-07' in err.getvalue()
+    assert (tmp_path/'r'/'table.csv').exists()  # the report is still written, to look at

@@ -1,0 +1,51 @@
+"Every picture of sgd_callbacks.plots is drawn, saved and opened as a non-empty image."
+import pytest, torch
+import matplotlib.pyplot as plt
+from matplotlib.animation import PillowWriter
+from PIL import Image
+from sgd_callbacks.data import linear_dls, lstsq_weights
+from sgd_callbacks.scratch import fit_scratch, plot_fit
+from sgd_callbacks.plots import animate_fit, plot_landscape, lesson_paths
+
+@pytest.fixture(scope='module')
+def data(): return linear_dls().train.dataset.tensors
+
+def opened(path):
+    im = Image.open(path); im.load()
+    assert im.size[0] > 0 and im.size[1] > 0
+    return im
+
+def test_plot_fit_png(data, tmp_path):
+    x,y = data
+    a = torch.nn.Parameter(torch.tensor([-1., 1.]))  # requires grad: the lesson's bonus note
+    ax = plot_fit(x, y, a); ax.figure.savefig(tmp_path/'fit.png'); plt.close(ax.figure)
+    assert opened(tmp_path/'fit.png').format == 'PNG'
+
+def test_animate_fit_gif(data, tmp_path):
+    x,y = data
+    h = fit_scratch(x, y, (-1., 1.), lr=0.1, epochs=30)
+    anim = animate_fit(x, y, h.weights, frames=12)
+    anim.save(tmp_path/'fit.gif', writer=PillowWriter(fps=8))
+    im = opened(tmp_path/'fit.gif')
+    assert im.format == 'GIF' and im.n_frames == 12
+    assert len(anim.to_jshtml()) > 1000
+
+def test_landscape_png(data, tmp_path):
+    x,y = data
+    paths = lesson_paths(x, y)
+    assert len(paths) == 4
+    ax = plot_landscape(x, y, paths, title='t')
+    labels = [l.get_label() for l in ax.lines]
+    assert 'least squares' in labels and sum(k in ' '.join(labels) for k in ('batch', 'minibatch', 'stochastic', 'momentum')) == 4
+    star = next(l for l in ax.lines if l.get_label()=='least squares')
+    assert torch.allclose(torch.tensor([star.get_xdata()[0], star.get_ydata()[0]]).float(), lstsq_weights(x, y))
+    ax.figure.savefig(tmp_path/'land.png'); plt.close(ax.figure)
+    assert opened(tmp_path/'land.png').format == 'PNG'
+
+@pytest.mark.parametrize('bad,msg', [(lambda x,y: plot_landscape(torch.ones(4,3), torch.ones(4), {}), '`x`'),
+                                     (lambda x,y: plot_landscape(x, y, [torch.ones(3,2)]), '`paths`'),
+                                     (lambda x,y: plot_landscape(x, y, {'p': torch.ones(0,2)}), "path 'p'"),
+                                     (lambda x,y: animate_fit(x, y, torch.ones(5)), '`weights_history`'),
+                                     (lambda x,y: animate_fit(x, y, torch.ones(5,2), frames=0), '`frames`')])
+def test_bad_input(data, bad, msg):
+    with pytest.raises((TypeError, ValueError), match=msg.replace('(', r'\(')): bad(*data)
