@@ -2,3 +2,7 @@
 from .data import *
 from .scratch import *
 from .callback import *
+from .fast import *
+from .compare import *
+from .plots import *
+from .vision import *
