@@ -163,7 +163,7 @@ class CompareResult:
             plot_landscape(*self.dls.train.dataset.tensors, ws, ax=ax1, title='weights after every step')
         else:
             for i,(k,w) in enumerate(ws.items()):
-                d = (w - w[-1:]).norm(dim=1) if k!='fastai SGD' else (w - w[-1:]).norm(dim=1)
+                d = (w - w[-1:]).norm(dim=1)
                 ax1.plot(d.numpy(), marker='osD^'[i%4], markevery=(i*max(len(d)//8,1)//len(ws), max(len(d)//8,1)),
                          lw=2.5-0.6*i, mfc='none', label=k)
             ax1.set_yscale('symlog', linthresh=1e-3); ax1.set_xlabel('step'); ax1.set_ylabel('|w - final w|'); ax1.legend()
