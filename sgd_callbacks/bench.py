@@ -6,7 +6,7 @@
 from __future__ import annotations
 import time, statistics, copy
 import torch
-from fastcore.script import call_parse, Param
+from fastcore.script import call_parse
 from fastcore.basics import partial
 from fastai.optimizer import SGD
 from fastai.learner import Learner
@@ -121,9 +121,9 @@ def _table(rows, heads, fmts):
     return '\n'.join(out + [' | '.join(f.format(v) for f,v in zip(fmts, r)) for r in rows])
 
 @call_parse
-def main(what:Param("`step` (optimizer step on resnet34's parameters) or `loop` (training step on linear_dls)", str, opt=False)='loop',
-         reps:Param("repetitions of each contender", int)=0,
-         threads:Param("torch threads (0: leave torch's default)", int)=0):
+def main(what:str,     # `step` (optimizer step on resnet34's parameters) or `loop` (training step on linear_dls)
+         reps:int=0,    # repetitions of each contender (0: the benchmark's default)
+         threads:int=0): # torch threads (0: leave torch's default)
     "Print the `step` or `loop` benchmark as a table"
     if what not in ('step', 'loop'): raise SystemExit(f"`what` must be 'step' or 'loop', got {what!r}")
     reps = check_int('reps', reps, lo=0); threads = check_int('threads', threads, lo=0)
