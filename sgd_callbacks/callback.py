@@ -46,14 +46,14 @@ def _finite(ts):
 class ScratchSGD(Callback):
     "Do fastai's SGD step with the lesson's hand-written `sgd_update`, then cancel fastai's own step"
     order,run_valid = GradientClip.order+1,False
-    def __init__(self, foreach:bool|None=None, # None: per-tensor on the CPU, multi-tensor elsewhere
+    def __init__(self, foreach:bool|None=None, # None: per-tensor on the CPU with momentum, multi-tensor otherwise
                  check_finite:bool=True):      # stop with `DivergedError` at the first non-finite loss or gradient
         store_attr()
 
     def before_fit(self):
         self.momentum,self.decouple_wd = sgd_recipe(self.learn.opt)
         dev = getattr(self.dls, 'device', None) or next(self.model.parameters()).device
-        self.use_foreach = (torch.device(dev).type != 'cpu') if self.foreach is None else self.foreach
+        self.use_foreach = (torch.device(dev).type != 'cpu' or not self.momentum) if self.foreach is None else self.foreach
 
     def _buf(self, p):
         st = self.learn.opt.state[p]
