@@ -33,10 +33,10 @@ def _medians(fns:dict, reps:int, warmup:int=2):
 # %% ../nbs/08_bench.ipynb #4643d2bf
 class _FakeLearner:
     "Just enough of a `Learner` for `ScratchSGD.step`"
-    def __init__(self, opt): self.opt = opt
+    def __init__(self, opt): self.opt,self.loss_grad = opt,torch.tensor(1.)
 
-def _scratch(ps, lr, mom, foreach):
-    cb = ScratchSGD(foreach=foreach, check_finite=False)
+def _scratch(ps, lr, mom, foreach, check_finite=False):
+    cb = ScratchSGD(foreach=foreach, check_finite=check_finite)
     cb.learn = _FakeLearner(SGD(ps, lr=lr, mom=mom))
     cb.momentum,cb.decouple_wd,cb.use_foreach = bool(mom),True,foreach
     return cb.step
@@ -70,6 +70,7 @@ def step_contenders(mom:float, lr:float=0.01):
             'torch fused': torch_sgd(fused=True), 'naive lesson': _naive(params(), lr, mom),
             'ScratchSGD per-tensor': _scratch(params(), lr, mom, False),
             'ScratchSGD foreach': _scratch(params(), lr, mom, True),
+            'ScratchSGD + finite check': _scratch(params(), lr, mom, not mom, check_finite=True), # its CPU default
             'floor (fused, 1 flat tensor)': torch.optim.SGD([flat], lr=lr, momentum=mom, fused=True).step}
 
 def bench_step(reps:int=50):
