@@ -26,3 +26,13 @@ def test_index_notebook_matches_readme():
     assert python_blocks(readme)[0].strip() in [c.strip() for c in code]
     md = '\n'.join(src(c) for c in nb['cells'] if c['cell_type']=='markdown')
     for cmd in re.findall(r"```sh\n(.*?)\n```", readme, re.S): assert cmd in md
+
+def test_index_notebook_says_what_readme_says():
+    "Every paragraph of README.md's prose is on the front page notebook too (whitespace aside)"
+    nb = json.loads((root/'nbs'/'index.ipynb').read_text())
+    norm = lambda s: ' '.join(s.split())
+    md = norm('\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type']=='markdown'))
+    prose = re.sub(r"```.*?```", '', readme, flags=re.S)
+    paras = [norm(p) for p in prose.split('\n\n') if p.strip() and not p.startswith('# ')]
+    missing = [p for p in paras if p not in md]
+    assert not missing, missing[:3]
