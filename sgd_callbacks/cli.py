@@ -44,9 +44,17 @@ def _check_out(out):
     return p
 
 # %% ../nbs/06_cli.ipynb #f5a868f4
+def _parse(name, v, typ):
+    "`v` as a `typ` if it is a string, as it comes from the shell (argparse's own error would take two lines)"
+    if not isinstance(v, str): return v
+    try: return typ(v)
+    except ValueError: raise UsageError(f"--{name} must be {'an int' if typ is int else 'a number'}, got {v!r}") from None
+
 def _setup(data, bs, lr, mom, wd, epochs, seed, one_cycle, l2):
     "Check every argument; the keyword arguments of `compare_optimizers`"
     if data not in DATA: raise UsageError(f"--data must be one of {', '.join(DATA)}, got {data!r}")
+    lr,mom,wd,seed = (_parse(k, v, t) for k,v,t in (('lr',lr,float), ('mom',mom,float), ('wd',wd,float), ('seed',seed,int)))
+    if epochs is not None: epochs = _parse('epochs', epochs, int)
     bs = _bs(bs, 10 if data=='lesson2' else 64)
     try:
         lr,mom,wd = check_float('lr', lr, lo=0, lo_open=True),check_float('mom', mom, 0, 1, hi_open=True),check_float('wd', wd, lo=0)
@@ -128,11 +136,11 @@ def run_compare(data='lesson2', bs=None, lr=0.1, mom=0., wd=0., epochs=None, see
 @call_parse
 def sgd_compare(data:str='lesson2',   # data: lesson2 (the lesson's line), diabetes, or digits (resnet34)
                 bs:str=None,          # batch size: an int (1 is stochastic) or 'full'; default 10 (lesson2), 64 otherwise
-                lr:float=0.1,         # learning rate (the peak one with --one_cycle)
-                mom:float=0.,         # momentum
-                wd:float=0.,          # weight decay (decoupled unless --l2)
-                epochs:int=None,      # epochs; default 10 (lesson2, diabetes), 1 (digits)
-                seed:int=42,          # seed of the data, the split, the shuffles and the initial weights
+                lr:str='0.1',         # learning rate (the peak one with --one_cycle)
+                mom:str='0',          # momentum
+                wd:str='0',           # weight decay (decoupled unless --l2)
+                epochs:str=None,      # epochs; default 10 (lesson2, diabetes), 1 (digits)
+                seed:str='42',        # seed of the data, the split, the shuffles and the initial weights
                 one_cycle:store_true=False, # train with fit_one_cycle instead of fit
                 l2:store_true=False,  # weight decay as L2 regularisation (as torch.optim.SGD does)
                 out:str=None):        # directory to write table.csv, table.json and the pictures into

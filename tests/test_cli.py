@@ -8,7 +8,7 @@ def umask(): m = os.umask(0); os.umask(m); return m
 exe = Path(sys.executable).parent/'sgd_compare'
 BAD = {'data': ['--data', 'mnist'], 'lr0': ['--lr', '0'], 'lrneg': ['--lr', '-1'], 'lrnan': ['--lr', 'nan'],
        'lrinf': ['--lr', 'inf'], 'epochs': ['--epochs', '0'], 'bs0': ['--bs', '0'], 'bsword': ['--bs', 'many'],
-       'bsbig': ['--bs', '1000'], 'outfile': ['--out', '{d}/afile'], 'outunder': ['--out', '{d}/afile/sub']}
+       'bsbig': ['--bs', '1000'], 'lrword': ['--lr', 'abc'], 'epochsword': ['--epochs', 'two'], 'outfile': ['--out', '{d}/afile'], 'outunder': ['--out', '{d}/afile/sub']}
 
 # Every process pays fastai's import (~10 s on 2 busy cores): the console script runs for the default, --out
 # runs; the bad arguments go through the same `call_parse` parser and function in one more process.
