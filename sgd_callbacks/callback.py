@@ -74,9 +74,10 @@ class ScratchSGD(Callback):
         "Apply `sgd_update` to every parameter with a gradient, with its group's hyper-parameters"
         opt,todo = self.learn.opt,[]
         for pg,hyper in zip(opt.param_lists, opt.hypers):
-            mom = hyper['mom'] if self.momentum else 0.
-            for do_wd in (True, False):
-                ps = [p for p in pg if p.grad is not None and opt.state[p].get('do_wd', True)==do_wd]
+            mom,by_wd = (hyper['mom'] if self.momentum else 0.),{True: [], False: []}
+            for p in pg:
+                if p.grad is not None: by_wd[opt.state[p].get('do_wd', True)].append(p) # no decay on bias/BN by default
+            for do_wd,ps in by_wd.items():
                 if ps: todo.append((ps, [p.grad for p in ps], hyper['lr'], hyper['wd'] if do_wd else 0., mom))
         if self.check_finite: self._check([g for _,gs,*_ in todo for g in gs])
         for ps,gs,lr,wd,mom in todo:
@@ -96,7 +97,7 @@ def scratch_learner(dls, model, lr:float=0.1, mom:float=0., wd:float=0., decoupl
                     cls=Learner, # the `Learner` class to build (`LeanLearner` for the fast path)
                     **kwargs):
     "A fastai `Learner` whose optimizer step is the lesson's, through `ScratchSGD`"
-    lr,mom,wd = check_float('lr', lr, lo=0, lo_open=True),check_float('mom', mom, 0, 1, hi_open=True),check_float('wd', wd, lo=0)
+    lr,mom,wd = check_hypers(lr, mom, wd)
     if not isinstance(model, nn.Module): raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
     if not isinstance(dls, DataLoaders): raise TypeError(f"`dls` must be fastai DataLoaders, got {type(dls).__name__}")
     opt_func = partial(SGD, mom=mom, wd=wd, decouple_wd=decouple_wd)

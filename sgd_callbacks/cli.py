@@ -57,7 +57,7 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, one_cycle, l2):
     if epochs is not None: epochs = _parse('epochs', epochs, int)
     bs = _bs(bs, 10 if data=='lesson2' else 64)
     try:
-        lr,mom,wd = check_float('lr', lr, lo=0, lo_open=True),check_float('mom', mom, 0, 1, hi_open=True),check_float('wd', wd, lo=0)
+        lr,mom,wd = check_hypers(lr, mom, wd)
         seed = check_int('seed', seed, lo=0)
         if epochs is not None: epochs = check_int('epochs', epochs, lo=1)
     except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`', '--', 1).replace('`', '', 1)) from None

@@ -81,7 +81,7 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
                        record_weights:bool|None=None, # keep the weights after every step; None: when at most 10,000 numbers
                        progress:bool=False): # show fastai's progress bars
     "Train every contender from the same start on the same batches; a `CompareResult`"
-    lr,mom,wd = check_float('lr', lr, lo=0, lo_open=True),check_float('mom', mom, 0, 1, hi_open=True),check_float('wd', wd, lo=0)
+    lr,mom,wd = check_hypers(lr, mom, wd)
     epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
     if schedule not in ('fit','one_cycle'): raise ValueError(f"`schedule` must be 'fit' or 'one_cycle', got {schedule!r}")
     if dls_fn is None: dls_fn = partial(linear_dls, bs=10, seed=seed)

@@ -12,7 +12,7 @@ from fastai.torch_core import tensor, to_np
 from .data import *
 
 # %% auto #0
-__all__ = ['mse', 'sgd_update', 'fit_scratch', 'plot_fit']
+__all__ = ['mse', 'sgd_update', 'check_hypers', 'fit_scratch', 'plot_fit']
 
 # %% ../nbs/01_scratch.ipynb #2c125b2c
 def mse(y_hat, y):
@@ -36,6 +36,10 @@ def sgd_update(ps:list,          # parameters, updated in place
         torch._foreach_add_(bufs, gs)
         gs = bufs
     torch._foreach_add_(ps, gs, alpha=-lr)                  # sgd_step: p -= lr*g, never allocating lr*g
+
+def check_hypers(lr, mom, wd):
+    "`lr`, `mom` and `wd` as floats, or an error naming the one out of range: lr > 0, 0 <= mom < 1, wd >= 0"
+    return check_float('lr', lr, lo=0, lo_open=True),check_float('mom', mom, 0, 1, hi_open=True),check_float('wd', wd, lo=0)
 
 # %% ../nbs/01_scratch.ipynb #e644a2fb
 def _params(model_or_a):
@@ -61,7 +65,7 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
                 record_weights:bool=True): # keep the flattened weights after every step
     "The lesson's loop: full-batch, minibatch or stochastic gradient descent; returns the history"
     check_xy(x, y)
-    lr,mom,wd = check_float('lr', lr, lo=0, lo_open=True),check_float('mom', mom, 0, 1, hi_open=True),check_float('wd', wd, lo=0)
+    lr,mom,wd = check_hypers(lr, mom, wd)
     epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
     n = len(x)
     if bs is not None: bs = check_int('bs', bs, 1, n, what=f' (the batch size, at most the {n} rows)')
