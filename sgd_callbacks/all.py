@@ -1,8 +1,20 @@
-"The star-import surface of sgd_callbacks: `from fastai.basics import *` then `from sgd_callbacks.all import *`"
-from .data import *
-from .scratch import *
-from .callback import *
-from .fast import *
-from .compare import *
-from .plots import *
-from .vision import *
+"""The star-import surface of sgd_callbacks: `from fastai.basics import *` (or `fastai.vision.all`, ...) then
+`from sgd_callbacks.all import *`. It adds names and never rebinds one that fastai's `*.all` modules define: the
+lesson's `mse` stays in `sgd_callbacks.scratch` (fastai's `mse` gives the same loss and gradients, bit for bit), and
+argument checks and dataset classes stay in their modules."""
+from .data import LinearModel, linear_data, lstsq_weights, epoch_order, SliceDL, EpochShuffle, tensor_dls, linear_dls, diabetes_dls
+from .scratch import sgd_update, fit_scratch, plot_fit
+from .callback import DivergedError, ScratchSGD, scratch_learner, same_weights, max_weight_diff
+from .fast import LeanLearner, LeanRecorder, fast_learner
+from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult
+from .plots import animate_fit, plot_landscape, lesson_paths
+from .vision import ImageDL, digits_dls, create_cnn
+
+__all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceDL', 'EpochShuffle', 'tensor_dls',
+           'linear_dls', 'diabetes_dls',
+           'sgd_update', 'fit_scratch', 'plot_fit',
+           'DivergedError', 'ScratchSGD', 'scratch_learner', 'same_weights', 'max_weight_diff',
+           'LeanLearner', 'LeanRecorder', 'fast_learner',
+           'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult',
+           'animate_fit', 'plot_landscape', 'lesson_paths',
+           'ImageDL', 'digits_dls', 'create_cnn']

@@ -15,8 +15,9 @@ from fastai.data.core import DataLoaders
 from fastai.callback.core import Callback
 
 # %% auto #0
-__all__ = ['check_int', 'check_float', 'check_xy', 'as_weights', 'linear_data', 'lstsq_weights', 'LinearModel', 'epoch_order',
-           'Tensors', 'SliceDL', 'EpochShuffle', 'tensor_dls', 'linear_dls', 'diabetes_data', 'diabetes_dls']
+__all__ = ['NOISE_KINDS', 'check_int', 'check_float', 'check_xy', 'as_weights', 'linear_data', 'lstsq_weights', 'LinearModel',
+           'epoch_order', 'Tensors', 'SliceDL', 'EpochShuffle', 'tensor_dls', 'linear_dls', 'diabetes_data',
+           'diabetes_dls']
 
 # %% ../nbs/00_data.ipynb #c263f9d8
 def check_int(name, v, lo=None, hi=None, what=''):
@@ -64,17 +65,22 @@ def as_weights(name, a, n=None):
     return t
 
 # %% ../nbs/00_data.ipynb #07b5ba8c
+NOISE_KINDS = ('gaussian', 'uniform')
+
 def linear_data(n:int=100,      # number of points
                 a=(3.,2.),      # true slope and intercept
-                noise:float=0.25, # standard deviation of the Gaussian noise added to `y`
-                seed:int=42):   # seed of a private generator (the global RNG is left alone)
-    "The lesson's data: `x` is n×2 (uniform in [-1,1), then ones), `y = x@a + noise*randn`"
+                noise:float=0.25, # scale of the noise added to `y`
+                seed:int=42,    # seed of a private generator (the global RNG is left alone)
+                noise_kind:str='gaussian'): # 'gaussian': `noise*randn`; 'uniform': the lesson's `noise*rand`, in [0, noise)
+    "The lesson's data: `x` is n×2 (uniform in [-1,1), then ones), `y = x@a` plus noise"
     n,seed = check_int('n', n, lo=1),check_int('seed', seed, lo=0)
     a,noise = as_weights('a', a, 2),check_float('noise', noise, lo=0)
+    if noise_kind not in NOISE_KINDS: raise ValueError(f"`noise_kind` must be one of {NOISE_KINDS}, got {noise_kind!r}")
     g = torch.Generator().manual_seed(seed)
     x = torch.ones(n, 2)
     x[:,0].uniform_(-1., 1., generator=g)
-    return x, x@a + noise*torch.randn(n, generator=g)
+    draw = torch.randn if noise_kind == 'gaussian' else torch.rand
+    return x, x@a + noise*draw(n, generator=g)
 
 # %% ../nbs/00_data.ipynb #e94599ce
 def lstsq_weights(x, y):
@@ -166,9 +172,10 @@ def linear_dls(n:int=100, a=(3.,2.), noise:float=0.25,
                bs:int|None=None,      # batch size: None for one full batch, 1 for stochastic
                valid_pct:float=0.2,   # fraction of rows held out for validation
                seed:int=42,           # seed of the data, the split and the shuffles
-               device=None):
-    "`DataLoaders` over `linear_data(n, a, noise, seed)`"
-    return tensor_dls(*linear_data(n, a, noise, seed), bs=bs, valid_pct=valid_pct, seed=seed, device=device)
+               device=None,
+               noise_kind:str='gaussian'): # 'gaussian' or the lesson's 'uniform' (see `linear_data`)
+    "`DataLoaders` over `linear_data(n, a, noise, seed, noise_kind)`"
+    return tensor_dls(*linear_data(n, a, noise, seed, noise_kind), bs=bs, valid_pct=valid_pct, seed=seed, device=device)
 
 # %% ../nbs/00_data.ipynb #dda365ae
 def diabetes_data():

@@ -16,8 +16,10 @@ __all__ = ['mse', 'sgd_update', 'check_hypers', 'fit_scratch', 'plot_fit']
 
 # %% ../nbs/01_scratch.ipynb #2c125b2c
 def mse(y_hat, y):
-    "Mean squared error, the lesson's loss"
-    return ((y_hat-y)**2).mean()
+    "Mean squared error, the lesson's loss; both sides flattened, so `(n,1)` against `(n,)` is not broadcast"
+    if y_hat.numel() != y.numel():
+        raise ValueError(f"mse: predictions and targets must have as many elements, got shapes {tuple(y_hat.shape)} and {tuple(y.shape)}")
+    return ((y_hat.reshape(-1)-y.reshape(-1))**2).mean()
 
 # %% ../nbs/01_scratch.ipynb #720f7410
 def sgd_update(ps:list,          # parameters, updated in place

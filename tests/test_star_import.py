@@ -1,0 +1,40 @@
+"`from sgd_callbacks.all import *` after any of fastai's star imports adds names and changes none of fastai's."
+import json, subprocess, sys, textwrap
+import pytest, torch
+import sgd_callbacks.all as sa
+from sgd_callbacks.scratch import mse
+
+FASTAI = ['fastai.basics', 'fastai.vision.all', 'fastai.tabular.all', 'fastai.text.all', 'fastai.collab']
+
+@pytest.mark.parametrize('mod', FASTAI)
+def test_star_import_leaves_every_fastai_name_as_it_was(mod):
+    code = textwrap.dedent(f"""
+        import json, warnings; warnings.filterwarnings('ignore')
+        from {mod} import *
+        before = {{k: v for k, v in globals().items() if not k.startswith('_')}}
+        from sgd_callbacks.all import *
+        import sgd_callbacks.all as sa
+        changed = sorted(k for k, v in before.items() if globals()[k] is not v)
+        added = sorted(set(sa.__all__) - set(before))
+        print(json.dumps(dict(changed=changed, added=added, n=len(before))))""")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res['n'] >= 7, res            # fastai's names really were there to check (fastai.collab exports 7)
+    assert res['changed'] == [], res['changed']
+    assert {'ScratchSGD', 'scratch_learner', 'compare_optimizers', 'create_cnn', 'linear_dls'} <= set(res['added'])
+
+def test_all_lists_existing_public_names_only():
+    assert len(sa.__all__) == len(set(sa.__all__))
+    for k in sa.__all__: assert hasattr(sa, k), k
+    for k in ('mse', 'check_int', 'check_float', 'check_hypers', 'as_weights', 'check_xy', 'Tensors'):
+        assert k not in sa.__all__, k
+
+def test_mse_flattens_as_fastai_does():
+    assert mse(torch.arange(4.).view(4,1), torch.arange(4.)) == 0   # not the 2.5 of a 4×4 broadcast
+    with pytest.raises(ValueError, match='as many elements'): mse(torch.zeros(3), torch.zeros(4))
+    from fastai.metrics import mse as fastai_mse
+    p,t = torch.randn(50, 1, requires_grad=True),torch.randn(50)
+    l1,l2 = mse(p, t),fastai_mse(p, t)
+    assert torch.equal(l1, l2)
+    assert torch.equal(torch.autograd.grad(l1, p)[0], torch.autograd.grad(l2, p)[0])
