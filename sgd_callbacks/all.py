@@ -7,7 +7,7 @@ from .scratch import sgd_update, fit_scratch, plot_fit
 from .callback import DivergedError, ScratchSGD, scratch_learner, same_weights, max_weight_diff
 from .fast import LeanLearner, LeanRecorder, fast_learner
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult
-from .plots import animate_fit, plot_landscape, lesson_paths
+from .plots import animate_fit, gif, plot_landscape, lesson_paths
 from .vision import ImageDL, digits_dls, create_cnn
 
 __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceDL', 'EpochShuffle', 'tensor_dls',
@@ -16,5 +16,5 @@ __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceD
            'DivergedError', 'ScratchSGD', 'scratch_learner', 'same_weights', 'max_weight_diff',
            'LeanLearner', 'LeanRecorder', 'fast_learner',
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult',
-           'animate_fit', 'plot_landscape', 'lesson_paths',
+           'animate_fit', 'gif', 'plot_landscape', 'lesson_paths',
            'ImageDL', 'digits_dls', 'create_cnn']
