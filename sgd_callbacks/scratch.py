@@ -84,6 +84,7 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
         xs,ys = (x,y) if o is None else (x[o],y[o])  # a full batch is not shuffled
         for i in range(0, n, step):
             xb,yb = (xs[i:i+step], ys[i:i+step]) if after_batch is None else after_batch((xs[i:i+step], ys[i:i+step]))
+            xb,yb = xb.as_subclass(torch.Tensor),yb.as_subclass(torch.Tensor) # as the Learner's `CastToTensor`: plain tensors
             h = {k:float(f(pct)) for k,f in scheds.items()}
             loss = loss_func(m(xb), yb)
             loss.backward()
