@@ -18,7 +18,7 @@ from .callback import *
 from .fast import *
 
 # %% auto #0
-__all__ = ['step_contenders', 'bench_step', 'loop_contenders', 'bench_loop', 'main']
+__all__ = ['BENCHES', 'step_contenders', 'bench_step', 'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision', 'main']
 
 # %% ../nbs/08_bench.ipynb #d604134e
 def _medians(fns:dict, reps:int, warmup:int=2):
@@ -115,24 +115,64 @@ def bench_loop(reps:int=5, epochs:int=5):
         rows += [(bs or 'full', k, v, v/s['plain loop']) for k,v in s.items()]
     return rows
 
+# %% ../nbs/08_bench.ipynb #7acea637
+def profile_vision(size:int=16, bs:int=64, reps:int=4, warmup:int=2):
+    "Median ms per phase of a resnet34 training step on the digits with `ScratchSGD`: `(phase, ms, share)` rows"
+    from sgd_callbacks.vision import digits_resnet34
+    learn = digits_resnet34(size=size, bs=bs)
+    m = learn.model.train()
+    learn.create_opt()
+    sc = learn.cbs.filter(lambda c: isinstance(c, ScratchSGD))[0]; sc.before_fit()
+    ts,it = {k:[] for k in ('data','forward','backward','step')},iter(learn.dls.train)
+    for i in range(warmup+reps):
+        t0 = time.perf_counter(); xb,yb = (t.as_subclass(torch.Tensor) for t in next(it))
+        t1 = time.perf_counter(); learn.loss_grad = learn.loss_func(m(xb), yb)
+        t2 = time.perf_counter(); learn.loss_grad.backward()
+        t3 = time.perf_counter(); sc.step(); learn.opt.zero_grad()
+        t4 = time.perf_counter()
+        if i >= warmup:
+            for k,a,b in zip(ts, (t0,t1,t2,t3), (t1,t2,t3,t4)): ts[k].append(b-a)
+    ms = {k:statistics.median(v)*1e3 for k,v in ts.items()}
+    tot = sum(ms.values())
+    return [(k, v, v/tot) for k,v in ms.items()] + [('total', tot, 1.)]
+
+def bench_vision():
+    "The vision notebook's full run with `ScratchSGD`: `(error rate, seconds of fit)`"
+    from sgd_callbacks.vision import train_digits_resnet34
+    _,err,secs = train_digits_resnet34(scratch=True)
+    return err, secs
+
 # %% ../nbs/08_bench.ipynb #8208c6ee
 def _table(rows, heads, fmts):
     "Rows as a plain-text table"
     out = [' | '.join(heads)]
     return '\n'.join(out + [' | '.join(f.format(v) for f,v in zip(fmts, r)) for r in rows])
 
+def _print_step(reps):
+    print(_table(bench_step(reps or 50), ['mom', 'contender', 'ms/step', '× floor', '× fastai'],
+                 ['{:.1f}', '{:<28}', '{:8.2f}', '{:6.2f}', '{:6.2f}']))
+
+def _print_loop(reps):
+    print(_table(bench_loop(reps or 5), ['bs', 'contender', 'ms/step', '× plain loop'],
+                 ['{:>4}', '{:<22}', '{:8.3f}', '{:6.1f}']))
+
+def _print_vision(reps):
+    from sgd_callbacks.vision import RESNET34_RUN
+    run = RESNET34_RUN
+    print(f"resnet34 on the digits, ScratchSGD: {run}")
+    print(_table(profile_vision(run['size'], run['bs'], reps or 4), ['phase', 'ms/step', 'share'], ['{:<8}', '{:8.0f}', '{:6.1%}']))
+    err,secs = bench_vision()
+    print(f"error={err:.4f} train_s={secs:.1f}") # the last line, read by scripts
+
+BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision}
+
 @call_parse
-def main(what:str,     # `step` (optimizer step on resnet34's parameters) or `loop` (training step on linear_dls)
+def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls) or `vision` (resnet34's full run)
          reps:int=0,    # repetitions of each contender (0: the benchmark's default)
          threads:int=0): # torch threads (0: leave torch's default)
-    "Print the `step` or `loop` benchmark as a table"
-    if what not in ('step', 'loop'): raise SystemExit(f"`what` must be 'step' or 'loop', got {what!r}")
+    "Print the benchmark `what` as a table"
+    if what not in BENCHES: raise SystemExit(f"`what` must be one of {', '.join(BENCHES)}, got {what!r}")
     reps = check_int('reps', reps, lo=0); threads = check_int('threads', threads, lo=0)
     if threads: torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if what == 'step':
-        print(_table(bench_step(reps or 50), ['mom', 'contender', 'ms/step', '× floor', '× fastai'],
-                     ['{:.1f}', '{:<28}', '{:8.2f}', '{:6.2f}', '{:6.2f}']))
-    else:
-        print(_table(bench_loop(reps or 5), ['bs', 'contender', 'ms/step', '× plain loop'],
-                     ['{:>4}', '{:<22}', '{:8.3f}', '{:6.1f}']))
+    BENCHES[what](reps)

@@ -12,7 +12,7 @@ from fastai.torch_core import set_seed, to_np
 from fastai.callback.core import Callback
 from fastai.optimizer import SGD, OptimWrapper
 from fastai.learner import Learner
-import fastai.callback.schedule # `fit_one_cycle`
+from fastai.callback.schedule import combined_cos # and `fit_one_cycle`
 from .data import *
 from .scratch import *
 from .callback import *
@@ -39,17 +39,23 @@ class StepTrack(Callback):
 def _learner(dls, model, loss_func, lr, opt_func, track):
     return Learner(dls, model, loss_func=loss_func, lr=lr, opt_func=opt_func, cbs=[EpochShuffle(), track])
 
-def _fit(learn, epochs, schedule, wd, mom, progress):
-    kw = dict(moms=(mom,mom,mom)) if schedule=='one_cycle' and not mom else {} # a mom=0 SGD ignores mom; torch's would not
-    fit = partial(learn.fit_one_cycle, **kw) if schedule=='one_cycle' else learn.fit
+def _one_cycle(lr, mom, pct_start=0.25, div=25., div_final=1e5):
+    "fastai's one-cycle: the keywords of `fit_one_cycle`, and the same `lr` and `mom` schedules for the plain loop"
+    moms = (0.95,0.85,0.95) if mom else (0.,0.,0.) # fastai's default moms; a mom=0 SGD ignores them, torch's would not
+    kw = dict(lr_max=lr, pct_start=pct_start, div=div, div_final=div_final, moms=moms)
+    return kw, {'lr': combined_cos(pct_start, lr/div, lr, lr/div_final), 'mom': combined_cos(pct_start, *moms)}
+
+def _fit(learn, epochs, cycle, wd, progress):
+    fit = partial(learn.fit_one_cycle, **cycle) if cycle else learn.fit
     with learn.no_logging():
         if progress: fit(epochs, wd=wd)
         else:
             with learn.no_bar(): fit(epochs, wd=wd)
 
-def _valid_loss(dls, model, loss_func):
-    l = Learner(dls, model, loss_func=loss_func)
-    with l.no_bar(), l.no_logging(): return l.validate()[0]
+def _validate(dls, model, loss_func, metrics):
+    "The validation loss and `metrics` of `model`, as fastai's `Learner.validate` gives them"
+    l = Learner(dls, model, loss_func=loss_func, metrics=metrics)
+    with l.no_bar(), l.no_logging(): return l.validate(), [m.name for m in l.metrics]
 
 def _warm_up():
     "Pay the one-off cost of torch.optim's first step (lazy imports) outside the timings"
@@ -59,7 +65,6 @@ def _warm_up():
 def _plain_dl(dl):
     "Why the plain loop cannot walk `dl`'s batches, or None"
     if not isinstance(dl, SliceDL): return f"needs DataLoaders over preloaded tensors (SliceDL), got {type(dl).__name__}"
-    if getattr(dl, 'after_batch', None) is not None and len(getattr(dl.after_batch, 'fs', [])): return "the loader has batch transforms"
     n = len(dl.dataset)
     if dl.shuffle != (dl.bs < n): return "the loader shuffles a full batch (or not a minibatch)"
     return None
@@ -77,6 +82,7 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
                        decouple_wd:bool=True, # decoupled weight decay (fastai's default) or L2
                        schedule:str='fit', # 'fit' (constant lr) or 'one_cycle' (`fit_one_cycle`)
                        loss_func=mse,      # the loss, the same for all
+                       metrics=None,       # fastai metrics (such as `error_rate`) of every contender on the validation set
                        seed:int=42,        # seeds the default data, the model's init and each loader factory call
                        record_weights:bool|None=None, # keep the weights after every step; None: when at most 10,000 numbers
                        progress:bool=False): # show fastai's progress bars
@@ -84,6 +90,7 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     lr,mom,wd = check_hypers(lr, mom, wd)
     epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
     if schedule not in ('fit','one_cycle'): raise ValueError(f"`schedule` must be 'fit' or 'one_cycle', got {schedule!r}")
+    cycle,scheds = _one_cycle(lr, mom) if schedule=='one_cycle' else ({},None)
     if dls_fn is None: dls_fn = partial(linear_dls, bs=10, seed=seed)
     if model_fn is None: model_fn = lambda dls: LinearModel(dls.train.dataset.tensors[0].shape[1])
     if not callable(dls_fn) or not callable(model_fn): raise TypeError("`dls_fn` and `model_fn` must be callables")
@@ -97,8 +104,10 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     _warm_up()
     def add(name, model, ls, ws, secs, note=''):
         losses[name],weights[name],models[name] = torch.tensor(ls),(torch.stack(ws) if ws else None),model
-        rows.append(dict(contender=name, valid_loss=_valid_loss(fresh(), model, loss_func), steps=len(ls),
+        (vl,*ms),names = _validate(fresh(), model, loss_func, metrics)
+        rows.append(dict(contender=name, valid_loss=vl, **dict(zip(names, ms)), steps=len(ls),
                          s_per_step=secs/max(len(ls),1), note=note, ls=ls))
+        return names
     def na(name, why): rows.append(dict(contender=name, note=why, na=True))
     sgd = partial(SGD, mom=mom, wd=wd, decouple_wd=decouple_wd)
     tor = partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=mom, weight_decay=wd))
@@ -109,18 +118,19 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
         tr = StepTrack(record_weights)
         if opt_func is None: learn = scratch_learner(fresh(), copy.deepcopy(m0), lr, mom, wd, decouple_wd, loss_func, cbs=tr)
         else: learn = _learner(fresh(), copy.deepcopy(m0), loss_func, lr, opt_func, tr)
-        t0 = time.perf_counter(); _fit(learn, epochs, schedule, wd, mom, progress)
-        add(name, learn.model, tr.losses, tr.ws, time.perf_counter()-t0)
+        t0 = time.perf_counter(); _fit(learn, epochs, cycle, wd, progress)
+        names = add(name, learn.model, tr.losses, tr.ws, time.perf_counter()-t0)
         if name=='fastai SGD': no_wd = any(not st.get('do_wd', True) for st in learn.opt.state.values()) # biases, BatchNorm
-    why = "fit_scratch has a constant lr; fit_one_cycle schedules lr and mom" if schedule=='one_cycle' else _plain_dl(dls.train)
+    why = _plain_dl(dls.train)
     if why: na('plain loop', why)
     else:
-        dl = dls.train
-        xt,yt = dl.dataset.tensors
+        dl = fresh().train # the same seeding as each learner's, for the same dropout masks
+        dev = getattr(dl, 'device', None) or 'cpu'
+        xt,yt = (t.to(dev) for t in dl.dataset.tensors)
         bs = None if dl.bs >= len(xt) else dl.bs
         t0 = time.perf_counter()
-        h = fit_scratch(xt, yt, copy.deepcopy(m0), lr=lr, epochs=epochs, bs=bs, mom=mom, wd=wd, decouple_wd=decouple_wd,
-                        seed=dl.seed, loss_func=loss_func, record_weights=record_weights)
+        h = fit_scratch(xt, yt, copy.deepcopy(m0).to(dev), lr=lr, epochs=epochs, bs=bs, mom=mom, wd=wd, decouple_wd=decouple_wd,
+                        seed=dl.seed, loss_func=loss_func, record_weights=record_weights, after_batch=dl.after_batch, scheds=scheds)
         add('plain loop', h.model, h.loss.tolist(), list(h.weights) if record_weights else None, time.perf_counter()-t0)
     a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL) else None
     ref = models['fastai SGD']
@@ -132,7 +142,7 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
         r.update(train_loss=float(np.mean(ls[-steps_ep:])), epochs=epochs, max_dw=max_weight_diff(ref, m),
                  identical=same_weights(ref, m), dist_opt=float((m.a.detach().cpu()-a_opt).norm()) if a_opt is not None else float('nan'),
                  expected=r['contender'] in CONTENDERS[:2] or not (wd and no_wd)) # torch and the loop decay every parameter
-    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+names+COLUMNS[3:])
     return CompareResult(df, losses, weights, models, a_opt, dls)
 
 # %% ../nbs/03_compare.ipynb #e8548d30

@@ -64,7 +64,9 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
                 mom:float=0., wd:float=0., decouple_wd:bool=True,
                 seed:int=42,        # seed of the minibatch order (see `epoch_order`)
                 loss_func=mse,
-                record_weights:bool=True): # keep the flattened weights after every step
+                record_weights:bool=True, # keep the flattened weights after every step
+                after_batch=None,   # applied to each `(xb, yb)`, as a loader applies its own (e.g. `dl.after_batch`)
+                scheds:dict|None=None): # `{'lr': f, 'mom': f}`, f a function of the training progress (as fastai's `combined_cos`)
     "The lesson's loop: full-batch, minibatch or stochastic gradient descent; returns the history"
     check_xy(x, y)
     lr,mom,wd = check_hypers(lr, mom, wd)
@@ -72,22 +74,29 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
     n = len(x)
     if bs is not None: bs = check_int('bs', bs, 1, n, what=f' (the batch size, at most the {n} rows)')
     m,ps = _params(model_or_a)
-    bufs = [torch.zeros_like(p) for p in ps] if mom else None
+    scheds = scheds or {}
+    if set(scheds) - {'lr','mom'}: raise ValueError(f"`scheds` may schedule 'lr' and 'mom', got {list(scheds)}")
+    bufs = [torch.zeros_like(p) for p in ps] if mom or 'mom' in scheds else None
     snap = lambda: torch.cat([p.detach().flatten() for p in ps]).clone()
     losses,weights = [],[snap()] if record_weights else None
-    m.train()
+    step,pct = bs or n,0.
     for epoch in range(epochs):
+        m.train() # BatchNorm and dropout in training mode, as the Learner sets them before each epoch
         o = None if bs is None or bs==n else epoch_order(n, seed, epoch)
         xs,ys = (x,y) if o is None else (x[o],y[o])  # a full batch is not shuffled
-        step = bs or n
         for i in range(0, n, step):
-            loss = loss_func(m(xs[i:i+step]), ys[i:i+step])
+            xb,yb = (xs[i:i+step], ys[i:i+step]) if after_batch is None else after_batch((xs[i:i+step], ys[i:i+step]))
+            xb,yb = xb.as_subclass(torch.Tensor),yb.as_subclass(torch.Tensor) # as the Learner's `CastToTensor`: plain tensors
+            h = {k:float(f(pct)) for k,f in scheds.items()}
+            loss = loss_func(m(xb), yb)
             loss.backward()
             with torch.no_grad():
-                sgd_update(ps, [p.grad for p in ps], lr, wd, decouple_wd, mom, bufs)
+                sgd_update(ps, [p.grad for p in ps], h.get('lr', lr), wd, decouple_wd, h.get('mom', mom), bufs)
                 for p in ps: p.grad.zero_()
+            pct += 1./(-(-n//step)*epochs) # the progress as the Learner adds it up, so schedules give the same floats
             losses.append(loss.item())
             if record_weights: weights.append(snap())
+        m.eval() # the Learner validates after each epoch, and leaves the model in eval mode
     return AttrDict(model=m, loss=tensor(losses), weights=torch.stack(weights) if record_weights else None)
 
 # %% ../nbs/01_scratch.ipynb #fa5bc482

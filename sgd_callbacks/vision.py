@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_vision.ipynb #a521fa69
 from __future__ import annotations
-import os
+import os, time, contextlib
 from urllib.parse import urlparse
 from pathlib import Path
 import torch, torch.nn.functional as F
@@ -17,11 +17,17 @@ from fastai.data.transforms import Category, CategoryMap, Normalize, get_c
 from fastai.losses import CrossEntropyLossFlat
 import fastai.vision.data # `show_batch` and `show_results` for `TensorImage`
 from fastai.vision.learner import vision_learner
+from fastai.optimizer import SGD
+from fastai.metrics import error_rate
+from fastcore.basics import partial
+from torchvision.models import resnet34
 from torchvision.models import get_model_weights
 from .data import *
+from .callback import ScratchSGD
 
 # %% auto #0
-__all__ = ['ImageTensors', 'ImageDL', 'digits_data', 'digits_dls', 'create_cnn']
+__all__ = ['RESNET34_RUN', 'ImageTensors', 'ImageDL', 'digits_data', 'digits_dls', 'create_cnn', 'digits_resnet34',
+           'train_digits_resnet34']
 
 # %% ../nbs/04_vision.ipynb #c22a4893
 class ImageTensors(Tensors):
@@ -122,3 +128,30 @@ def create_cnn(dls,                   # fastai `DataLoaders` of images (`digits_
         raise ValueError("`n_out` could not be inferred from `dls` (it has no `c` or `vocab`): pass `n_out`")
     if pretrained or kwargs.get('weights') is not None: _check_cached_weights(arch, kwargs.get('weights'))
     return vision_learner(dls, arch, metrics=metrics, pretrained=pretrained, **kwargs)
+
+# %% ../nbs/04_vision.ipynb #5b783577
+RESNET34_RUN = dict(size=16, bs=64, epochs=6, lr=0.1, mom=0.) # chosen by measurement: see the tables above
+
+def digits_resnet34(scratch:bool=True, # step with `ScratchSGD` (else fastai's own `SGD` step)
+                    size:int=RESNET34_RUN['size'], bs:int=RESNET34_RUN['bs'], mom:float=RESNET34_RUN['mom'],
+                    seed:int=0):     # seeds the initial weights
+    "The lesson's `create_cnn(dls, resnet34, metrics=error_rate)` on the digits with fastai's `SGD`, in `channels_last`"
+    torch.manual_seed(seed)
+    cbs = [EpochShuffle()] + ([ScratchSGD()] if scratch else [])
+    learn = create_cnn(digits_dls(size=size, bs=bs), resnet34, metrics=error_rate, pretrained=False,
+                       opt_func=partial(SGD, mom=mom), cbs=cbs)
+    learn.model.to(memory_format=torch.channels_last) # a faster forward pass; the same layout for every learner
+    return learn
+
+def train_digits_resnet34(scratch:bool=True, # step with `ScratchSGD` (else fastai's own `SGD` step)
+                          size:int=RESNET34_RUN['size'], bs:int=RESNET34_RUN['bs'], epochs:int=RESNET34_RUN['epochs'],
+                          lr:float=RESNET34_RUN['lr'], mom:float=RESNET34_RUN['mom'],
+                          seed:int=0,        # seeds the initial weights, then the dropout masks
+                          bar:bool=False):   # show fastai's progress bar
+    "Train `digits_resnet34` one-cycle: the learner, its error rate and the seconds `fit` took"
+    learn = digits_resnet34(scratch, size, bs, mom, seed)
+    torch.manual_seed(seed+1)
+    t = time.perf_counter()
+    with contextlib.nullcontext() if bar else learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(epochs, lr, moms=None if mom else (0.,0.,0.))
+    return learn, learn.recorder.values[-1][-1], time.perf_counter()-t

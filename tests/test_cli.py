@@ -8,7 +8,8 @@ def umask(): m = os.umask(0); os.umask(m); return m
 exe = Path(sys.executable).parent/'sgd_compare'
 BAD = {'data': ['--data', 'mnist'], 'lr0': ['--lr', '0'], 'lrneg': ['--lr', '-1'], 'lrnan': ['--lr', 'nan'],
        'lrinf': ['--lr', 'inf'], 'epochs': ['--epochs', '0'], 'bs0': ['--bs', '0'], 'bsword': ['--bs', 'many'],
-       'bsbig': ['--bs', '1000'], 'lrword': ['--lr', 'abc'], 'epochsword': ['--epochs', 'two'], 'outfile': ['--out', '{d}/afile'], 'outunder': ['--out', '{d}/afile/sub']}
+       'bsbig': ['--bs', '1000'], 'size': ['--size', '16'], 'sizesmall': ['--data', 'digits', '--size', '4'],
+       'sizeword': ['--data', 'digits', '--size', 'big'], 'schedule': ['--schedule', 'cosine'], 'lrword': ['--lr', 'abc'], 'epochsword': ['--epochs', 'two'], 'outfile': ['--out', '{d}/afile'], 'outunder': ['--out', '{d}/afile/sub']}
 
 # Every process pays fastai's import (~10 s on 2 busy cores): the console script runs for the default, --out
 # runs; the bad arguments go through the same `call_parse` parser and function in one more process.
@@ -32,11 +33,12 @@ print(json.dumps(res))
 def runs(tmp_path_factory):
     "Start every process at once, then collect them"
     d = tmp_path_factory.mktemp('cli'); (d/'afile').write_text('x')
-    cmds = {'default': [], 'out': ['--out', str(d/'report'), '--epochs', '3']}
+    cmds = {'default': [], 'out': ['--out', str(d/'report'), '--epochs', '3'],
+            'digits': ['--data', 'digits', '--size', '8', '--bs', '256', '--epochs', '1']} # the full default is measured in 06_cli
     cmds.update({k: [a.format(d=d) for a in v] + ([] if k.startswith('out') else ['--out', str(d/f'bad_{k}')]) for k,v in BAD.items()})
     env = dict(os.environ, MPLBACKEND='Agg')
     popen = lambda c: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    solo = ('default', 'out')
+    solo = ('default', 'out', 'digits')
     ps = {k: popen([str(exe), *cmds[k]]) for k in solo}
     batch = popen([sys.executable, '-c', BATCH, json.dumps({k: v for k,v in cmds.items() if k not in solo})])
     res = {k: (p.wait(300), *p.communicate()) for k,p in ps.items()}
@@ -51,6 +53,18 @@ def test_default_run(runs):
     rows = [l.split()[0] for l in out.splitlines()]
     for name in ('fastai', 'ScratchSGD', 'torch.optim.SGD', 'plain'): assert name in rows
     assert out.count('True') >= 8 and 'bit-identical' in out
+
+def test_digits_run(runs):
+    rc,out,err = runs[1]['digits']
+    assert rc == 0, err
+    head,cols,*rows = [l for l in out.splitlines() if l.strip()][:6]
+    assert 'size=8 channels_last resnet34 bs=256' in head and '1 epochs of one_cycle' in head
+    assert cols.split()[:4] == ['contender', 'train_loss', 'valid_loss', 'error_rate']
+    rows = [r.split() for r in rows[:4]] # read from the right: ... error_rate dist_opt max_dw identical expected epochs steps s_per_step
+    assert [r[-5:-1] for r in rows] == [['True', 'True', '1', '6']]*4, rows
+    err_rates = {float(r[-8]) for r in rows}
+    assert len(err_rates) == 1 and 0 <= err_rates.pop() <= 1
+    assert 'all 4 rows' in out
 
 def test_out_writes_all_files(runs):
     d,(rc,out,err) = runs[0],runs[1]['out']

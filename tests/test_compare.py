@@ -1,5 +1,6 @@
 "compare_optimizers: parity rows, rows that do not apply, the plot, bad arguments."
 import math, pytest, torch
+from torch import nn
 import matplotlib.pyplot as plt
 from functools import partial
 from PIL import Image
@@ -27,9 +28,51 @@ def test_not_applicable_rows_are_kept():
     res = compare_optimizers(epochs=1, wd=0.1, mom=0.9, schedule='one_cycle')
     df = res.df.set_index('contender')
     assert df.loc['torch.optim.SGD', 'identical'] == 'n/a' and 'decoupled' in df.loc['torch.optim.SGD', 'note']
-    assert df.loc['plain loop', 'identical'] == 'n/a' and 'one_cycle' in df.loc['plain loop', 'note']
-    assert math.isnan(df.loc['plain loop', 'valid_loss'])
+    assert math.isnan(df.loc['torch.optim.SGD', 'valid_loss'])
     assert df.loc['ScratchSGD', 'identical'] is True and res.mismatches() == []
+    assert df.loc['plain loop', 'identical'] is True  # it walks fit_one_cycle's lr and mom schedules too
+
+def small_cnn(dls):
+    "Convolutions with BatchNorm (running statistics in the state_dict) and dropout (random masks)"
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(16, 10))
+
+@pytest.mark.parametrize('schedule,size', [('fit', 8), ('one_cycle', 12)])
+def test_image_plain_loop_bit_identical(schedule, size):
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import error_rate, accuracy
+    from sgd_callbacks.vision import digits_dls
+    cl = schedule=='one_cycle' # channels_last weights: the loop must feed plain tensors, as the Learner does, to match
+    model_fn = lambda dls: small_cnn(dls).to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    res = compare_optimizers(partial(digits_dls, size=size, bs=64), model_fn, lr=0.1, mom=0.9, epochs=2, schedule=schedule,
+                             loss_func=CrossEntropyLossFlat(), metrics=[error_rate, accuracy])
+    df = res.df.set_index('contender')
+    assert df.identical.tolist() == [True]*4 and res.mismatches() == [] and (df.note == '').all()
+    sds = {k: m.state_dict() for k,m in res.models.items()}
+    ref = sds['fastai SGD']
+    assert any(k.endswith('running_mean') for k in ref)
+    for k,sd in sds.items():
+        assert sd.keys() == ref.keys() and all(torch.equal(sd[n], ref[n]) for n in ref), k  # BatchNorm buffers too
+        assert not res.models[k].training  # left in eval mode, as the Learner leaves it
+    assert all(torch.equal(res.losses[k], res.losses['fastai SGD']) for k in CONTENDERS)
+    assert list(df.columns[:4]) == ['train_loss', 'valid_loss', 'error_rate', 'accuracy']
+    assert (df.error_rate + df.accuracy - 1).abs().max() < 1e-6 and df.error_rate.iloc[0] < 0.6  # it learns (chance: 0.9)
+    m0 = small_cnn(None)
+    assert not torch.equal(res.models['plain loop'][1].running_mean, m0[1].running_mean)  # the statistics were tracked
+
+def test_plain_loop_sees_normalized_batches(monkeypatch):
+    "Without the loader's `Normalize` the plain loop trains on other inputs, and the table shows it"
+    from fastai.losses import CrossEntropyLossFlat
+    from sgd_callbacks.vision import digits_dls
+    import sgd_callbacks.compare as compare
+    real = compare.fit_scratch
+    def raw(*args, **kw): kw['after_batch'] = None; return real(*args, **kw)
+    monkeypatch.setattr(compare, 'fit_scratch', raw)
+    res = compare_optimizers(partial(digits_dls, size=8, bs=64), small_cnn, epochs=1, loss_func=CrossEntropyLossFlat())
+    df = res.df.set_index('contender')
+    assert not df.loc['plain loop', 'identical'] and df.loc['plain loop', 'max_dw'] > 0
+    assert [c for c,_ in res.mismatches()] == ['plain loop']
 
 def test_foreign_loader_marks_plain_loop_na():
     from fastai.data.core import DataLoaders

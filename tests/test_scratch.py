@@ -46,3 +46,17 @@ def test_plot_fit_accepts_tensors_that_require_grad(tmp_path):
         ax = plot_fit(x, y, arg)
         f = tmp_path/'fit.png'; ax.figure.savefig(f)
         assert f.stat().st_size > 1000
+
+def test_scheds_constant_is_the_float_lr_and_bad_keys_fail():
+    h0 = fit_scratch(x, y, (-1.,1.), lr=0.1, epochs=3, bs=10, mom=0.9)
+    h1 = fit_scratch(x, y, (-1.,1.), lr=0.5, epochs=3, bs=10, scheds={'lr': lambda pct: 0.1, 'mom': lambda pct: 0.9})
+    assert torch.equal(h0.weights, h1.weights)
+    seen = []
+    fit_scratch(x, y, (-1.,1.), epochs=2, bs=50, scheds={'lr': lambda pct: seen.append(pct) or 0.1})
+    assert seen == [0., 0.25, 0.5, 0.75]
+    with pytest.raises(ValueError, match='`scheds`'): fit_scratch(x, y, (-1.,1.), scheds={'wd': lambda pct: 0.})
+
+def test_after_batch_is_applied():
+    h0 = fit_scratch(x, y, (-1.,1.), epochs=2, bs=10)
+    h1 = fit_scratch(x/2, y, (-1.,1.), epochs=2, bs=10, after_batch=lambda b: (b[0]*2, b[1]))
+    assert torch.equal(h0.weights, h1.weights)
