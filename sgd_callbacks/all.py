@@ -8,7 +8,8 @@ from .callback import DivergedError, ScratchSGD, scratch_learner, same_weights, 
 from .fast import LeanLearner, LeanRecorder, fast_learner
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult
 from .plots import animate_fit, gif, plot_landscape, lesson_paths
-from .vision import ImageDL, digits_dls, create_cnn
+from .vision import ImageDL, digits_dls, create_cnn, digits_resnet34, train_digits_resnet34
+from .distributed import ddp_env, DDPShard, RankFailed # and `Learner.ddp_ctx`
 
 __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceDL', 'EpochShuffle', 'tensor_dls',
            'linear_dls', 'diabetes_dls',
@@ -17,4 +18,5 @@ __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceD
            'LeanLearner', 'LeanRecorder', 'fast_learner',
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult',
            'animate_fit', 'gif', 'plot_landscape', 'lesson_paths',
-           'ImageDL', 'digits_dls', 'create_cnn']
+           'ImageDL', 'digits_dls', 'create_cnn', 'digits_resnet34', 'train_digits_resnet34',
+           'ddp_env', 'DDPShard', 'RankFailed']
