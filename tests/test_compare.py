@@ -43,9 +43,9 @@ def test_image_plain_loop_bit_identical(schedule, size):
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import error_rate, accuracy
     from sgd_callbacks.vision import digits_dls
-    cl = schedule=='one_cycle' # channels_last weights: the loop must feed plain tensors, as the Learner does, to match
+    cl = schedule=="one_cycle" # channels_last weights, as sgd_compare builds resnet34
     model_fn = lambda dls: small_cnn(dls).to(memory_format=torch.channels_last if cl else torch.contiguous_format)
-    res = compare_optimizers(partial(digits_dls, size=size, bs=64), model_fn, lr=0.1, mom=0.9, epochs=2, schedule=schedule,
+    res = compare_optimizers(partial(digits_dls, size=size, bs=128), model_fn, lr=0.1, mom=0.9, epochs=2, schedule=schedule,
                              loss_func=CrossEntropyLossFlat(), metrics=[error_rate, accuracy])
     df = res.df.set_index('contender')
     assert df.identical.tolist() == [True]*4 and res.mismatches() == [] and (df.note == '').all()
@@ -69,7 +69,7 @@ def test_plain_loop_sees_normalized_batches(monkeypatch):
     real = compare.fit_scratch
     def raw(*args, **kw): kw['after_batch'] = None; return real(*args, **kw)
     monkeypatch.setattr(compare, 'fit_scratch', raw)
-    res = compare_optimizers(partial(digits_dls, size=8, bs=64), small_cnn, epochs=1, loss_func=CrossEntropyLossFlat())
+    res = compare_optimizers(partial(digits_dls, size=8, bs=128), small_cnn, epochs=1, loss_func=CrossEntropyLossFlat())
     df = res.df.set_index('contender')
     assert not df.loc['plain loop', 'identical'] and df.loc['plain loop', 'max_dw'] > 0
     assert [c for c,_ in res.mismatches()] == ['plain loop']
