@@ -4,7 +4,8 @@
 
 # %% ../nbs/08_bench.ipynb #e3f073e2
 from __future__ import annotations
-import time, statistics, copy
+import time, statistics, copy, re, sys, subprocess, tempfile
+from pathlib import Path
 import torch
 from fastcore.script import call_parse
 from fastcore.basics import partial
@@ -18,7 +19,8 @@ from .callback import *
 from .fast import *
 
 # %% auto #0
-__all__ = ['BENCHES', 'step_contenders', 'bench_step', 'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision', 'main']
+__all__ = ['BENCHES', 'step_contenders', 'bench_step', 'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision',
+           'ddp_epoch_seconds', 'main']
 
 # %% ../nbs/08_bench.ipynb #d604134e
 def _medians(fns:dict, reps:int, warmup:int=2):
@@ -142,6 +144,28 @@ def bench_vision():
     _,err,secs = train_digits_resnet34(scratch=True)
     return err, secs
 
+# %% ../nbs/08_bench.ipynb #b120b2c1
+_DDP_EPOCH = """
+import sys, time, torch
+from sgd_callbacks.all import *
+torch.set_num_threads(int(sys.argv[1]))
+learn = digits_resnet34()
+with learn.ddp_ctx(), learn.no_bar(), learn.no_logging():
+    learn.fit(1, 0.01) # warm-up: first-call costs stay out of the timing
+    t = time.perf_counter(); learn.fit(1, 0.01); secs = time.perf_counter()-t
+if ddp_env()[0] == 0: print(f"epoch_s={secs:.3f}")
+"""
+
+def ddp_epoch_seconds(nproc:int, # processes, started by torchrun
+                      threads:int): # torch threads in each
+    "Wall seconds of one epoch (train and validate) of `digits_resnet34` with ScratchSGD under `ddp_ctx`"
+    with tempfile.TemporaryDirectory() as d:
+        fn = Path(d)/'epoch.py'; fn.write_text(_DDP_EPOCH)
+        out = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(nproc),
+                              str(fn), str(threads)], capture_output=True, text=True)
+    if out.returncode: raise RuntimeError(f"the {nproc}-process epoch failed:\n{out.stderr[-3000:]}")
+    return float(re.search(r'epoch_s=([0-9.]+)', out.stdout).group(1))
+
 # %% ../nbs/08_bench.ipynb #8208c6ee
 def _table(rows, heads, fmts):
     "Rows as a plain-text table"
@@ -164,10 +188,16 @@ def _print_vision(reps):
     err,secs = bench_vision()
     print(f"error={err:.4f} train_s={secs:.1f}") # the last line, read by scripts
 
-BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision}
+def _print_ddp(reps):
+    rows = [(n, t, ddp_epoch_seconds(n, t)) for n,t in ((1,1), (1,2), (2,1))]
+    base = rows[1][2]
+    print(_table([(n, t, s, s/base) for n,t,s in rows], ['processes', 'threads each', 's/epoch', '× 1 process, 2 threads'],
+                 ['{:>9}', '{:>12}', '{:8.2f}', '{:6.2f}']))
+
+BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp}
 
 @call_parse
-def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls) or `vision` (resnet34's full run)
+def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls) `vision` (resnet34's full run) or `ddp` (an epoch on 1 and 2 processes)
          reps:int=0,    # repetitions of each contender (0: the benchmark's default)
          threads:int=0): # torch threads (0: leave torch's default)
     "Print the benchmark `what` as a table"
