@@ -5,6 +5,8 @@ argument checks and dataset classes stay in their modules."""
 from .data import LinearModel, linear_data, lstsq_weights, epoch_order, SliceDL, EpochShuffle, tensor_dls, linear_dls, diabetes_dls
 from .scratch import sgd_update, fit_scratch, plot_fit
 from .callback import DivergedError, ScratchSGD, scratch_learner, same_weights, max_weight_diff
+from .rules import (ScratchStep, RuleError, rule_for, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule,
+                    larc_rule, lamb_rule, lookahead_stage)
 from .fast import LeanLearner, LeanRecorder, fast_learner
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult
 from .plots import animate_fit, gif, plot_landscape, lesson_paths
@@ -15,6 +17,8 @@ __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceD
            'linear_dls', 'diabetes_dls',
            'sgd_update', 'fit_scratch', 'plot_fit',
            'DivergedError', 'ScratchSGD', 'scratch_learner', 'same_weights', 'max_weight_diff',
+           'ScratchStep', 'RuleError', 'rule_for', 'sgd_rule', 'rmsprop_rule', 'adam_rule', 'radam_rule', 'qhadam_rule',
+           'larc_rule', 'lamb_rule', 'lookahead_stage',
            'LeanLearner', 'LeanRecorder', 'fast_learner',
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult',
            'animate_fit', 'gif', 'plot_landscape', 'lesson_paths',

@@ -20,7 +20,7 @@ from .data import *
 from .scratch import *
 
 # %% auto #0
-__all__ = ['sgd_recipe', 'DivergedError', 'ScratchSGD', 'scratch_learner', 'same_weights', 'max_weight_diff']
+__all__ = ['sgd_recipe', 'DivergedError', 'check_finite_step', 'ScratchSGD', 'scratch_learner', 'same_weights', 'max_weight_diff']
 
 # %% ../nbs/02_callback.ipynb #15a441af
 def sgd_recipe(opt):
@@ -42,6 +42,15 @@ def _finite(ts):
     if torch.stack([t.detach().sum() for t in ts]).isfinite().all(): return True
     return all(t.isfinite().all() for t in ts)
 
+def check_finite_step(learn, gs):
+    "Raise `DivergedError`, naming the batch and lr, unless `learn`'s loss and the gradients `gs` are finite"
+    if _finite([learn.loss_grad, *gs]): return
+    what = 'loss' if not _finite([learn.loss_grad]) else 'gradient'
+    lrs = [h['lr'] for h in learn.opt.hypers]
+    raise DivergedError(f"Training diverged: non-finite {what} at epoch {learn.epoch+1}/{learn.n_epoch}, "
+        f"batch {learn.iter+1}/{learn.n_iter}, with lr={lrs[0] if len(set(lrs))==1 else lrs}. The weights are those of "
+        "the last finite step. Try a smaller `lr`; `learn.lr_find()` suggests one.")
+
 # %% ../nbs/02_callback.ipynb #9c997214
 class ScratchSGD(Callback):
     "Do fastai's SGD step with the lesson's hand-written `sgd_update`, then cancel fastai's own step"
@@ -51,6 +60,7 @@ class ScratchSGD(Callback):
         store_attr()
 
     def before_fit(self):
+        if self.learn.opt is None: return # `learn.validate()` before any fit: no optimizer, no step to take
         self.momentum,self.decouple_wd = sgd_recipe(self.learn.opt)
         dev = getattr(self.dls, 'device', None) or next(self.model.parameters()).device
         self.use_foreach = (torch.device(dev).type != 'cpu' or not self.momentum) if self.foreach is None else self.foreach
@@ -59,15 +69,6 @@ class ScratchSGD(Callback):
         st = self.learn.opt.state[p]
         if 'grad_avg' not in st: st['grad_avg'] = torch.zeros_like(p)
         return st['grad_avg']
-
-    def _check(self, gs):
-        "Raise `DivergedError` unless the loss and the gradients `gs` are finite"
-        if _finite([self.learn.loss_grad, *gs]): return
-        what = 'loss' if not _finite([self.learn.loss_grad]) else 'gradient'
-        lrs = [h['lr'] for h in self.learn.opt.hypers]
-        raise DivergedError(f"Training diverged: non-finite {what} at epoch {self.epoch+1}/{self.n_epoch}, "
-            f"batch {self.iter+1}/{self.n_iter}, with lr={lrs[0] if len(set(lrs))==1 else lrs}. The weights are those of "
-            "the last finite step. Try a smaller `lr`; `learn.lr_find()` suggests one.")
 
     @torch.no_grad()
     def step(self):
@@ -79,7 +80,7 @@ class ScratchSGD(Callback):
                 if p.grad is not None: by_wd[opt.state[p].get('do_wd', True)].append(p) # no decay on bias/BN by default
             for do_wd,ps in by_wd.items():
                 if ps: todo.append((ps, [p.grad for p in ps], hyper['lr'], hyper['wd'] if do_wd else 0., mom))
-        if self.check_finite: self._check([g for _,gs,*_ in todo for g in gs])
+        if self.check_finite: check_finite_step(self.learn, [g for _,gs,*_ in todo for g in gs])
         for ps,gs,lr,wd,mom in todo:
             bufs = [self._buf(p) for p in ps] if self.momentum else None
             if self.use_foreach: sgd_update(ps, gs, lr, wd, self.decouple_wd, mom, bufs)

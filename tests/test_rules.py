@@ -1,0 +1,188 @@
+"""ScratchStep and the hand-written rules: one step against fastai's optimizers over random shapes and hyper-parameters,
+whole fits bit for bit on three learners, resume, the user's own rule, and bad input."""
+import copy
+import pytest, torch
+from torch import nn
+from hypothesis import given, settings, strategies as st
+from fastai.basics import (Learner, Optimizer, OptimWrapper, Callback, CrossEntropyLossFlat, partial, set_seed,
+                           SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, weight_decay, sgd_step)
+import fastai.callback.schedule, fastai.callback.core
+from sgd_callbacks.all import *
+from sgd_callbacks.scratch import mse
+from sgd_callbacks.vision import digits_data
+
+OPTS = {'sgd': SGD, 'sgd_mom': partial(SGD, mom=0.9), 'rmsprop': RMSProp, 'rmsprop_mom': partial(RMSProp, mom=0.9),
+        'adam': Adam, 'radam': RAdam, 'sadam': partial(RAdam, beta=2.), 'qhadam': QHAdam, 'larc': Larc,
+        'lars': partial(Larc, clip=False), 'larc_nomom': partial(Larc, mom=0.), 'lamb': Lamb, 'ranger': ranger}
+
+# ---- one step, random shapes and hyper-parameters
+
+shapes = st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=3), min_size=1, max_size=4)
+hypers = st.fixed_dictionaries(dict(lr=st.floats(1e-4, 1.), mom=st.floats(0., 0.99), sqr_mom=st.floats(0.5, 0.999),
+                                    eps=st.sampled_from([1e-8, 1e-5, 1e-3]), wd=st.sampled_from([0.]) | st.floats(1e-4, 0.1)))
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(sorted(OPTS)), shapes, hypers, st.booleans(), st.integers(1, 7), st.integers(0, 2**31))
+def test_steps_match_fastai(name, shapes, hp, decouple_wd, steps, seed):
+    "Up to 7 steps of each rule equal fastai's optimizer's, bit for bit, with decay on one parameter only"
+    g = torch.Generator().manual_seed(seed)
+    ref = [nn.Parameter(torch.randn(tuple(s), generator=g)) for s in shapes]
+    ours = [nn.Parameter(p.detach().clone()) for p in ref]
+    f = partial(OPTS[name], decouple_wd=decouple_wd)
+    o_ref,o_ours = f(ref, lr=hp['lr']),f(ours, lr=hp['lr'])
+    for o in (o_ref, o_ours):
+        o.set_hypers(**{k: v for k,v in hp.items() if k in o.hypers[0]})
+        o.state[o.param_lists[0][0]]['do_wd'] = False
+    rule,la = rule_for(o_ours)
+    for _ in range(steps):
+        grads = [torch.randn(tuple(s), generator=g) for s in shapes]
+        for p,gr in zip(ref, grads): p.grad = gr.clone()
+        for p,gr in zip(ours, grads): p.grad = gr.clone()
+        o_ref.step()
+        with torch.no_grad():
+            if la and la.slow_weights is None: la.slow_weights = [[p.detach().clone() for p in pg] for pg in la.param_lists]
+            for p in ours: rule(p, p.grad, o_ours.state[p], do_wd=o_ours.state[p].get('do_wd', True), **o_ours.hypers[0])
+            if la: lookahead_stage(la)
+    for a,b in zip(ref, ours): assert torch.equal(a, b)
+
+# ---- whole fits in a Learner: the lesson's model, diabetes, a small CNN with BatchNorm and three groups
+
+def small_cnn():
+    return nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
+                         nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+                         nn.Linear(8, 10))
+
+MAKERS = {
+    'lesson':   lambda: dict(dls=linear_dls(bs=10), model=LinearModel(), loss_func=mse),
+    'diabetes': lambda: (lambda d: dict(dls=d, model=LinearModel(d.train.dataset.tensors[0].shape[1]), loss_func=mse))(diabetes_dls(bs=64)),
+    'cnn':      lambda: dict(dls=tensor_dls(*(t[:240] for t in digits_data(8)), bs=32), model=small_cnn(), loss_func=CrossEntropyLossFlat(),
+                             splitter=lambda m: [list(m[0].parameters()), list(m[1].parameters()), list(m[2].parameters())]),
+}
+
+def train(maker, opt_func, scratch, sched, wd, lr=1e-2):
+    set_seed(0)
+    learn = Learner(**MAKERS[maker](), opt_func=opt_func, lr=lr, wd=wd, cbs=[EpochShuffle()] + ([ScratchStep()] if scratch else []))
+    fit = learn.fit_one_cycle if sched == 'one_cycle' else learn.fit
+    with learn.no_bar(), learn.no_logging():
+        if maker == 'cnn':
+            learn.freeze(); fit(1)
+            learn.unfreeze(); fit(1, slice(lr/10, lr))
+        else: fit(2)
+    return learn
+
+@pytest.mark.parametrize('maker', sorted(MAKERS))
+@pytest.mark.parametrize('name', sorted(OPTS))
+def test_fits_match_fastai(maker, name):
+    "fit and fit_one_cycle, weight decay off, decoupled and L2: the whole state_dict as fastai's optimizer leaves it"
+    for sched in ('fit', 'one_cycle'):
+        for wd,dec in ((0., True), (0.01, True), (0.01, False)):
+            f = partial(OPTS[name], decouple_wd=dec)
+            ref,ours = train(maker, f, False, sched, wd),train(maker, f, True, sched, wd)
+            assert same_weights(ref.model, ours.model), (sched, wd, dec, max_weight_diff(ref.model, ours.model))
+            if not (name.startswith('lar') and maker == 'diabetes'): # Larc's rate is |p|/|g|: zero from diabetes' zero start
+                assert not same_weights(ours.model, MAKERS[maker]()['model']) # it trained
+
+# ---- resume
+
+@pytest.mark.parametrize('name', ['adam', 'lamb', 'ranger', 'sgd_mom'])
+def test_resume_is_bit_identical(name, tmp_path):
+    "fit_one_cycle(4) in one go equals 2 epochs, save(with_opt), fresh learner, load, start_epoch=2; and from fastai's own checkpoint"
+    def mk(scratch=True):
+        set_seed(0)
+        return Learner(linear_dls(bs=10), LinearModel(), loss_func=mse, opt_func=OPTS[name], lr=0.05, wd=0.01, path=tmp_path,
+                       cbs=[EpochShuffle()] + ([ScratchStep()] if scratch else []))
+    whole = mk()
+    with whole.no_bar(), whole.no_logging(): whole.fit_one_cycle(4)
+    for first_scratch in (True, False): # a checkpoint of fastai's optimizer is one ScratchStep continues exactly
+        a = mk(first_scratch)
+        with a.no_bar(), a.no_logging(): a.fit_one_cycle(4, cbs=[StopAfter(2)])
+        a.save('half', with_opt=True)
+        b = mk(); b.load('half', with_opt=True)
+        with b.no_bar(), b.no_logging(): b.fit_one_cycle(4, start_epoch=2)
+        assert same_weights(whole.model, b.model), first_scratch
+
+class StopAfter(Callback):
+    def __init__(self, n): self.n = n
+    def after_epoch(self):
+        if self.epoch+1 == self.n: raise fastai.callback.core.CancelFitException()
+
+# ---- the user's own rule
+
+def lesson_rule(p, g, state, lr, **_): p.sub_(lr*g)
+
+def momentum_rule(p, g, state, lr, mom, **_):
+    "Heavy-ball momentum kept in `state`, as a user would write it"
+    buf = state.setdefault('my_buf', torch.zeros_like(p))
+    buf.mul_(mom).add_(g)
+    p.sub_(lr*buf)
+
+def test_user_rule_in_a_stock_learner(tmp_path):
+    set_seed(0)
+    learn = Learner(diabetes_dls(bs=64), LinearModel(11), loss_func=mse, opt_func=partial(SGD, mom=0.9), lr=0.05, path=tmp_path,
+                    cbs=ScratchStep(rule=momentum_rule))
+    with learn.no_bar(), learn.no_logging():
+        before = learn.validate()[0]; learn.fit(3); after = learn.validate()[0]
+    assert after < 0.7*before
+    p = learn.model.a
+    assert 'my_buf' in learn.opt.state[p] and learn.opt.state[p]['my_buf'].abs().sum() > 0
+    learn.save('m', with_opt=True)
+    fresh = Learner(diabetes_dls(bs=64), LinearModel(11), loss_func=mse, opt_func=partial(SGD, mom=0.9), path=tmp_path)
+    fresh.load('m', with_opt=True)
+    assert torch.equal(fresh.opt.state[fresh.model.a]['my_buf'], learn.opt.state[p]['my_buf'])
+
+def test_compare_names_where_the_lesson_rule_leaves_fastai():
+    res = compare_optimizers(opt='sgd', rule=lesson_rule, epochs=3)
+    row = res.df.set_index('contender').loc['rule lesson_rule']
+    assert row.identical == False and row.first_step >= 1 and row.first_param == 'a' and 0 < row.first_dw < 1e-5
+    fa = res.df.set_index('contender').loc['ScratchStep']
+    assert fa.identical == True
+
+# ---- bad input
+
+def fit1(opt_func, rule=None, cbs=()):
+    set_seed(0)
+    learn = Learner(linear_dls(bs=10), LinearModel(), loss_func=mse, opt_func=opt_func, lr=0.1, cbs=[ScratchStep(rule=rule), *cbs])
+    return learn
+
+def test_unknown_optimizer_is_refused_before_any_step():
+    for opt_func in (partial(OptimWrapper, opt=torch.optim.SGD), lambda ps, lr: Optimizer(ps, [weight_decay, sgd_step, sgd_step], lr=lr)):
+        learn = fit1(opt_func); a0 = learn.model.a.detach().clone()
+        with pytest.raises(TypeError, match="rules for fastai's SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb"):
+            with learn.no_bar(), learn.no_logging(): learn.fit(1)
+        assert torch.equal(learn.model.a, a0)
+
+def test_rule_with_wrong_signature():
+    def two_args(p, g): p.sub_(g)
+    learn = fit1(SGD, two_args); a0 = learn.model.a.detach().clone()
+    with pytest.raises(TypeError, match=r"rule `two_args\(p, g\)` cannot be called as `rule\(p, g, state, \*\*hypers\)`"):
+        with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    assert torch.equal(learn.model.a, a0)
+    with pytest.raises(TypeError, match='`rule` must be a function'): ScratchStep(rule='sgd')
+
+class Snap(Callback):
+    "The weights and optimizer state after each step that went through"
+    order = 100
+    def after_step(self):
+        self.w = copy.deepcopy(self.learn.model.state_dict()); self.st = copy.deepcopy(dict(self.learn.opt.state))
+
+def breaks_at(n, how):
+    def rule(p, g, state, lr, **_):
+        state['n'] = state.get('n', 0) + 1
+        if state['n'] < n: return p.add_(g, alpha=-lr)
+        if how == 'raise': raise ValueError('my bug')
+        if how == 'shape': p.data = p.data[:1]
+        if how == 'dtype': p.data = p.data.double()
+        if how == 'nan': p.mul_(float('nan'))
+    rule.__name__ = f'breaks_{how}'
+    return rule
+
+@pytest.mark.parametrize('how,msg', [('raise', 'raised ValueError: my bug'), ('shape', r'changed it from \(2,\) torch.float32 to \(1,\)'),
+                                     ('dtype', 'to (2,) torch.float64'), ('nan', 'left non-finite values')])
+def test_rule_that_breaks_a_parameter(how, msg):
+    snap = Snap()
+    learn = fit1(SGD, breaks_at(3, how), cbs=[snap])
+    with pytest.raises(RuleError, match=rf"rule `breaks_{how}` .*{msg if how != 'dtype' else 'torch.float64'}.* parameter `a`"):
+        with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    assert all(torch.equal(v, snap.w[k]) for k,v in learn.model.state_dict().items())  # those of the last good step
+    assert learn.model.a.dtype == torch.float32 and learn.model.a.shape == (2,)
+    assert learn.opt.state[learn.model.a]['n'] == 2                              # its state too
