@@ -4,40 +4,51 @@
 
 # %% ../nbs/03_compare.ipynb #6c8bccf8
 from __future__ import annotations
-import copy, math, time
+import copy, math, time, inspect
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.basics import store_attr, partial, AttrDict
 from fastai.torch_core import set_seed, to_np
 from fastai.callback.core import Callback
-from fastai.optimizer import SGD, OptimWrapper
+from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, OptimWrapper
 from fastai.learner import Learner
 from fastai.callback.schedule import combined_cos # and `fit_one_cycle`
 from .data import *
 from .scratch import *
 from .callback import *
+from .rules import ScratchStep, _rule_name
 from .plots import plot_landscape
 
 # %% auto #0
-__all__ = ['CONTENDERS', 'COLUMNS', 'StepTrack', 'compare_optimizers', 'CompareResult']
+__all__ = ['OPTIMIZERS', 'CONTENDERS', 'COLUMNS', 'fingerprint', 'StepTrack', 'first_divergence', 'compare_optimizers',
+           'CompareResult']
 
 # %% ../nbs/03_compare.ipynb #a5e7ca75
 def _snap(ps): return torch.cat([p.detach().flatten().cpu() for p in ps]).clone()
 
+_AS_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+def fingerprint(ps):
+    "One int64 per tensor of `ps`: the sum of its elements' bit patterns, so any change of a single weight changes it"
+    return torch.stack([p.detach().reshape(-1).view(_AS_INT[p.element_size()]).sum(dtype=torch.int64).cpu() for p in ps])
+
 class StepTrack(Callback):
-    "Record the loss of every training step and, if `weights`, the flattened trainable weights after it"
+    "Record the loss of every training step, a `fingerprint` of the weights after it and, if `weights`, the flattened weights"
     order,run_valid = 100,False
     def __init__(self, weights:bool=True): store_attr()
     def before_fit(self):
-        self.ps = [p for p in self.model.parameters() if p.requires_grad]
-        self.losses,self.ws = [],([_snap(self.ps)] if self.weights else None)
+        named = [(n,p) for n,p in self.model.named_parameters() if p.requires_grad]
+        self.names,self.ps = [n for n,_ in named],[p for _,p in named]
+        self.losses,self.prints = [],[fingerprint(self.ps)]
+        self.ws = [_snap(self.ps)] if self.weights else None
     def after_batch(self):
         self.losses.append(self.learn.loss.item())
+        self.prints.append(fingerprint(self.ps))
         if self.weights: self.ws.append(_snap(self.ps))
 
+
 # %% ../nbs/03_compare.ipynb #75a53e09
-def _learner(dls, model, loss_func, lr, opt_func, track):
-    return Learner(dls, model, loss_func=loss_func, lr=lr, opt_func=opt_func, cbs=[EpochShuffle(), track])
+def _learner(dls, model, loss_func, lr, opt_func, track, cbs=()):
+    return Learner(dls, model, loss_func=loss_func, lr=lr, opt_func=opt_func, cbs=[EpochShuffle(), track, *cbs])
 
 def _one_cycle(lr, mom, pct_start=0.25, div=25., div_final=1e5):
     "fastai's one-cycle: the keywords of `fit_one_cycle`, and the same `lr` and `mom` schedules for the plain loop"
@@ -69,15 +80,71 @@ def _plain_dl(dl):
     if dl.shuffle != (dl.bs < n): return "the loader shuffles a full batch (or not a minibatch)"
     return None
 
+# %% ../nbs/03_compare.ipynb #ddfb5ee1
+def first_divergence(ref, other, names, numels):
+    "`(step, parameter name, largest |Δw| at that step or nan)` where `other` first leaves `ref`; None if it never does"
+    for step,(a,b) in enumerate(zip(ref['prints'], other['prints'])):
+        if torch.equal(a, b): continue
+        name = names[int((a != b).nonzero()[0])]
+        ws = ref['ws'],other['ws']
+        dw = (ws[0][step]-ws[1][step]).abs().max().item() if all(w is not None for w in ws) else float('nan')
+        return step, name, dw
+    return None
+
+def _prints_from(ws, numels):
+    "The fingerprints of each recorded step's flattened weights, split into the tensors of sizes `numels`"
+    return [fingerprint(w.split(numels)) for w in ws]
+
+
+# %% ../nbs/03_compare.ipynb #289d7733
+OPTIMIZERS = dict(sgd=SGD, rmsprop=RMSProp, adam=Adam, radam=RAdam, qhadam=QHAdam, larc=Larc, lamb=Lamb, ranger=ranger)
+
+def _opt_name(opt): return {'sgd': 'SGD', 'rmsprop': 'RMSProp', 'qhadam': 'QHAdam', 'radam': 'RAdam'}.get(opt, opt.capitalize() if opt != 'ranger' else 'ranger')
+
+def _hypers(opt, lr, kw):
+    "The hyper-parameters fastai's `opt` actually holds with `lr` and keywords `kw` (its own defaults filled in)"
+    return OPTIMIZERS[opt]([nn.Parameter(torch.zeros(1))], lr=lr, **kw).hypers[0]
+
+def _torch_counterpart(opt, hp, decouple_wd):
+    "`(torch.optim class with the same hyper-parameters as fastai's `opt`, its name, '')`, or `(None, name, why not)`"
+    mom,sqr,eps,wd = hp.get('mom', 0.),hp.get('sqr_mom'),hp.get('eps'),hp.get('wd', 0.)
+    if opt in ('sgd', 'rmsprop') and wd and decouple_wd:
+        name = f"torch.optim.{'SGD' if opt=='sgd' else 'RMSprop'}"
+        return None,name,f"{name} has no decoupled weight decay (its weight_decay is L2)"
+    if opt == 'sgd': return partial(torch.optim.SGD, momentum=mom, weight_decay=wd),'torch.optim.SGD',''
+    if opt == 'rmsprop': return partial(torch.optim.RMSprop, alpha=sqr, eps=eps, momentum=mom, weight_decay=wd),'torch.optim.RMSprop',''
+    if opt == 'adam':
+        cls = torch.optim.AdamW if decouple_wd else torch.optim.Adam
+        return partial(cls, betas=(mom, sqr), eps=eps, weight_decay=wd),f'torch.optim.{cls.__name__}',''
+    if opt == 'radam' and not hp.get('beta'):
+        return partial(torch.optim.RAdam, betas=(mom, sqr), eps=eps, weight_decay=wd, decoupled_weight_decay=decouple_wd),'torch.optim.RAdam',''
+    return None,'torch.optim',f"torch.optim has no {_opt_name(opt)}{' with beta (SAdam)' if opt=='radam' else ''}"
+
+
+# %% ../nbs/03_compare.ipynb #3a80fc93
+def _why_apart(name, opt, decays_all):
+    "The reason a contender that is not bit-identical to fastai's differs, for the table's `note`"
+    if decays_all and (name.startswith('torch') or name == 'plain loop'):
+        return "decays every parameter; fastai skips biases and BatchNorm (wd_bn_bias=False)"
+    if name.startswith('torch.optim'):
+        return {'adam': "divides by sqrt(v)/sqrt(1-b2^t)+eps where fastai uses sqrt(v/(1-b2^t))+eps: other roundings",
+                'radam': "computes the rectified step in another order (and debiases as torch does): other roundings",
+                'rmsprop': "keeps its momentum buffer of g/(sqrt(v)+eps) where fastai averages g first: another update"}.get(
+                    opt, "the same update in another order of operations: other roundings")
+    if name.startswith('rule '): return "your rule: see first_step, first_param and first_dw for where it leaves fastai's"
+    return ''
+
+
 # %% ../nbs/03_compare.ipynb #3524d027
 CONTENDERS = ('fastai SGD', 'ScratchSGD', 'torch.optim.SGD', 'plain loop')
-COLUMNS = ['contender','train_loss','valid_loss','dist_opt','max_dw','identical','expected','epochs','steps','s_per_step','note']
+COLUMNS = ['contender','train_loss','valid_loss','dist_opt','max_dw','identical','first_step','first_param','first_dw',
+           'expected','epochs','steps','s_per_step','note']
 
 def compare_optimizers(dls_fn=None,        # no-argument callable returning fresh `DataLoaders`; default `linear_dls(bs=10, seed=seed)`
                        model_fn=None,      # callable `dls -> nn.Module`; default `LinearModel` with as many inputs as the data
                        lr:float=0.1,       # learning rate (the peak one under one_cycle)
                        epochs:int=10,      # passes over the training data
-                       mom:float=0.,       # momentum
+                       mom:float|None=None, # momentum; None: the optimizer's default (0 for SGD)
                        wd:float=0.,        # weight decay
                        decouple_wd:bool=True, # decoupled weight decay (fastai's default) or L2
                        schedule:str='fit', # 'fit' (constant lr) or 'one_cycle' (`fit_one_cycle`)
@@ -85,9 +152,20 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
                        metrics=None,       # fastai metrics (such as `error_rate`) of every contender on the validation set
                        seed:int=42,        # seeds the default data, the model's init and each loader factory call
                        record_weights:bool|None=None, # keep the weights after every step; None: when at most 10,000 numbers
-                       progress:bool=False): # show fastai's progress bars
+                       progress:bool=False, # show fastai's progress bars
+                       opt:str='sgd',      # fastai's optimizer: one of `OPTIMIZERS`
+                       rule=None,          # a rule `rule(p, g, state, **hypers)` of your own, also run against `opt`
+                       **opt_kw):          # the optimizer's other hyper-parameters (`sqr_mom`, `eps`, `beta`, `k`, ...)
     "Train every contender from the same start on the same batches; a `CompareResult`"
-    lr,mom,wd = check_hypers(lr, mom, wd)
+    if opt not in OPTIMIZERS: raise ValueError(f"`opt` must be one of {', '.join(OPTIMIZERS)}, got {opt!r}")
+    known = set(inspect.signature(OPTIMIZERS[opt]).parameters) - {'params', 'lr', 'mom', 'wd', 'decouple_wd', 'kwargs'}
+    if opt == 'ranger': known |= set(inspect.signature(RAdam).parameters) - {'params', 'lr', 'mom', 'wd', 'decouple_wd'}
+    if set(opt_kw) - known: raise TypeError(f"{_opt_name(opt)} has no hyper-parameter {sorted(set(opt_kw)-known)}; it takes {sorted(known)}")
+    if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
+    fkw = dict(opt_kw, decouple_wd=decouple_wd, **({} if mom is None else dict(mom=mom)))
+    hp = _hypers(opt, lr, fkw)
+    lr,mom,wd = check_hypers(lr, hp.get('mom', 0.), wd)
+    hp['wd'] = wd
     epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
     if schedule not in ('fit','one_cycle'): raise ValueError(f"`schedule` must be 'fit' or 'one_cycle', got {schedule!r}")
     cycle,scheds = _one_cycle(lr, mom) if schedule=='one_cycle' else ({},None)
@@ -98,30 +176,37 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     dls = fresh()
     set_seed(seed); m0 = model_fn(dls)
     if not isinstance(m0, nn.Module): raise TypeError(f"`model_fn` must return an nn.Module, got {type(m0).__name__}")
-    n_w = sum(p.numel() for p in m0.parameters() if p.requires_grad)
-    if record_weights is None: record_weights = n_w <= 10_000
-    rows,losses,weights,models = [],{},{},{}
+    named = [(n,p) for n,p in m0.named_parameters() if p.requires_grad]
+    names,numels = [n for n,_ in named],[p.numel() for _,p in named]
+    if record_weights is None: record_weights = sum(numels) <= 10_000
+    rows,losses,weights,models,prints = [],{},{},{},{}
     _warm_up()
-    def add(name, model, ls, ws, secs, note=''):
+    def add(name, model, ls, ws, secs, pr, note=''):
         losses[name],weights[name],models[name] = torch.tensor(ls),(torch.stack(ws) if ws else None),model
-        (vl,*ms),names = _validate(fresh(), model, loss_func, metrics)
-        rows.append(dict(contender=name, valid_loss=vl, **dict(zip(names, ms)), steps=len(ls),
+        prints[name] = pr if pr is not None else (_prints_from(weights[name], numels) if ws else None)
+        (vl,*ms),mnames = _validate(fresh(), model, loss_func, metrics)
+        rows.append(dict(contender=name, valid_loss=vl, **dict(zip(mnames, ms)), steps=len(ls),
                          s_per_step=secs/max(len(ls),1), note=note, ls=ls))
-        return names
+        return mnames
     def na(name, why): rows.append(dict(contender=name, note=why, na=True))
-    sgd = partial(SGD, mom=mom, wd=wd, decouple_wd=decouple_wd)
-    tor = partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=mom, weight_decay=wd))
-    opts = {'fastai SGD': sgd, 'ScratchSGD': None, 'torch.optim.SGD': tor}
-    for name,opt_func in opts.items():
-        if name=='torch.optim.SGD' and wd and decouple_wd:
-            na(name, "torch.optim.SGD has no decoupled weight decay (its weight_decay is L2)"); continue
+    N = _opt_name(opt)
+    fast = partial(OPTIMIZERS[opt], **fkw)
+    tor,tname,why_not = _torch_counterpart(opt, hp, decouple_wd)
+    ref_name,scratch_name = f'fastai {N}',('ScratchSGD' if opt == 'sgd' else 'ScratchStep')
+    runs = {ref_name: (fast, []), scratch_name: (None if opt == 'sgd' else fast, [] if opt == 'sgd' else [ScratchStep()])}
+    if rule is not None: runs[f'rule {_rule_name(rule)}'] = (fast, [ScratchStep(rule=rule)])
+    runs[tname] = (tor and partial(OptimWrapper, opt=tor), [])
+    same_update = opt == 'sgd' or (opt == 'rmsprop' and not mom) # torch.optim's RMSprop without momentum is fastai's, op for op
+    for name,(opt_func,cbs) in runs.items():
+        if name == tname and tor is None: na(name, why_not); continue
         tr = StepTrack(record_weights)
-        if opt_func is None: learn = scratch_learner(fresh(), copy.deepcopy(m0), lr, mom, wd, decouple_wd, loss_func, cbs=tr)
-        else: learn = _learner(fresh(), copy.deepcopy(m0), loss_func, lr, opt_func, tr)
+        if opt == 'sgd' and name == scratch_name:
+            learn = scratch_learner(fresh(), copy.deepcopy(m0), lr, mom, wd, decouple_wd, loss_func, cbs=tr)
+        else: learn = _learner(fresh(), copy.deepcopy(m0), loss_func, lr, opt_func, tr, cbs)
         t0 = time.perf_counter(); _fit(learn, epochs, cycle, wd, progress)
-        names = add(name, learn.model, tr.losses, tr.ws, time.perf_counter()-t0)
-        if name=='fastai SGD': no_wd = any(not st.get('do_wd', True) for st in learn.opt.state.values()) # biases, BatchNorm
-    why = _plain_dl(dls.train)
+        mnames = add(name, learn.model, tr.losses, tr.ws, time.perf_counter()-t0, tr.prints)
+        if name == ref_name: no_wd = any(not st.get('do_wd', True) for st in learn.opt.state.values()) # biases, BatchNorm
+    why = _plain_dl(dls.train) if opt == 'sgd' else "the plain loop is the lesson's SGD loop"
     if why: na('plain loop', why)
     else:
         dl = fresh().train # the same seeding as each learner's, for the same dropout masks
@@ -131,19 +216,25 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
         t0 = time.perf_counter()
         h = fit_scratch(xt, yt, copy.deepcopy(m0).to(dev), lr=lr, epochs=epochs, bs=bs, mom=mom, wd=wd, decouple_wd=decouple_wd,
                         seed=dl.seed, loss_func=loss_func, record_weights=record_weights, after_batch=dl.after_batch, scheds=scheds)
-        add('plain loop', h.model, h.loss.tolist(), list(h.weights) if record_weights else None, time.perf_counter()-t0)
+        add('plain loop', h.model, h.loss.tolist(), list(h.weights) if record_weights else None, time.perf_counter()-t0, None)
     a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL) else None
-    ref = models['fastai SGD']
+    ref = models[ref_name]
     for r in rows:
         if r.pop('na', False):
-            r.update(identical='n/a', expected=False); continue
-        m,ls = models[r['contender']],r.pop('ls')
+            r.update(identical='n/a', expected=False, first_step='', first_param='', first_dw=float('nan')); continue
+        name = r['contender']; m,ls = models[name],r.pop('ls')
         steps_ep = r['steps']//epochs
-        r.update(train_loss=float(np.mean(ls[-steps_ep:])), epochs=epochs, max_dw=max_weight_diff(ref, m),
-                 identical=same_weights(ref, m), dist_opt=float((m.a.detach().cpu()-a_opt).norm()) if a_opt is not None else float('nan'),
-                 expected=r['contender'] in CONTENDERS[:2] or not (wd and no_wd)) # torch and the loop decay every parameter
-    df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+names+COLUMNS[3:])
+        div = None if prints[name] is None else first_divergence(dict(prints=prints[ref_name], ws=weights[ref_name]),
+                                                                  dict(prints=prints[name], ws=weights[name]), names, numels)
+        same = same_weights(ref, m) and div is None # the whole run, not only where it ends
+        r.update(train_loss=float(np.mean(ls[-steps_ep:])), epochs=epochs, max_dw=max_weight_diff(ref, m), identical=same,
+                 first_step=div[0] if div else '', first_param=div[1] if div else '', first_dw=div[2] if div else float('nan'),
+                 dist_opt=float((m.a.detach().cpu()-a_opt).norm()) if a_opt is not None else float('nan'),
+                 expected=name in (ref_name, scratch_name) or (same_update and name in (tname, 'plain loop') and not (wd and no_wd)))
+        if not same and not r['note']: r['note'] = _why_apart(name, opt, wd and no_wd)
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+mnames+COLUMNS[3:])
     return CompareResult(df, losses, weights, models, a_opt, dls)
+
 
 # %% ../nbs/03_compare.ipynb #e8548d30
 class CompareResult:

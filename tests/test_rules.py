@@ -134,7 +134,7 @@ def test_compare_names_where_the_lesson_rule_leaves_fastai():
     res = compare_optimizers(opt='sgd', rule=lesson_rule, epochs=3)
     row = res.df.set_index('contender').loc['rule lesson_rule']
     assert row.identical == False and row.first_step >= 1 and row.first_param == 'a' and 0 < row.first_dw < 1e-5
-    fa = res.df.set_index('contender').loc['ScratchStep']
+    fa = res.df.set_index('contender').loc['ScratchSGD']
     assert fa.identical == True
 
 # ---- bad input
@@ -186,3 +186,22 @@ def test_rule_that_breaks_a_parameter(how, msg):
     assert all(torch.equal(v, snap.w[k]) for k,v in learn.model.state_dict().items())  # those of the last good step
     assert learn.model.a.dtype == torch.float32 and learn.model.a.shape == (2,)
     assert learn.opt.state[learn.model.a]['n'] == 2                              # its state too
+
+@pytest.mark.parametrize('opt', ['rmsprop', 'adam', 'radam', 'qhadam', 'larc', 'lamb', 'ranger'])
+def test_compare_every_optimizer(opt):
+    "fastai's optimizer and ScratchStep bit-identical; torch.optim's counterpart run and, where it differs, located"
+    res = compare_optimizers(opt=opt, epochs=2, lr=0.05, wd=0.01, decouple_wd=opt != 'rmsprop')
+    df = res.df.set_index('contender')
+    assert res.mismatches() == [] and df.loc['ScratchStep', 'identical'] is True
+    tor = [c for c in df.index if c.startswith('torch.optim')]
+    assert len(tor) == 1
+    row = df.loc[tor[0]]
+    if opt in ('rmsprop', 'adam', 'radam'):
+        assert row.identical is True or (row.first_step >= 1 and row.first_param == 'a' and row.first_dw > 0), row
+        assert row.max_dw < 1e-3 # rounding, not another update
+    else: assert row.identical == 'n/a' and 'has no' in row.note
+
+def test_compare_bad_opt_arguments():
+    with pytest.raises(ValueError, match="`opt` must be one of sgd, rmsprop, adam"): compare_optimizers(opt='adagrad')
+    with pytest.raises(TypeError, match=r"Adam has no hyper-parameter \['k'\]"): compare_optimizers(opt='adam', k=3)
+    with pytest.raises(TypeError, match='`rule` must be a function'): compare_optimizers(rule=1)
