@@ -13,6 +13,8 @@ from fastcore.basics import partial
 from .data import *
 from .scratch import *
 from .compare import *
+from .compare import _hypers, _opt_name
+from .rules import lesson_rule
 
 # %% auto #0
 __all__ = ['DATA', 'DIGITS', 'UsageError', 'write_report', 'run_compare', 'sgd_compare']
@@ -53,9 +55,13 @@ def _parse(name, v, typ):
     try: return typ(v)
     except ValueError: raise UsageError(f"--{name} must be {'an int' if typ is int else 'a number'}, got {v!r}") from None
 
-def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None):
+def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sgd', rule=None, hypers=None):
     "Check every argument; the keyword arguments of `compare_optimizers`"
     if data not in DATA: raise UsageError(f"--data must be one of {', '.join(DATA)}, got {data!r}")
+    if opt not in OPTIMIZERS: raise UsageError(f"--opt must be one of {', '.join(OPTIMIZERS)}, got {opt!r}")
+    if rule not in (None, 'lesson'): raise UsageError(f"--rule must be lesson (the lesson's literal p.sub_(lr*g)), got {rule!r}")
+    hypers = {k: _parse(k, v, int if k == 'k' else float) for k,v in (hypers or {}).items() if v is not None}
+    if mom is None: mom = _hypers(opt, 0.1, {}).get('mom', 0.)  # the optimizer's default
     lr,mom,wd,seed = (_parse(k, v, t) for k,v,t in (('lr',lr,float), ('mom',mom,float), ('wd',wd,float), ('seed',seed,int)))
     if epochs is not None: epochs = _parse('epochs', epochs, int)
     if schedule is None: schedule = DIGITS['schedule'] if data=='digits' else 'fit'
@@ -69,7 +75,12 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None):
         if epochs is not None: epochs = check_int('epochs', epochs, lo=1)
         size = check_int('size', size, 8, 224)
     except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`', '--', 1).replace('`', '', 1)) from None
-    kw = dict(lr=lr, mom=mom, wd=wd, decouple_wd=not l2, seed=seed, schedule=schedule)
+    try: hp = _hypers(opt, lr, dict(hypers, mom=mom))
+    except TypeError: raise UsageError(f"--opt {opt} takes none of {', '.join('--'+k for k in hypers)}") from None
+    bad = [k for k in hypers if k not in hp and k not in ('k', 'alpha', 'clip')]
+    if bad: raise UsageError(f"--opt {opt} has no {', '.join('--'+k for k in bad)}")
+    kw = dict(lr=lr, mom=mom, wd=wd, decouple_wd=not l2, seed=seed, schedule=schedule, opt=opt, **hypers,
+              rule=lesson_rule if rule == 'lesson' else None)
     if data == 'digits':
         try: from sgd_callbacks.vision import digits_dls, create_cnn
         except ImportError as e: raise UsageError(f"--data digits needs sgd_callbacks.vision, which is not available ({e})") from None
@@ -118,12 +129,12 @@ def write_report(res, out, landscape:bool=True):
     return [out/k for k in jobs]
 
 # %% ../nbs/06_cli.ipynb #12a37388
-def run_compare(data='lesson2', bs=None, lr=0.1, mom=0., wd=0., epochs=None, seed=42, schedule=None, l2=False,
-                out=None, size=None, file=None, err=None):
+def run_compare(data='lesson2', bs=None, lr=0.1, mom=None, wd=0., epochs=None, seed=42, schedule=None, l2=False,
+                out=None, size=None, file=None, err=None, opt='sgd', rule=None, **hypers):
     "Run the comparison, print the table, write the report; the exit code (0 parity, 1 mismatch, 2 bad argument)"
     file,err = file or sys.stdout,err or sys.stderr
     try:
-        kw,dls = _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size)
+        kw,dls = _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size, opt, rule, hypers)
         outp = None if out is None else _check_out(out)
     except UsageError as e:
         print(f"sgd_compare: error: {e}", file=err); return 2
@@ -131,17 +142,20 @@ def run_compare(data='lesson2', bs=None, lr=0.1, mom=0., wd=0., epochs=None, see
     bsz = 'full' if dls.train.bs >= len(dls.train.dataset) else dls.train.bs
     img = f" size={dls.train.dataset.tensors[0].shape[-1]} channels_last resnet34" if data=='digits' else ''
     moms = ' (moms 0.95-0.85-0.95)' if kw['schedule']=='one_cycle' and kw['mom'] else ''
-    print(f"sgd_compare: data={data}{img} bs={bsz} lr={kw['lr']:g} mom={kw['mom']:g}{moms} wd={kw['wd']:g} "
+    N = _opt_name(kw['opt'])
+    extra = ''.join(f" {k}={v:g}" for k,v in _hypers(kw['opt'], kw['lr'], {k: kw[k] for k in hypers if k in kw}).items()
+                    if k not in ('lr', 'mom', 'wd'))
+    print(f"sgd_compare: data={data}{img} opt={N} bs={bsz} lr={kw['lr']:g} mom={kw['mom']:g}{moms}{extra} wd={kw['wd']:g} "
           f"{'L2' if l2 else 'decoupled'} wd, {kw['epochs']} epochs of {kw['schedule']}, seed={kw['seed']}", file=file, flush=True)
     res = compare_optimizers(**kw, progress=steps > 2000 or data=='digits')
     print(res, file=file)
     if outp is not None:
         for p in write_report(res, outp, landscape=data=='lesson2'): print(f"wrote {p}", file=file)
     bad = res.mismatches()
-    for name,dw in bad: print(f"sgd_compare: {name} is not bit-identical to fastai SGD: max |Δweight| = {dw:.3g}", file=err)
+    for name,dw in bad: print(f"sgd_compare: {name} is not bit-identical to fastai {N}: max |Δweight| = {dw:.3g}", file=err)
     if bad: return 1
     n = int(res.df.expected.sum())
-    print(f"all {n} rows that do fastai SGD's update are bit-identical to it", file=file)
+    print(f"all {n} rows that do fastai {N}'s update are bit-identical to it", file=file)
     return 0
 
 # %% ../nbs/06_cli.ipynb #bb5ead1b
@@ -149,13 +163,23 @@ def run_compare(data='lesson2', bs=None, lr=0.1, mom=0., wd=0., epochs=None, see
 def sgd_compare(data:str='lesson2',   # data: lesson2 (the lesson's line), diabetes, or digits (resnet34)
                 bs:str=None,          # batch size: an int (1 is stochastic) or 'full'; default 10 (lesson2), 64 otherwise
                 lr:str='0.1',         # learning rate (the peak one under one_cycle)
-                mom:str='0',          # momentum
+                mom:str=None,         # momentum (beta1); default: the optimizer's (0 for sgd)
                 wd:str='0',           # weight decay (decoupled unless --l2)
                 epochs:str=None,      # epochs; default 10 (lesson2, diabetes), 2 (digits)
                 seed:str='42',        # seed of the data, the split, the shuffles and the initial weights
                 schedule:str=None,    # fit (constant lr) or one_cycle (fit_one_cycle); default fit, one_cycle for digits
                 l2:store_true=False,  # weight decay as L2 regularisation (as torch.optim.SGD does)
                 out:str=None,         # directory to write table.csv, table.json and the pictures into
-                size:str=None):       # side of the digits images in pixels (8 to 224); default 16
-    "Compare fastai's SGD, ScratchSGD, torch.optim.SGD and the plain loop side by side"
-    sys.exit(run_compare(data, bs, lr, mom, wd, epochs, seed, schedule, l2, out, size))
+                size:str=None,        # side of the digits images in pixels (8 to 224); default 16
+                opt:str='sgd',        # fastai's optimizer: sgd, rmsprop, adam, radam, qhadam, larc, lamb or ranger
+                rule:str=None,        # lesson: also run the lesson's literal rule p.sub_(lr*g) against --opt
+                sqr_mom:str=None,     # rmsprop, adam, radam, qhadam, lamb, ranger: moving average of g² (beta2)
+                eps:str=None,         # rmsprop, adam, radam, qhadam, larc, lamb, ranger: added to the denominator
+                beta:str=None,        # radam, ranger: softplus of the denominator (SAdam) when not 0
+                nu_1:str=None, nu_2:str=None, # qhadam: the weights of the averages against the raw gradient
+                trust_coeff:str=None, # larc: the layer rate's coefficient
+                k:str=None, alpha:str=None): # ranger: Lookahead's period and step
+    "Compare fastai's optimizer (SGD by default), its hand-written rule, torch.optim's counterpart and the plain loop side by side"
+    hypers = dict(sqr_mom=sqr_mom, eps=eps, beta=beta, nu_1=nu_1, nu_2=nu_2, trust_coeff=trust_coeff, k=k, alpha=alpha)
+    sys.exit(run_compare(data, bs, lr, mom, wd, epochs, seed, schedule, l2, out, size, opt=opt, rule=rule,
+                         **{k: v for k,v in hypers.items() if v is not None}))

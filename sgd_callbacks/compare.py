@@ -221,14 +221,14 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     ref = models[ref_name]
     for r in rows:
         if r.pop('na', False):
-            r.update(identical='n/a', expected=False, first_step='', first_param='', first_dw=float('nan')); continue
+            r.update(identical='n/a', expected=False, first_step='-', first_param='-', first_dw=float('nan')); continue
         name = r['contender']; m,ls = models[name],r.pop('ls')
         steps_ep = r['steps']//epochs
         div = None if prints[name] is None else first_divergence(dict(prints=prints[ref_name], ws=weights[ref_name]),
                                                                   dict(prints=prints[name], ws=weights[name]), names, numels)
         same = same_weights(ref, m) and div is None # the whole run, not only where it ends
         r.update(train_loss=float(np.mean(ls[-steps_ep:])), epochs=epochs, max_dw=max_weight_diff(ref, m), identical=same,
-                 first_step=div[0] if div else '', first_param=div[1] if div else '', first_dw=div[2] if div else float('nan'),
+                 first_step=div[0] if div else '-', first_param=div[1] if div else '-', first_dw=div[2] if div else float('nan'),
                  dist_opt=float((m.a.detach().cpu()-a_opt).norm()) if a_opt is not None else float('nan'),
                  expected=name in (ref_name, scratch_name) or (same_update and name in (tname, 'plain loop') and not (wd and no_wd)))
         if not same and not r['note']: r['note'] = _why_apart(name, opt, wd and no_wd)

@@ -18,7 +18,7 @@ from .callback import DivergedError, check_finite_step, _finite
 # %% auto #0
 __all__ = ['RULES', 'SUPPORTED', 'decay', 'moving_avg', 'count_step', 'bias_correction', 'sgd_rule', 'rmsprop_rule', 'adam_rule',
            'radam_rule', 'qhadam_rule', 'larc_rule', 'lamb_rule', 'lookahead_stage', 'rule_for', 'RuleError',
-           'ScratchStep']
+           'ScratchStep', 'lesson_rule']
 
 # %% ../nbs/02a_rules.ipynb #5e655165
 def decay(p, g, lr, wd, do_wd=True, decouple_wd=True):
@@ -227,3 +227,8 @@ class ScratchStep(Callback):
             for (q,s,_),(q0,s0) in zip(todo, saved): q.data = q0; s.clear(); s.update(s0)
             raise RuleError(f"rule `{_rule_name(self.rule)}` {what} on parameter `{self.names.get(p, tuple(shape))}` at epoch "
                             f"{self.epoch+1}, batch {self.iter+1}; the weights are those of the last good step")
+
+# %% ../nbs/02a_rules.ipynb #c496a3c1
+def lesson_rule(p, g, state, lr, **_):
+    "The lesson's step as it was written: `p.sub_(lr*g)`, a rule of one's own"
+    p.sub_(lr*g)

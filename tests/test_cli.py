@@ -9,7 +9,8 @@ exe = Path(sys.executable).parent/'sgd_compare'
 BAD = {'data': ['--data', 'mnist'], 'lr0': ['--lr', '0'], 'lrneg': ['--lr', '-1'], 'lrnan': ['--lr', 'nan'],
        'lrinf': ['--lr', 'inf'], 'epochs': ['--epochs', '0'], 'bs0': ['--bs', '0'], 'bsword': ['--bs', 'many'],
        'bsbig': ['--bs', '1000'], 'size': ['--size', '16'], 'sizesmall': ['--data', 'digits', '--size', '4'],
-       'sizeword': ['--data', 'digits', '--size', 'big'], 'schedule': ['--schedule', 'cosine'], 'lrword': ['--lr', 'abc'], 'epochsword': ['--epochs', 'two'], 'outfile': ['--out', '{d}/afile'], 'outunder': ['--out', '{d}/afile/sub']}
+       'sizeword': ['--data', 'digits', '--size', 'big'], 'schedule': ['--schedule', 'cosine'], 'lrword': ['--lr', 'abc'], 'epochsword': ['--epochs', 'two'], 'outfile': ['--out', '{d}/afile'], 'outunder': ['--out', '{d}/afile/sub'],
+       'opt': ['--opt', 'adagrad'], 'optkw': ['--opt', 'adam', '--k', '3'], 'rule': ['--rule', 'mine'], 'eps': ['--opt', 'adam', '--eps', 'tiny']}
 
 # Every process pays fastai's import (~10 s on 2 busy cores): the console script runs for the default, --out
 # runs; the bad arguments go through the same `call_parse` parser and function in one more process.
@@ -65,13 +66,13 @@ def test_digits_run(monkeypatch):
     out,err = io.StringIO(),io.StringIO()
     assert cli.run_compare(data='digits', size='8', bs='64', epochs='2', file=out, err=err) == 0, err.getvalue()
     lines = out.getvalue().splitlines()
-    assert 'size=8 channels_last resnet34 bs=64' in lines[0] and '2 epochs of one_cycle' in lines[0]
+    assert 'size=8 channels_last resnet34 opt=SGD bs=64' in lines[0] and '2 epochs of one_cycle' in lines[0]
     i = next(i for i,l in enumerate(lines) if l.split()[:1] == ['contender']) # after fastai's progress bars
     cols,rows = lines[i],[l.split() for l in lines[i+1:i+5]]
     assert cols.split()[:4] == ['contender', 'train_loss', 'valid_loss', 'error_rate']
-    # read from the right: ... error_rate dist_opt max_dw identical expected epochs steps s_per_step
-    assert [r[-5:-1] for r in rows] == [['True', 'True', '2', '46']]*4, rows
-    err_rates = {float(r[-8]) for r in rows}
+    # read from the right: ... error_rate dist_opt max_dw identical first_step first_param first_dw expected epochs steps s_per_step
+    assert [[r[-8], *r[-7:-5], *r[-4:-1]] for r in rows] == [['True', '-', '-', 'True', '2', '46']]*4, rows
+    err_rates = {float(r[-11]) for r in rows}
     assert len(err_rates) == 1 and 0 <= err_rates.pop() < 0.9
     assert 'all 4 rows' in lines[-1]
 
@@ -109,3 +110,18 @@ def test_mismatch_exit_code(monkeypatch, tmp_path):
     assert cli.run_compare(epochs=1, out=tmp_path/'r', file=out, err=err) == 1
     assert 'ScratchSGD' in err.getvalue() and '2.5e-07' in err.getvalue()
     assert (tmp_path/'r'/'table.csv').exists()  # the report is still written, to look at
+
+def test_other_optimizers_and_the_lesson_rule():
+    "--opt with its hyper-parameters, and --rule lesson: the header, the rows, where the lesson's rule leaves fastai's"
+    import sgd_callbacks.cli as cli
+    out,err = io.StringIO(),io.StringIO()
+    assert cli.run_compare(opt='adam', lr='0.05', sqr_mom='0.999', eps='1e-7', epochs='2', file=out, err=err) == 0, err.getvalue()
+    lines = out.getvalue().splitlines()
+    assert 'opt=Adam' in lines[0] and 'mom=0.9 sqr_mom=0.999 eps=1e-07' in lines[0]
+    rows = {l.split()[0]: l.split() for l in lines[2:6]}
+    assert list(rows) == ['fastai', 'ScratchStep', 'torch.optim.AdamW', 'plain']
+    assert rows['ScratchStep'][4:6] == ['0', 'True'] and "all 2 rows that do fastai Adam's update" in lines[-1]
+    out = io.StringIO()
+    assert cli.run_compare(rule='lesson', epochs='3', file=out, err=err) == 0
+    row = next(l.split() for l in out.getvalue().splitlines() if l.startswith('rule lesson_rule'))
+    assert row[6:9] == ['False', '2', 'a'], row   # apart at step 2, in `a`, yet not a mismatch: a rule is not expected to match
