@@ -2,7 +2,7 @@
 `from sgd_callbacks.all import *`. It adds names and never rebinds one that fastai's `*.all` modules define: the
 lesson's `mse` stays in `sgd_callbacks.scratch` (fastai's `mse` gives the same loss and gradients, bit for bit), and
 argument checks and dataset classes stay in their modules."""
-from .data import LinearModel, linear_data, lstsq_weights, epoch_order, SliceDL, EpochShuffle, tensor_dls, linear_dls, diabetes_dls
+from .data import LinearModel, linear_data, lstsq_weights, epoch_order, SliceDL, seed_epoch, EpochShuffle, tensor_dls, linear_dls, diabetes_dls
 from .scratch import sgd_update, fit_scratch, plot_fit
 from .callback import DivergedError, ScratchSGD, scratch_learner, same_weights, max_weight_diff
 from .rules import (ScratchStep, RuleError, rule_for, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule,
@@ -13,7 +13,7 @@ from .plots import animate_fit, gif, plot_landscape, lesson_paths
 from .vision import ImageDL, digits_dls, create_cnn, digits_resnet34, train_digits_resnet34
 from .distributed import ddp_env, DDPShard, RankFailed # and `Learner.ddp_ctx`
 
-__all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceDL', 'EpochShuffle', 'tensor_dls',
+__all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceDL', 'seed_epoch', 'EpochShuffle', 'tensor_dls',
            'linear_dls', 'diabetes_dls',
            'sgd_update', 'fit_scratch', 'plot_fit',
            'DivergedError', 'ScratchSGD', 'scratch_learner', 'same_weights', 'max_weight_diff',

@@ -102,8 +102,9 @@ def scratch_learner(dls, model, lr:float=0.1, mom:float=0., wd:float=0., decoupl
     if not isinstance(model, nn.Module): raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
     if not isinstance(dls, DataLoaders): raise TypeError(f"`dls` must be fastai DataLoaders, got {type(dls).__name__}")
     opt_func = partial(SGD, mom=mom, wd=wd, decouple_wd=decouple_wd)
-    return cls(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr,
-                   cbs=L(ScratchSGD(foreach), EpochShuffle())+L(cbs), **kwargs)
+    cbs = L(cbs)
+    if not any(isinstance(cb, EpochShuffle) or cb is EpochShuffle for cb in cbs): cbs = L(EpochShuffle())+cbs # one, the caller's if given
+    return cls(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr, cbs=L(ScratchSGD(foreach))+cbs, **kwargs)
 
 # %% ../nbs/02_callback.ipynb #f7a5307b
 def same_weights(m1:nn.Module, m2:nn.Module):

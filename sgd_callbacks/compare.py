@@ -8,7 +8,7 @@ import copy, math, time, inspect
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.basics import store_attr, partial, AttrDict
-from fastai.torch_core import set_seed, to_np
+from fastai.torch_core import set_seed, no_random, to_np
 from fastai.callback.core import Callback
 from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, OptimWrapper
 from fastai.learner import Learner
@@ -47,8 +47,8 @@ class StepTrack(Callback):
 
 
 # %% ../nbs/03_compare.ipynb #75a53e09
-def _learner(dls, model, loss_func, lr, opt_func, track, cbs=()):
-    return Learner(dls, model, loss_func=loss_func, lr=lr, opt_func=opt_func, cbs=[EpochShuffle(), track, *cbs])
+def _learner(dls, model, loss_func, lr, opt_func, track, seed, cbs=()):
+    return Learner(dls, model, loss_func=loss_func, lr=lr, opt_func=opt_func, cbs=[EpochShuffle(seed), track, *cbs])
 
 def _one_cycle(lr, mom, pct_start=0.25, div=25., div_final=1e5):
     "fastai's one-cycle: the keywords of `fit_one_cycle`, and the same `lr` and `mom` schedules for the plain loop"
@@ -150,7 +150,7 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
                        schedule:str='fit', # 'fit' (constant lr) or 'one_cycle' (`fit_one_cycle`)
                        loss_func=mse,      # the loss, the same for all
                        metrics=None,       # fastai metrics (such as `error_rate`) of every contender on the validation set
-                       seed:int=42,        # seeds the default data, the model's init and each loader factory call
+                       seed:int=42,        # seeds the default data, the model's init, each loader factory call and every epoch's draws
                        record_weights:bool|None=None, # keep the weights after every step; None: when at most 10,000 numbers
                        progress:bool=False, # show fastai's progress bars
                        opt:str='sgd',      # fastai's optimizer: one of `OPTIMIZERS`
@@ -172,7 +172,8 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     if dls_fn is None: dls_fn = partial(linear_dls, bs=10, seed=seed)
     if model_fn is None: model_fn = lambda dls: LinearModel(dls.train.dataset.tensors[0].shape[1])
     if not callable(dls_fn) or not callable(model_fn): raise TypeError("`dls_fn` and `model_fn` must be callables")
-    def fresh(): set_seed(seed); return dls_fn()
+    def fresh(): # the same loaders (a random split, say) at every call, and the caller's generators left as they were
+        with no_random(seed, reproducible=False): return dls_fn()
     dls = fresh()
     set_seed(seed); m0 = model_fn(dls)
     if not isinstance(m0, nn.Module): raise TypeError(f"`model_fn` must return an nn.Module, got {type(m0).__name__}")
@@ -201,21 +202,21 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
         if name == tname and tor is None: na(name, why_not); continue
         tr = StepTrack(record_weights)
         if opt == 'sgd' and name == scratch_name:
-            learn = scratch_learner(fresh(), copy.deepcopy(m0), lr, mom, wd, decouple_wd, loss_func, cbs=tr)
-        else: learn = _learner(fresh(), copy.deepcopy(m0), loss_func, lr, opt_func, tr, cbs)
+            learn = scratch_learner(fresh(), copy.deepcopy(m0), lr, mom, wd, decouple_wd, loss_func, cbs=[EpochShuffle(seed), tr])
+        else: learn = _learner(fresh(), copy.deepcopy(m0), loss_func, lr, opt_func, tr, seed, cbs)
         t0 = time.perf_counter(); _fit(learn, epochs, cycle, wd, progress)
         mnames = add(name, learn.model, tr.losses, tr.ws, time.perf_counter()-t0, tr.prints)
         if name == ref_name: no_wd = any(not st.get('do_wd', True) for st in learn.opt.state.values()) # biases, BatchNorm
     why = _plain_dl(dls.train) if opt == 'sgd' else "the plain loop is the lesson's SGD loop"
     if why: na('plain loop', why)
     else:
-        dl = fresh().train # the same seeding as each learner's, for the same dropout masks
+        dl = fresh().train
         dev = getattr(dl, 'device', None) or 'cpu'
         xt,yt = (t.to(dev) for t in dl.dataset.tensors)
         bs = None if dl.bs >= len(xt) else dl.bs
         t0 = time.perf_counter()
         h = fit_scratch(xt, yt, copy.deepcopy(m0).to(dev), lr=lr, epochs=epochs, bs=bs, mom=mom, wd=wd, decouple_wd=decouple_wd,
-                        seed=dl.seed, loss_func=loss_func, record_weights=record_weights, after_batch=dl.after_batch, scheds=scheds)
+                        seed=dl.seed, rng_seed=seed, loss_func=loss_func, record_weights=record_weights, after_batch=dl.after_batch, scheds=scheds)
         add('plain loop', h.model, h.loss.tolist(), list(h.weights) if record_weights else None, time.perf_counter()-t0, None)
     a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL) else None
     ref = models[ref_name]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, random
 import numpy as np, torch
 from torch import nn
-from fastai.torch_core import tensor
+from fastai.torch_core import tensor, set_seed, get_random_states, set_random_states
 from torch.utils.data import TensorDataset
 from fastcore.basics import store_attr, merge
 from fastai.data.load import DataLoader
@@ -16,8 +16,8 @@ from fastai.callback.core import Callback
 
 # %% auto #0
 __all__ = ['NOISE_KINDS', 'check_int', 'check_float', 'check_xy', 'as_weights', 'linear_data', 'lstsq_weights', 'LinearModel',
-           'epoch_order', 'Tensors', 'SliceDL', 'EpochShuffle', 'tensor_dls', 'linear_dls', 'diabetes_data',
-           'diabetes_dls']
+           'epoch_order', 'Tensors', 'SliceDL', 'tensor_dls', 'linear_dls', 'seed_epoch', 'EpochShuffle',
+           'diabetes_data', 'diabetes_dls']
 
 # %% ../nbs/00_data.ipynb #c263f9d8
 def check_int(name, v, lo=None, hi=None, what=''):
@@ -140,13 +140,6 @@ class SliceDL(DataLoader):
         self.after_iter()
         self.epoch += 1
 
-# %% ../nbs/00_data.ipynb #2d83ae89
-class EpochShuffle(Callback):
-    "Shuffle the training loader of epoch `e` by `(seed, e)`, so resumed runs see the same batches"
-    order = -50
-    def before_train(self):
-        if hasattr(self.dl, 'set_epoch'): self.dl.set_epoch(self.epoch)
-
 # %% ../nbs/00_data.ipynb #31862810
 def tensor_dls(x, y,
                bs:int|None=None,      # batch size: None for one full batch, 1 for stochastic
@@ -176,6 +169,61 @@ def linear_dls(n:int=100, a=(3.,2.), noise:float=0.25,
                noise_kind:str='gaussian'): # 'gaussian' or the lesson's 'uniform' (see `linear_data`)
     "`DataLoaders` over `linear_data(n, a, noise, seed, noise_kind)`"
     return tensor_dls(*linear_data(n, a, noise, seed, noise_kind), bs=bs, valid_pct=valid_pct, seed=seed, device=device)
+
+# %% ../nbs/00_data.ipynb #5e70380e
+def _epoch_int(seed, epoch, phase):
+    "A 63-bit integer drawn from `(seed, epoch, phase)` alone"
+    st = np.random.SeedSequence([seed, epoch, phase]).generate_state(2, dtype=np.uint32)
+    return (int(st[0]) << 31) ^ int(st[1]) # below 2**63, as `torch.manual_seed` takes it
+
+def seed_epoch(seed:int,    # the run's seed
+               epoch:int,   # the epoch
+               phase:int=0): # 0: training, 1: validation
+    "Seed torch (CPU and CUDA), NumPy and `random` from `(seed, epoch, phase)` alone; the integer used"
+    s = _epoch_int(check_int('seed', seed, lo=0), check_int('epoch', epoch, lo=0), check_int('phase', phase, lo=0))
+    set_seed(s, reproducible=False) # leaves cuDNN's settings alone: see the callback notebook
+    return s
+
+# %% ../nbs/00_data.ipynb #2d83ae89
+class EpochShuffle(Callback):
+    "Make every random draw of epoch `e` a pure function of `(seed, e)`; restore the caller's generators after `fit`"
+    order = -50
+    def __init__(self, seed:int|None=None): # None: the training loader's `seed` (as `SliceDL` has), else 0
+        self.seed,self._states = (None if seed is None else check_int('seed', seed, lo=0)),None
+
+    def before_fit(self):
+        s = getattr(self.dls.train, 'seed', None) if self.seed is None else self.seed
+        self._seed = s if isinstance(s, (int, np.integer)) and s >= 0 else 0
+        self._states = get_random_states() # the caller's generators, put back when the fit ends
+        # fastai calls no event when a fit raises, so an exception that leaves an epoch (a callback's error,
+        # KeyboardInterrupt while a checkpoint is written) would leave the generators seeded by the fit. `Learner`
+        # looks up `_with_events` at every epoch, after this event: an instance attribute wraps it from here on,
+        # and restores the caller's states when an exception leaves an epoch, its own events included
+        wev = self.learn._with_events
+        def _with_events(f, event_type, *args, **kwargs):
+            try: return wev(f, event_type, *args, **kwargs)
+            except BaseException:
+                if event_type == 'epoch': self._restore() # whatever leaves an epoch ends the fit
+                raise
+        self.learn._with_events = _with_events
+
+    def before_train(self):
+        if hasattr(self.dl, 'set_epoch'): self.dl.set_epoch(self.epoch) # `SliceDL` shuffles by (its seed, epoch)
+        seed_epoch(self._seed, self.epoch, 0) # dropout, augmentation, any draw from the global generators
+        # fastai's loaders shuffle from `rng`, seeded once when they were created: reseed it from (seed, epoch)
+        if isinstance(getattr(self.dl, 'rng', None), random.Random): self.dl.rng = random.Random(_epoch_int(self._seed, self.epoch, 2))
+
+    def before_validate(self):
+        # only inside a fit: `learn.validate` and `get_preds` also validate, and must not reseed the caller's generators
+        if self._states is not None: seed_epoch(self._seed, self.epoch, 1)
+
+    def after_fit(self): self._restore()
+
+    def _restore(self):
+        "Put back the caller's generators and the learner's own `_with_events`"
+        if '_with_events' in vars(self.learn): del self.learn._with_events
+        if self._states is not None: set_random_states(**self._states)
+        self._states = None
 
 # %% ../nbs/00_data.ipynb #dda365ae
 def diabetes_data():

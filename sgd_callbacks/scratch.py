@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 from fastcore.basics import AttrDict
-from fastai.torch_core import tensor, to_np
+from fastai.torch_core import tensor, to_np, get_random_states, set_random_states
 from .data import *
 
 # %% auto #0
@@ -62,15 +62,17 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
                 epochs:int=100,     # passes over the data
                 bs:int|None=None,   # batch size: None for full batch, 1 for stochastic
                 mom:float=0., wd:float=0., decouple_wd:bool=True,
-                seed:int=42,        # seed of the minibatch order (see `epoch_order`)
+                seed:int=42,        # seed of the minibatch order (see `epoch_order`) and of each epoch's random draws
                 loss_func=mse,
                 record_weights:bool=True, # keep the flattened weights after every step
                 after_batch=None,   # applied to each `(xb, yb)`, as a loader applies its own (e.g. `dl.after_batch`)
-                scheds:dict|None=None): # `{'lr': f, 'mom': f}`, f a function of the training progress (as fastai's `combined_cos`)
+                scheds:dict|None=None, # `{'lr': f, 'mom': f}`, f a function of the training progress (as fastai's `combined_cos`)
+                rng_seed:int|None=None): # seed of the draws (dropout, ...), as `EpochShuffle(rng_seed)`, if not `seed`
     "The lesson's loop: full-batch, minibatch or stochastic gradient descent; returns the history"
     check_xy(x, y)
     lr,mom,wd = check_hypers(lr, mom, wd)
     epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
+    rng_seed = seed if rng_seed is None else check_int('rng_seed', rng_seed, lo=0)
     n = len(x)
     if bs is not None: bs = check_int('bs', bs, 1, n, what=f' (the batch size, at most the {n} rows)')
     m,ps = _params(model_or_a)
@@ -80,23 +82,27 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
     snap = lambda: torch.cat([p.detach().flatten() for p in ps]).clone()
     losses,weights = [],[snap()] if record_weights else None
     step,pct = bs or n,0.
-    for epoch in range(epochs):
-        m.train() # BatchNorm and dropout in training mode, as the Learner sets them before each epoch
-        o = None if bs is None or bs==n else epoch_order(n, seed, epoch)
-        xs,ys = (x,y) if o is None else (x[o],y[o])  # a full batch is not shuffled
-        for i in range(0, n, step):
-            xb,yb = (xs[i:i+step], ys[i:i+step]) if after_batch is None else after_batch((xs[i:i+step], ys[i:i+step]))
-            xb,yb = xb.as_subclass(torch.Tensor),yb.as_subclass(torch.Tensor) # as the Learner's `CastToTensor`: plain tensors
-            h = {k:float(f(pct)) for k,f in scheds.items()}
-            loss = loss_func(m(xb), yb)
-            loss.backward()
-            with torch.no_grad():
-                sgd_update(ps, [p.grad for p in ps], h.get('lr', lr), wd, decouple_wd, h.get('mom', mom), bufs)
-                for p in ps: p.grad.zero_()
-            pct += 1./(-(-n//step)*epochs) # the progress as the Learner adds it up, so schedules give the same floats
-            losses.append(loss.item())
-            if record_weights: weights.append(snap())
-        m.eval() # the Learner validates after each epoch, and leaves the model in eval mode
+    st = get_random_states() # the caller's generators, put back at the end
+    try:
+        for epoch in range(epochs):
+            seed_epoch(rng_seed, epoch, 0) # dropout's masks as a `Learner` with `EpochShuffle` draws them
+            m.train() # BatchNorm and dropout in training mode, as the Learner sets them before each epoch
+            o = None if bs is None or bs==n else epoch_order(n, seed, epoch)
+            xs,ys = (x,y) if o is None else (x[o],y[o])  # a full batch is not shuffled
+            for i in range(0, n, step):
+                xb,yb = (xs[i:i+step], ys[i:i+step]) if after_batch is None else after_batch((xs[i:i+step], ys[i:i+step]))
+                xb,yb = xb.as_subclass(torch.Tensor),yb.as_subclass(torch.Tensor) # as the Learner's `CastToTensor`: plain tensors
+                h = {k:float(f(pct)) for k,f in scheds.items()}
+                loss = loss_func(m(xb), yb)
+                loss.backward()
+                with torch.no_grad():
+                    sgd_update(ps, [p.grad for p in ps], h.get('lr', lr), wd, decouple_wd, h.get('mom', mom), bufs)
+                    for p in ps: p.grad.zero_()
+                pct += 1./(-(-n//step)*epochs) # the progress as the Learner adds it up, so schedules give the same floats
+                losses.append(loss.item())
+                if record_weights: weights.append(snap())
+            m.eval() # the Learner validates after each epoch, and leaves the model in eval mode
+    finally: set_random_states(**st)
     return AttrDict(model=m, loss=tensor(losses), weights=torch.stack(weights) if record_weights else None)
 
 # %% ../nbs/01_scratch.ipynb #fa5bc482
