@@ -9,18 +9,19 @@ from pathlib import Path
 import torch
 from fastcore.script import call_parse
 from fastcore.basics import partial
-from fastai.optimizer import SGD
+from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger
 from fastai.learner import Learner
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from .data import *
 from .scratch import *
 from .callback import *
+from .rules import ScratchStep
 from .fast import *
 
 # %% auto #0
-__all__ = ['BENCHES', 'step_contenders', 'bench_step', 'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision',
-           'ddp_epoch_seconds', 'main']
+__all__ = ['RULE_BENCH', 'BENCHES', 'step_contenders', 'bench_step', 'bench_rules', 'loop_contenders', 'bench_loop',
+           'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'main']
 
 # %% ../nbs/08_bench.ipynb #d604134e
 def _medians(fns:dict, reps:int, warmup:int=2):
@@ -82,6 +83,32 @@ def bench_step(reps:int=50):
         ms = {k:v*1e3 for k,v in _medians(step_contenders(mom), reps).items()}
         fl,fa = ms['floor (fused, 1 flat tensor)'],ms['fastai SGD']
         rows += [(mom, k, v, v/fl, v/fa) for k,v in ms.items()]
+    return rows
+
+# %% ../nbs/08_bench.ipynb #ec5bd44d
+RULE_BENCH = dict(sgd=partial(SGD, mom=0.9), rmsprop=RMSProp, adam=Adam, radam=RAdam, qhadam=QHAdam, larc=Larc, lamb=Lamb, ranger=ranger)
+
+def _scratch_step(opt):
+    "`ScratchStep.step` on `opt`, without a `Learner` (no divergence check, as fastai's step has none)"
+    cb = ScratchStep(check_finite=False)
+    cb.learn = _FakeLearner(opt); cb.learn.model = torch.nn.Module()
+    cb.before_fit()
+    return cb.step
+
+def bench_rules(reps:int=10, lr:float=1e-3):
+    "`(optimizer, fastai ms, ScratchStep ms, ratio)` of one step on resnet34's parameters"
+    from torchvision.models import resnet34
+    src = [p.detach() for p in resnet34(weights=None).parameters()]
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(p.shape, generator=g)*1e-2 for p in src]
+    def params():
+        ps = [torch.nn.Parameter(p.clone()) for p in src]
+        for p,gr in zip(ps, grads): p.grad = gr.clone()
+        return ps
+    rows = []
+    for name,f in RULE_BENCH.items():
+        ms = _medians({'fastai': f(params(), lr=lr).step, 'scratch': _scratch_step(f(params(), lr=lr))}, reps)
+        rows.append((name, ms['fastai']*1e3, ms['scratch']*1e3, ms['scratch']/ms['fastai']))
     return rows
 
 # %% ../nbs/08_bench.ipynb #3d8e5860
@@ -175,6 +202,8 @@ def _table(rows, heads, fmts):
 def _print_step(reps):
     print(_table(bench_step(reps or 50), ['mom', 'contender', 'ms/step', '× floor', '× fastai'],
                  ['{:.1f}', '{:<28}', '{:8.2f}', '{:6.2f}', '{:6.2f}']))
+    print(_table(bench_rules(reps or 10), ['optimizer', 'fastai ms', 'ScratchStep ms', '× fastai'],
+                 ['{:<9}', '{:9.1f}', '{:14.1f}', '{:8.2f}']))
 
 def _print_loop(reps):
     print(_table(bench_loop(reps or 5), ['bs', 'contender', 'ms/step', '× plain loop'],

@@ -73,7 +73,8 @@ def adam_rule(p, g, state, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., do_wd=Tru
     "Adam (AdamW with `decouple_wd`): `p -= lr * m̂ / (sqrt(v̂) + eps)`, `m̂`, `v̂` the debiased averages of `g`, `g²`"
     decay(p, g, lr, wd, do_wd, decouple_wd)
     m,v,t = _adam_avgs(g, state, mom, sqr_mom, mom_damp, sqr_damp)
-    p.addcdiv_(m, (v/bias_correction(sqr_mom, t)).sqrt() + eps, value=-lr/bias_correction(mom, t))
+    denom = (v/bias_correction(sqr_mom, t)).sqrt_().add_(eps) # in place on a new tensor: fastai's operations, fewer copies
+    p.addcdiv_(m, denom, value=-lr/bias_correction(mom, t))
 
 # %% ../nbs/02a_rules.ipynb #cd20e19f
 def radam_rule(p, g, state, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, beta=0., wd=0., do_wd=True, decouple_wd=True,
@@ -85,7 +86,7 @@ def radam_rule(p, g, state, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, beta=0., wd=0.,
     r = r_inf - 2*t*sqr_mom**t/(1-sqr_mom**t)   # the length of the average's memory after t steps
     if r <= 5: return p.add_(m, alpha=-lr/bias_correction(mom, t))
     rect = math.sqrt(((r-4) * (r-2) * r_inf)/((r_inf-4)*(r_inf-2)*r))
-    denom = (v/bias_correction(sqr_mom, t)).sqrt()
+    denom = (v/bias_correction(sqr_mom, t)).sqrt_()
     if eps: denom += eps
     if beta: denom = F.softplus(denom, beta)
     p.addcdiv_(m, denom, value=-lr*rect/bias_correction(mom, t))
@@ -96,8 +97,9 @@ def qhadam_rule(p, g, state, lr, mom=0.999, sqr_mom=0.999, nu_1=0.7, nu_2=1.0, e
     "QHAdam: `p -= lr * ((1-nu_1)*g + nu_1*m̂) / (sqrt((1-nu_2)*g² + nu_2*v̂) + eps)`"
     decay(p, g, lr, wd, do_wd, decouple_wd)
     m,v,t = _adam_avgs(g, state, mom, sqr_mom, mom_damp, sqr_damp)
-    p.addcdiv_(((1-nu_1) * g) + (nu_1 * (m / bias_correction(mom, t))),
-               (((1-nu_2) * g**2) + (nu_2 * (v / bias_correction(sqr_mom, t)))).sqrt() + eps, value=-lr)
+    step = (g*(1-nu_1)).add_((m/bias_correction(mom, t)).mul_(nu_1))              # the mixed gradient
+    denom = (g**2*(1-nu_2)).add_((v/bias_correction(sqr_mom, t)).mul_(nu_2)).sqrt_().add_(eps) # the mixed root
+    p.addcdiv_(step, denom, value=-lr)
 
 # %% ../nbs/02a_rules.ipynb #e287b1fd
 def larc_rule(p, g, state, lr, trust_coeff=0.02, eps=1e-8, mom=0.9, wd=0., do_wd=True, decouple_wd=True,
@@ -116,7 +118,7 @@ def lamb_rule(p, g, state, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., do_wd=Tru
     decay(p, g, lr, wd, do_wd, decouple_wd)
     m,v,t = _adam_avgs(g, state, mom, sqr_mom, mom_damp, sqr_damp)
     r1 = p.pow(2).mean().sqrt()
-    step = (m/bias_correction(mom, t)) / ((v/bias_correction(sqr_mom, t)).sqrt() + eps)
+    step = (m/bias_correction(mom, t)).div_((v/bias_correction(sqr_mom, t)).sqrt_().add_(eps))
     r2 = step.pow(2).mean().sqrt()
     q = 1 if r1 == 0 or r2 == 0 else min(r1/r2, 10)
     p.add_(step, alpha=-lr*q)
