@@ -6,9 +6,9 @@ from .data import LinearModel, linear_data, lstsq_weights, epoch_order, SliceDL,
 from .scratch import sgd_update, fit_scratch, plot_fit
 from .callback import DivergedError, ScratchSGD, scratch_learner, same_weights, max_weight_diff
 from .rules import (ScratchStep, RuleError, rule_for, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule,
-                    larc_rule, lamb_rule, lookahead_stage)
+                    larc_rule, lamb_rule, lookahead_stage, lesson_rule)
 from .fast import LeanLearner, LeanRecorder, fast_learner
-from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult
+from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
 from .plots import animate_fit, gif, plot_landscape, lesson_paths
 from .vision import ImageDL, digits_dls, create_cnn, digits_resnet34, train_digits_resnet34
 from .distributed import ddp_env, DDPShard, RankFailed # and `Learner.ddp_ctx`
@@ -18,9 +18,9 @@ __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceD
            'sgd_update', 'fit_scratch', 'plot_fit',
            'DivergedError', 'ScratchSGD', 'scratch_learner', 'same_weights', 'max_weight_diff',
            'ScratchStep', 'RuleError', 'rule_for', 'sgd_rule', 'rmsprop_rule', 'adam_rule', 'radam_rule', 'qhadam_rule',
-           'larc_rule', 'lamb_rule', 'lookahead_stage',
+           'larc_rule', 'lamb_rule', 'lookahead_stage', 'lesson_rule',
            'LeanLearner', 'LeanRecorder', 'fast_learner',
-           'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult',
+           'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
            'animate_fit', 'gif', 'plot_landscape', 'lesson_paths',
            'ImageDL', 'digits_dls', 'create_cnn', 'digits_resnet34', 'train_digits_resnet34',
            'ddp_env', 'DDPShard', 'RankFailed']
