@@ -134,10 +134,10 @@ RESNET34_RUN = dict(size=16, bs=64, epochs=6, lr=0.1, mom=0.) # chosen by measur
 
 def digits_resnet34(scratch:bool=True, # step with `ScratchSGD` (else fastai's own `SGD` step)
                     size:int=RESNET34_RUN['size'], bs:int=RESNET34_RUN['bs'], mom:float=RESNET34_RUN['mom'],
-                    seed:int=0):     # seeds the initial weights
+                    seed:int=0):     # seeds the initial weights and, through `EpochShuffle`, every epoch's dropout masks
     "The lesson's `create_cnn(dls, resnet34, metrics=error_rate)` on the digits with fastai's `SGD`, in `channels_last`"
     torch.manual_seed(seed)
-    cbs = [EpochShuffle()] + ([ScratchSGD()] if scratch else [])
+    cbs = [EpochShuffle(seed)] + ([ScratchSGD()] if scratch else [])
     learn = create_cnn(digits_dls(size=size, bs=bs), resnet34, metrics=error_rate, pretrained=False,
                        opt_func=partial(SGD, mom=mom), cbs=cbs)
     learn.model.to(memory_format=torch.channels_last) # a faster forward pass; the same layout for every learner
@@ -146,11 +146,10 @@ def digits_resnet34(scratch:bool=True, # step with `ScratchSGD` (else fastai's o
 def train_digits_resnet34(scratch:bool=True, # step with `ScratchSGD` (else fastai's own `SGD` step)
                           size:int=RESNET34_RUN['size'], bs:int=RESNET34_RUN['bs'], epochs:int=RESNET34_RUN['epochs'],
                           lr:float=RESNET34_RUN['lr'], mom:float=RESNET34_RUN['mom'],
-                          seed:int=0,        # seeds the initial weights, then the dropout masks
+                          seed:int=0,        # seeds the initial weights and every epoch's dropout masks
                           bar:bool=False):   # show fastai's progress bar
     "Train `digits_resnet34` one-cycle: the learner, its error rate and the seconds `fit` took"
     learn = digits_resnet34(scratch, size, bs, mom, seed)
-    torch.manual_seed(seed+1)
     t = time.perf_counter()
     with contextlib.nullcontext() if bar else learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(epochs, lr, moms=None if mom else (0.,0.,0.))
