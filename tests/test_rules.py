@@ -5,13 +5,19 @@ import pytest, torch
 from torch import nn
 from hypothesis import given, settings, strategies as st
 from fastai.basics import (Learner, Optimizer, OptimWrapper, Callback, CrossEntropyLossFlat, partial, set_seed,
-                           SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, weight_decay, sgd_step)
+                           SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, weight_decay, l2_reg, sgd_step,
+                           average_grad, momentum_step)
 import fastai.callback.schedule, fastai.callback.core
 from sgd_callbacks.all import *
 from sgd_callbacks.scratch import mse
 from sgd_callbacks.vision import digits_data
 
-OPTS = {'sgd': SGD, 'sgd_mom': partial(SGD, mom=0.9), 'rmsprop': RMSProp, 'rmsprop_mom': partial(RMSProp, mom=0.9),
+def damped_sgd(params, lr, mom=0.9, wd=0., decouple_wd=True):
+    "SGD with dampened momentum, `avg = mom*avg + (1-mom)*g`: a variant fastai's stages express but `SGD` does not build"
+    return Optimizer(params, [weight_decay if decouple_wd else l2_reg, partial(average_grad, dampening=True), momentum_step],
+                     lr=lr, mom=mom, wd=wd)
+
+OPTS = {'sgd': SGD, 'sgd_damped': damped_sgd, 'sgd_mom': partial(SGD, mom=0.9), 'rmsprop': RMSProp, 'rmsprop_mom': partial(RMSProp, mom=0.9),
         'adam': Adam, 'radam': RAdam, 'sadam': partial(RAdam, beta=2.), 'qhadam': QHAdam, 'larc': Larc,
         'lars': partial(Larc, clip=False), 'larc_nomom': partial(Larc, mom=0.), 'lamb': Lamb, 'ranger': ranger}
 
