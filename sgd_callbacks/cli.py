@@ -13,7 +13,7 @@ from fastcore.basics import partial
 from .data import *
 from .scratch import *
 from .compare import *
-from .compare import _hypers, _opt_name
+from .compare import _hypers, _opt_name, _check_opt
 from .rules import lesson_rule
 
 # %% auto #0
@@ -58,9 +58,10 @@ def _parse(name, v, typ):
 def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sgd', rule=None, hypers=None):
     "Check every argument; the keyword arguments of `compare_optimizers`"
     if data not in DATA: raise UsageError(f"--data must be one of {', '.join(DATA)}, got {data!r}")
-    if opt not in OPTIMIZERS: raise UsageError(f"--opt must be one of {', '.join(OPTIMIZERS)}, got {opt!r}")
     if rule not in (None, 'lesson'): raise UsageError(f"--rule must be lesson (the lesson's literal p.sub_(lr*g)), got {rule!r}")
     hypers = {k: _parse(k, v, int if k == 'k' else float) for k,v in (hypers or {}).items() if v is not None}
+    try: _check_opt(opt, hypers)
+    except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`opt`', '--opt')) from None
     if mom is None: mom = _hypers(opt, 0.1, {}).get('mom', 0.)  # the optimizer's default
     lr,mom,wd,seed = (_parse(k, v, t) for k,v,t in (('lr',lr,float), ('mom',mom,float), ('wd',wd,float), ('seed',seed,int)))
     if epochs is not None: epochs = _parse('epochs', epochs, int)
@@ -75,10 +76,6 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
         if epochs is not None: epochs = check_int('epochs', epochs, lo=1)
         size = check_int('size', size, 8, 224)
     except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`', '--', 1).replace('`', '', 1)) from None
-    try: hp = _hypers(opt, lr, dict(hypers, mom=mom))
-    except TypeError: raise UsageError(f"--opt {opt} takes none of {', '.join('--'+k for k in hypers)}") from None
-    bad = [k for k in hypers if k not in hp and k not in ('k', 'alpha', 'clip')]
-    if bad: raise UsageError(f"--opt {opt} has no {', '.join('--'+k for k in bad)}")
     kw = dict(lr=lr, mom=mom, wd=wd, decouple_wd=not l2, seed=seed, schedule=schedule, opt=opt, **hypers,
               rule=lesson_rule if rule == 'lesson' else None)
     if data == 'digits':

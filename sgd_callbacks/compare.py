@@ -36,8 +36,7 @@ class StepTrack(Callback):
     order,run_valid = 100,False
     def __init__(self, weights:bool=True): store_attr()
     def before_fit(self):
-        named = [(n,p) for n,p in self.model.named_parameters() if p.requires_grad]
-        self.names,self.ps = [n for n,_ in named],[p for _,p in named]
+        self.ps = [p for p in self.model.parameters() if p.requires_grad]
         self.losses,self.prints = [],[fingerprint(self.ps)]
         self.ws = [_snap(self.ps)] if self.weights else None
     def after_batch(self):
@@ -99,7 +98,15 @@ def _prints_from(ws, numels):
 # %% ../nbs/03_compare.ipynb #289d7733
 OPTIMIZERS = dict(sgd=SGD, rmsprop=RMSProp, adam=Adam, radam=RAdam, qhadam=QHAdam, larc=Larc, lamb=Lamb, ranger=ranger)
 
-def _opt_name(opt): return {'sgd': 'SGD', 'rmsprop': 'RMSProp', 'qhadam': 'QHAdam', 'radam': 'RAdam'}.get(opt, opt.capitalize() if opt != 'ranger' else 'ranger')
+def _opt_name(opt): return OPTIMIZERS[opt].__name__ # SGD, RMSProp, ..., ranger
+
+def _check_opt(opt, opt_kw):
+    "A `ValueError` unless `opt` is one of `OPTIMIZERS`, a `TypeError` if `opt_kw` holds a name it does not take"
+    if opt not in OPTIMIZERS: raise ValueError(f"`opt` must be one of {', '.join(OPTIMIZERS)}, got {opt!r}")
+    fixed = {'params', 'lr', 'mom', 'wd', 'decouple_wd', 'kwargs'} # set by `compare_optimizers`' own arguments
+    known = set(inspect.signature(OPTIMIZERS[opt]).parameters) - fixed
+    if opt == 'ranger': known |= set(inspect.signature(RAdam).parameters) - fixed # its keywords go to RAdam
+    if set(opt_kw) - known: raise TypeError(f"{_opt_name(opt)} has no hyper-parameter {sorted(set(opt_kw)-known)}; it takes {sorted(known)}")
 
 def _hypers(opt, lr, kw):
     "The hyper-parameters fastai's `opt` actually holds with `lr` and keywords `kw` (its own defaults filled in)"
@@ -157,10 +164,7 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
                        rule=None,          # a rule `rule(p, g, state, **hypers)` of your own, also run against `opt`
                        **opt_kw):          # the optimizer's other hyper-parameters (`sqr_mom`, `eps`, `beta`, `k`, ...)
     "Train every contender from the same start on the same batches; a `CompareResult`"
-    if opt not in OPTIMIZERS: raise ValueError(f"`opt` must be one of {', '.join(OPTIMIZERS)}, got {opt!r}")
-    known = set(inspect.signature(OPTIMIZERS[opt]).parameters) - {'params', 'lr', 'mom', 'wd', 'decouple_wd', 'kwargs'}
-    if opt == 'ranger': known |= set(inspect.signature(RAdam).parameters) - {'params', 'lr', 'mom', 'wd', 'decouple_wd'}
-    if set(opt_kw) - known: raise TypeError(f"{_opt_name(opt)} has no hyper-parameter {sorted(set(opt_kw)-known)}; it takes {sorted(known)}")
+    _check_opt(opt, opt_kw)
     if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
     fkw = dict(opt_kw, decouple_wd=decouple_wd, **({} if mom is None else dict(mom=mom)))
     hp = _hypers(opt, lr, fkw)

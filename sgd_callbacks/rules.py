@@ -9,11 +9,11 @@ import torch, torch.nn.functional as F
 from fastcore.basics import store_attr, partial
 from fastai.callback.core import Callback, CancelStepException
 from fastai.callback.training import GradientClip
-from fastai.optimizer import (Optimizer, OptimWrapper, Lookahead, weight_decay, l2_reg, average_grad, average_sqr_grad,
+from fastai.optimizer import (Optimizer, Lookahead, weight_decay, l2_reg, average_grad, average_sqr_grad,
                               step_stat, sgd_step, momentum_step, rms_prop_step, adam_step, radam_step, qhadam_step,
                               larc_layer_lr, larc_step, lamb_step)
 from .scratch import sgd_update
-from .callback import DivergedError, check_finite_step, _finite
+from .callback import check_finite_step, _finite
 
 # %% auto #0
 __all__ = ['RULES', 'SUPPORTED', 'decay', 'moving_avg', 'count_step', 'bias_correction', 'sgd_rule', 'rmsprop_rule', 'adam_rule',
@@ -48,10 +48,8 @@ def bias_correction(beta, t):
 # %% ../nbs/02a_rules.ipynb #74cb9acf
 def sgd_rule(p, g, state, lr, mom=0., wd=0., do_wd=True, decouple_wd=True, use_mom=False, mom_damp=False, **_):
     "SGD: `p -= lr*g`, or with momentum `p -= lr*avg` where `avg = mom*avg + g`"
-    wd = wd if do_wd else 0.
-    if not use_mom: return sgd_update([p], [g], lr, wd, decouple_wd)
-    decay(p, g, lr, wd, decouple_wd=decouple_wd)
-    p.add_(moving_avg(state, 'grad_avg', g, mom, mom_damp), alpha=-lr)
+    if use_mom and 'grad_avg' not in state: state['grad_avg'] = torch.zeros_like(p)
+    sgd_update([p], [g], lr, wd if do_wd else 0., decouple_wd, mom, [state['grad_avg']] if use_mom else None, mom_damp)
 
 # %% ../nbs/02a_rules.ipynb #d847e2cf
 def rmsprop_rule(p, g, state, lr, sqr_mom=0.99, eps=1e-8, mom=0., wd=0., do_wd=True, decouple_wd=True,

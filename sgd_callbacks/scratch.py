@@ -28,14 +28,16 @@ def sgd_update(ps:list,          # parameters, updated in place
                wd:float=0.,      # weight decay
                decouple_wd:bool=True, # decay the weights (True) or add `wd*p` to the gradient (L2)
                mom:float=0.,     # momentum
-               bufs:list|None=None): # momentum buffers (start at zeros), None for no momentum
+               bufs:list|None=None, # momentum buffers (start at zeros), None for no momentum
+               dampening:bool=False): # average `b = mom*b + (1-mom)*g` instead of `+ g` (SGD's is undampened)
     "One SGD step on the tensors `ps` with gradients `gs`, in place, in fastai's order"
     if wd:
         if decouple_wd: torch._foreach_mul_(ps, 1 - lr*wd)  # weight_decay: p *= 1-lr*wd
         else: torch._foreach_add_(gs, ps, alpha=wd)         # l2_reg: g += wd*p
     if bufs is not None:
         torch._foreach_mul_(bufs, mom)                      # average_grad: b = mom*b + g
-        torch._foreach_add_(bufs, gs)
+        if dampening: torch._foreach_add_(bufs, gs, alpha=1-mom)
+        else: torch._foreach_add_(bufs, gs)
         gs = bufs
     torch._foreach_add_(ps, gs, alpha=-lr)                  # sgd_step: p -= lr*g, never allocating lr*g
 
