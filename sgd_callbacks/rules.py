@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_rules.ipynb #d7d6de44
 from __future__ import annotations
-import math, inspect
+import math, inspect, copy
 import torch, torch.nn.functional as F
 from fastcore.basics import store_attr, partial
 from fastai.callback.core import Callback, CancelStepException
@@ -18,7 +18,8 @@ from .callback import check_finite_step, _finite
 # %% auto #0
 __all__ = ['RULES', 'SUPPORTED', 'decay', 'moving_avg', 'count_step', 'bias_correction', 'sgd_rule', 'rmsprop_rule', 'adam_rule',
            'radam_rule', 'qhadam_rule', 'larc_rule', 'lamb_rule', 'lookahead_stage', 'rule_for', 'RuleError',
-           'ScratchStep', 'lesson_rule']
+           'whole_step', 'apply_rule', 'guarded_step', 'ScratchStep', 'lesson_rule', 'rule_hypers', 'RuleOptimizer',
+           'rule_opt']
 
 # %% ../nbs/02a_rules.ipynb #5e655165
 def decay(p, g, lr, wd, do_wd=True, decouple_wd=True):
@@ -164,22 +165,54 @@ def rule_for(opt):
 class RuleError(RuntimeError):
     "A user's update rule failed; the weights and optimizer state are those of the last good step"
 
+def whole_step(rule):
+    "Mark `rule` as one that takes the whole step at once: `rule(ps, gs, states, hypers, **hypers_of_the_first_group)`"
+    rule.whole_step = True
+    return rule
+
+def _is_whole(rule): return getattr(getattr(rule, 'func', rule), 'whole_step', False)
 def _rule_name(rule): return getattr(getattr(rule, 'func', rule), '__name__', repr(rule))
 
-def _check_signature(rule, hyper):
-    "A `TypeError` unless `rule(p, g, state, **hyper)` can be called"
+def _check_signature(rule, hyper, hint="Give it `**kwargs` for the ones it does not use.", partial=False):
+    "A `TypeError` unless `rule` can be called with the hyper-parameters `hyper` (`partial`: some of them)"
     try: sig = inspect.signature(rule)
     except (TypeError, ValueError): return
-    try: sig.bind(None, None, {}, **hyper)
+    whole = _is_whole(rule)
+    try: (sig.bind_partial if partial else sig.bind)(*((None,)*4 if whole else (None, None, {})), **hyper)
     except TypeError as e:
-        raise TypeError(f"rule `{_rule_name(rule)}{sig}` cannot be called as `rule(p, g, state, **hypers)` with this "
-                        f"optimizer's hyper-parameters {sorted(hyper)}: {e}. Give it `**kwargs` for the ones it does not use.") from None
+        call = 'rule(ps, gs, states, hypers, **hypers)' if whole else 'rule(p, g, state, **hypers)'
+        raise TypeError(f"rule `{_rule_name(rule)}{sig}` cannot be called as `{call}` with this "
+                        f"optimizer's hyper-parameters {sorted(hyper)}: {e}. {hint}") from None
+
+# %% ../nbs/02a_rules.ipynb #aa1b4b56
+def apply_rule(rule, todo, kw={}):
+    "One step of `rule` over `todo`, a list of `(p, state, hypers)`: parameter by parameter, or all at once if `whole_step`"
+    if _is_whole(rule): return rule(*map(list, zip(*[(p, p.grad, st, h) for p,st,h in todo])), **kw)
+    for p,st,h in todo: rule(p, p.grad, st, **h)
+
+def _broken(p, shape, dtype, finite):
+    "How a rule broke the weight `p`, or `None`"
+    if p.shape != shape or p.dtype != dtype: return f"changed it from {tuple(shape)} {dtype} to {tuple(p.shape)} {p.dtype}"
+    if finite and not _finite([p]): return "left non-finite values in it"
+
+def guarded_step(rule, todo, kw={}, name=None, where='', finite=True):
+    "`apply_rule`, checked: if the rule raises, reshapes, retypes or (`finite`) leaves a non-finite weight, put every weight and state back and raise `RuleError`"
+    saved = [(p.detach().clone(), {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k,v in st.items()}) for p,st,_ in todo]
+    for part in ([todo] if _is_whole(rule) else [[o] for o in todo]): # a per-parameter rule is checked after each parameter
+        shapes,bad,what = [(p.shape,p.dtype) for p,*_ in part],None,None
+        try: apply_rule(rule, part, kw)
+        except Exception as e: bad,what = (part[0][0] if len(part) == 1 else None),f"raised {type(e).__name__}: {e}"
+        else: bad,what = next(((p,w) for (p,*_),(s,d) in zip(part, shapes) if (w := _broken(p, s, d, finite))), (None,None))
+        if what is None: continue
+        for (q,s,_),(q0,s0) in zip(todo, saved): q.data = q0; s.clear(); s.update(s0)
+        on = '' if bad is None else f" on parameter `{name(bad) if name else tuple(bad.shape)}`"
+        raise RuleError(f"rule `{_rule_name(rule)}` {what}{on} at {where}; the weights are those of the last good step")
 
 # %% ../nbs/02a_rules.ipynb #c82e0cb1
 class ScratchStep(Callback):
     "Take every optimizer step with a hand-written rule (fastai's, recognised from `learn.opt`, or `rule`), cancelling fastai's"
     order,run_valid = GradientClip.order+1,False
-    def __init__(self, rule=None,         # `rule(p, g, state, **hypers)`; None: the rule of `learn.opt`'s optimizer
+    def __init__(self, rule=None,         # `rule(p, g, state, **hypers)` (or a `whole_step` rule); None: the rule of `learn.opt`'s optimizer
                  check_finite:bool=True): # stop with `DivergedError` at the first non-finite loss or gradient
         if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
         store_attr()
@@ -193,7 +226,7 @@ class ScratchStep(Callback):
             if not isinstance(self.la.opt if self.la else opt, Optimizer):
                 raise TypeError(f"ScratchStep(rule=...) steps fastai `Optimizer`s, whose state it keeps; `learn.opt` is {type(opt).__name__}")
             self._rule = self.rule
-            _check_signature(self.rule, {'do_wd': True, **opt.hypers[0]})
+            _check_signature(self.rule, opt.hypers[0] if _is_whole(self.rule) else {'do_wd': True, **opt.hypers[0]})
         self.names = {p: n for n,p in self.learn.model.named_parameters()}
 
     def before_step(self):
@@ -204,31 +237,84 @@ class ScratchStep(Callback):
     def step(self):
         "One step of every parameter with a gradient, with its group's hyper-parameters"
         opt = self.learn.opt
-        todo = [(p, opt.state[p], h) for pg,h in zip(opt.param_lists, opt.hypers) for p in pg if p.grad is not None]
+        todo = [(p, opt.state[p], {'do_wd': opt.state[p].get('do_wd', True), **h})
+                for pg,h in zip(opt.param_lists, opt.hypers) for p in pg if p.grad is not None]
         if self.check_finite: check_finite_step(self.learn, [p.grad for p,*_ in todo])
         if self.la is not None and self.la.slow_weights is None: # Lookahead starts its slow weights at the first step
             self.la.slow_weights = [[p.detach().clone() for p in pg] for pg in self.la.param_lists]
-        if self.rule is None:
-            for p,st,h in todo: self._rule(p, p.grad, st, do_wd=st.get('do_wd', True), **h)
-        else: self._guarded(todo)
+        if self.rule is None: apply_rule(self._rule, todo)
+        else: guarded_step(self.rule, todo, opt.hypers[0], lambda p: self.names.get(p, tuple(p.shape)),
+                           f"epoch {self.epoch+1}, batch {self.iter+1}")
         if self.la is not None: lookahead_stage(self.la)
-
-    def _guarded(self, todo):
-        "Apply the user's rule; on any failure put every weight and state back and raise `RuleError`"
-        saved = [(p.detach().clone(), {k: v.clone() if torch.is_tensor(v) else v for k,v in st.items()}) for p,st,_ in todo]
-        for p,st,h in todo:
-            shape,dtype,what = p.shape,p.dtype,None
-            try: self.rule(p, p.grad, st, do_wd=st.get('do_wd', True), **h)
-            except Exception as e: what = f"raised {type(e).__name__}: {e}"
-            else:
-                if p.shape != shape or p.dtype != dtype: what = f"changed it from {tuple(shape)} {dtype} to {tuple(p.shape)} {p.dtype}"
-                elif not _finite([p]): what = "left non-finite values in it"
-            if what is None: continue
-            for (q,s,_),(q0,s0) in zip(todo, saved): q.data = q0; s.clear(); s.update(s0)
-            raise RuleError(f"rule `{_rule_name(self.rule)}` {what} on parameter `{self.names.get(p, tuple(shape))}` at epoch "
-                            f"{self.epoch+1}, batch {self.iter+1}; the weights are those of the last good step")
 
 # %% ../nbs/02a_rules.ipynb #c496a3c1
 def lesson_rule(p, g, state, lr, **_):
     "The lesson's step as it was written: `p.sub_(lr*g)`, a rule of one's own"
     p.sub_(lr*g)
+
+# %% ../nbs/02a_rules.ipynb #edf3923a
+_UNASKED = ('mom',) # `fit_one_cycle` schedules `mom` whatever the optimizer: a rule that has none ignores it
+
+def rule_hypers(rule):
+    "`({name: default}, takes_kwargs)`: the hyper-parameters `rule` declares after its tensors (default `inspect.Parameter.empty` if required)"
+    try: ps = list(inspect.signature(rule).parameters.values())
+    except (TypeError, ValueError): return {},True
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return ({q.name: q.default for q in ps[4 if _is_whole(rule) else 3:] if q.kind in kinds},
+            any(q.kind == inspect.Parameter.VAR_KEYWORD for q in ps))
+
+def _check_hypers(rule, hypers):
+    "A `TypeError` naming the first of `hypers` that `rule` does not declare"
+    if not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
+    _check_signature(rule, {}, hint="", partial=True) # it takes the tensors
+    decl,kw = rule_hypers(rule)
+    bad = [k for k in hypers if k not in decl and not kw]
+    if bad: raise TypeError(f"rule `{_rule_name(rule)}` has no hyper-parameter `{bad[0]}`; after {'ps, gs, states, hypers' if _is_whole(rule) else 'p, g, state'} it takes {list(decl)}")
+    return decl,kw
+
+class RuleOptimizer(Optimizer):
+    "A fastai `Optimizer` whose step is `rule`, with the rule's keyword defaults as its hyper-parameters"
+    def __init__(self, params, rule, guard:bool=True, **hypers):
+        self.rule,self.guard,self.n_step = rule,guard,0
+        self.decl,self.kwargs = _check_hypers(rule, hypers)
+        self.takes_do_wd = _is_whole(rule) or self.kwargs or 'do_wd' in self.decl
+        super().__init__(params, [])
+        dflt = {k: d for k,d in self.decl.items() if d is not inspect.Parameter.empty and k != 'do_wd'} # `do_wd`: per parameter, in `state`
+        for k,v in {**dflt, **hypers}.items():
+            if isinstance(v, (slice, list)): self.set_hyper(k, v)       # per group, as fastai's `lr=slice(...)`
+            else: self._set_hyper(k, [v]*len(self.param_lists))         # one value (even None or a tuple) for all groups
+        kw = self._kws()[0]
+        _check_signature(rule, {**kw, 'do_wd': True} if self.takes_do_wd and not _is_whole(rule) else kw,
+                         hint=f"Give it a default, or pass it: `rule_opt({_rule_name(rule)}, name=value)`.")
+
+    def _kws(self):
+        "Each group's hyper-parameters that the rule takes; a `TypeError` for one it does not take, set since"
+        if self.kwargs: return self.hypers
+        for h in self.hypers:
+            for k in h:
+                if k not in self.decl and k not in _UNASKED:
+                    raise TypeError(f"rule `{_rule_name(self.rule)}` has no hyper-parameter `{k}`, which was set on its optimizer "
+                                    f"(by `Learner(wd=...)`, a scheduler or `set_hypers`); it takes {list(self.decl)}")
+        return [{k: v for k,v in h.items() if k in self.decl} for h in self.hypers]
+
+    def _name(self, p):
+        "Where `p` is among the optimizer's parameters, for a message"
+        return next(f"{j} of group {i}, shape {tuple(p.shape)}" for i,pg in enumerate(self.param_lists) for j,q in enumerate(pg) if q is p)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None: raise NotImplementedError("fastai optimizers currently do not support closure")
+        kws = self._kws()
+        todo = [(p, self.state[p], {**kw, 'do_wd': self.state[p].get('do_wd', True)} if self.takes_do_wd else kw)
+                for pg,kw in zip(self.param_lists, kws) for p in pg if p.grad is not None]
+        if not todo: return
+        self.n_step += 1
+        if not self.guard: return apply_rule(self.rule, todo, kws[0])
+        guarded_step(self.rule, todo, kws[0], self._name, f"step {self.n_step}", finite=_finite([p.grad for p,*_ in todo]))
+
+def rule_opt(rule,              # `rule(p, g, state, **hypers)`, or a `whole_step` rule
+             guard:bool=True,   # check every step (a copy of the weights and state): `RuleError` if the rule breaks a weight
+             **hypers):         # the rule's hyper-parameters, over its defaults (the `Learner` gives `lr`, `wd`, schedules)
+    "An `opt_func` for any `Learner`: a fastai `Optimizer` whose step is `rule`"
+    _check_hypers(rule, hypers)
+    return partial(RuleOptimizer, rule=rule, guard=guard, **hypers)
