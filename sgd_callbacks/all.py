@@ -7,6 +7,7 @@ from .scratch import sgd_update, fit_scratch, plot_fit
 from .callback import DivergedError, ScratchSGD, scratch_learner, same_weights, max_weight_diff
 from .rules import (ScratchStep, RuleError, rule_for, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule,
                     larc_rule, lamb_rule, lookahead_stage, lesson_rule, rule_opt, whole_step, RuleOptimizer)
+from .modern import lion_rule, schedulefree_adamw_rule, schedulefree_sgd_rule, ScheduleFreeEval, ademamix_rule
 from .fast import LeanLearner, LeanRecorder, fast_learner
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
 from .plots import animate_fit, gif, plot_landscape, lesson_paths
@@ -19,6 +20,7 @@ __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceD
            'DivergedError', 'ScratchSGD', 'scratch_learner', 'same_weights', 'max_weight_diff',
            'ScratchStep', 'RuleError', 'rule_for', 'sgd_rule', 'rmsprop_rule', 'adam_rule', 'radam_rule', 'qhadam_rule',
            'larc_rule', 'lamb_rule', 'lookahead_stage', 'lesson_rule', 'rule_opt', 'whole_step', 'RuleOptimizer',
+           'lion_rule', 'schedulefree_adamw_rule', 'schedulefree_sgd_rule', 'ScheduleFreeEval', 'ademamix_rule',
            'LeanLearner', 'LeanRecorder', 'fast_learner',
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
            'animate_fit', 'gif', 'plot_landscape', 'lesson_paths',
