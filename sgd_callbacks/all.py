@@ -13,6 +13,7 @@ from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, f
 from .plots import animate_fit, gif, plot_landscape, lesson_paths
 from .vision import ImageDL, digits_dls, create_cnn, digits_resnet34, train_digits_resnet34
 from .distributed import ddp_env, DDPShard, RankFailed # and `Learner.ddp_ctx`
+from .muon_prodigy import muon_rule, prodigy_rule
 
 __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceDL', 'seed_epoch', 'EpochShuffle', 'tensor_dls',
            'linear_dls', 'diabetes_dls',
@@ -25,4 +26,5 @@ __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceD
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
            'animate_fit', 'gif', 'plot_landscape', 'lesson_paths',
            'ImageDL', 'digits_dls', 'create_cnn', 'digits_resnet34', 'train_digits_resnet34',
-           'ddp_env', 'DDPShard', 'RankFailed']
+           'ddp_env', 'DDPShard', 'RankFailed',
+           'muon_rule', 'prodigy_rule']
