@@ -10,7 +10,7 @@ import torch
 from .rules import decay, count_step, whole_step
 
 # %% auto #0
-__all__ = ['torch_adamw_rule', 'newton_schulz', 'muon_rule', 'MuonAdamW', 'prodigy_rule']
+__all__ = ['torch_adamw_rule', 'newton_schulz', 'muon_rule', 'MuonAdamW', 'prodigy_d', 'prodigy_rule']
 
 # %% ../nbs/02d_muon_prodigy.ipynb #548f8590
 def torch_adamw_rule(p, g, state, lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=1e-2, do_wd=True, **_):
@@ -86,7 +86,14 @@ class MuonAdamW:
     def state_dict(self): return {'muon': self.muon.state_dict(), 'adamw': self.adamw.state_dict()}
     def load_state_dict(self, sd): self.muon.load_state_dict(sd['muon']); self.adamw.load_state_dict(sd['adamw'])
 
-# %% ../nbs/02d_muon_prodigy.ipynb #14153df0
+# %% ../nbs/02d_muon_prodigy.ipynb #8b9e469b
+def prodigy_d(d, d_max, d0, num, den, d_coef=1., growth_rate=math.inf):
+    "The new step size and its running maximum: `d̂ = d_coef·r/‖s‖₁`, taken whole the first time, then at most `d·growth_rate`"
+    d_hat = d_coef*num/den
+    if d == d0: d = max(d, d_hat)
+    d_max = max(d_max, d_hat)
+    return min(d_max, d*growth_rate),d_max
+
 @whole_step
 def prodigy_rule(ps, gs, states, hypers, lr=1., mom=0.9, sqr_mom=0.999, beta3=None, eps=1e-8, wd=0., decouple_wd=True,
                  use_bias_correction=False, safeguard_warmup=False, d0=1e-6, d_coef=1., growth_rate=math.inf, slice_p=1):
@@ -96,7 +103,7 @@ def prodigy_rule(ps, gs, states, hypers, lr=1., mom=0.9, sqr_mom=0.999, beta3=No
     st = next((s for s in states if 'd' in s), states[0]) # the optimizer-wide numbers, in the first parameter's state
     if 'd' not in st: st.update(d=d0, d_max=d0, d_numerator=0., k=0)
     d,d_max,k = st['d'],st['d_max'],st['k']
-    lr = max(o['lr'] for o in hypers)
+    lr = max(o['lr'] for o in hypers) # the reference's: the largest group's
     if any(o['lr'] not in (lr, 0.) for o in hypers):
         raise ValueError(f"Prodigy takes one `lr` for every parameter group (or 0 to leave a group out), got {sorted({o['lr'] for o in hypers})}")
     dlr = d*lr*((1 - b2**(k+1))**0.5 / (1 - b1**(k+1)) if use_bias_correction else 1)
@@ -116,15 +123,11 @@ def prodigy_rule(ps, gs, states, hypers, lr=1., mom=0.9, sqr_mom=0.999, beta3=No
         s['s'].mul_(b3).add_(gsl, alpha=(d/d0)*d if safeguard_warmup else (d/d0)*dlr)
         norms.append(s['s'].abs().sum())
     delta = den = 0.
-    for x in torch.stack(dots).tolist() if dots else []: delta += (d/d0)*dlr*x # the reference's float sums, in its order
-    for x in torch.stack(norms).tolist() if norms else []: den += x
+    for x in (torch.stack(dots).tolist() if dots else []): delta += (d/d0)*dlr*x # Python floats, in the reference's order
+    for x in (torch.stack(norms).tolist() if norms else []): den += x
     if den == 0: return # no gradient yet: the reference takes no step
     num = st['d_numerator']*b3 + delta
-    if lr > 0:
-        d_hat = d_coef*num/den
-        if d == d0: d = max(d, d_hat)
-        d_max = max(d_max, d_hat)
-        d = min(d_max, d*growth_rate)
+    if lr > 0: d,d_max = prodigy_d(d, d_max, d0, num, den, d_coef, growth_rate)
     st.update(d=d, d_max=d_max, d_numerator=num, k=k+1)
     for p,g,s,o in zip(ps, gs, states, hypers):
         s['step'] += 1
