@@ -21,6 +21,8 @@ def wrap(opt, hp_map=None, **kw): return partial(OptimWrapper, opt=partial(opt, 
 RULES = {
     'lion':        (lion_rule, wrap(lion_pytorch.Lion), 3e-4, False),
     'sf_adamw':    (schedulefree_adamw_rule, wrap(schedulefree.AdamWScheduleFree, foreach=False), 3e-3, True),
+    'sf_adamw_wu': (partial(schedulefree_adamw_rule, warmup_steps=5, r=0.5, weight_lr_power=1.),
+                    wrap(schedulefree.AdamWScheduleFree, foreach=False, warmup_steps=5, r=0.5, weight_lr_power=1.), 3e-3, True),
     'sf_sgd':      (schedulefree_sgd_rule, wrap(schedulefree.SGDScheduleFree, foreach=False), 1e-2, True),
     'ademamix':    (ademamix_rule, wrap(pytorch_optimizer.AdEMAMix, AMIX_MAP, foreach=False), 1e-3, True),
     'ademamix_fe': (ademamix_rule, wrap(pytorch_optimizer.AdEMAMix, AMIX_MAP), 1e-3, True),         # its foreach path
