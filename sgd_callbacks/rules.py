@@ -166,7 +166,10 @@ class RuleError(RuntimeError):
     "A user's update rule failed; the weights and optimizer state are those of the last good step"
 
 def whole_step(rule):
-    "Mark `rule` as one that takes the whole step at once: `rule(ps, gs, states, hypers, **hypers_of_the_first_group)`"
+    """Mark `rule` as taking the whole step at once: `rule(ps, gs, states, hypers, **kw)`, once a step.
+    `ps`: every parameter with a gradient (all groups, in order); `gs`, `states`: their gradients and `opt.state` dicts
+    (optimizer-wide state goes in `states[0]`); `hypers`: one dict per parameter, its group's values of the keywords the
+    rule declares after the four lists, and its `do_wd`; `kw`: the first group's values of those keywords."""
     rule.whole_step = True
     return rule
 
@@ -315,6 +318,9 @@ class RuleOptimizer(Optimizer):
 def rule_opt(rule,              # `rule(p, g, state, **hypers)`, or a `whole_step` rule
              guard:bool=True,   # check every step (a copy of the weights and state): `RuleError` if the rule breaks a weight
              **hypers):         # the rule's hyper-parameters, over its defaults (the `Learner` gives `lr`, `wd`, schedules)
-    "An `opt_func` for any `Learner`: a fastai `Optimizer` whose step is `rule`"
+    """An `opt_func` for any `Learner`: a fastai `Optimizer` whose step is `rule(p, g, state, **hypers)` (or a `whole_step` rule).
+    Its hyper-parameters: the rule's keyword defaults after `p, g, state`, overridden by `hypers`, overridden by what the
+    `Learner` sets (`lr`, `wd`, schedules). The rule gets those it declares (all, if it takes `**kwargs`; `fit_one_cycle`'s
+    `mom` is dropped for a rule without one, any other undeclared one is refused); `do_wd` per parameter; state in `opt.state[p]`."""
     _check_hypers(rule, hypers)
     return partial(RuleOptimizer, rule=rule, guard=guard, **hypers)
