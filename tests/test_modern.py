@@ -11,6 +11,7 @@ import lion_pytorch, schedulefree, pytorch_optimizer
 from sgd_callbacks.all import *
 from sgd_callbacks.scratch import mse
 from sgd_callbacks.rules import decay, moving_avg
+from sgd_callbacks.compare import modern_reference
 from sgd_callbacks.vision import digits_data
 
 AMIX_MAP = {'weight_decay': 'wd', 'betas__0': 'mom', 'betas__1': 'sqr_mom', 'betas__2': 'beta3'} # fastai's map calls `alpha` sqr_mom
@@ -21,6 +22,8 @@ def wrap(opt, hp_map=None, **kw): return partial(OptimWrapper, opt=partial(opt, 
 RULES = {
     'lion':        (lion_rule, wrap(lion_pytorch.Lion), 3e-4, False),
     'sf_adamw':    (schedulefree_adamw_rule, wrap(schedulefree.AdamWScheduleFree, foreach=False), 3e-3, True),
+    'sf_adamw_wu': (partial(schedulefree_adamw_rule, warmup_steps=5, r=0.5, weight_lr_power=1.),
+                    wrap(schedulefree.AdamWScheduleFree, foreach=False, warmup_steps=5, r=0.5, weight_lr_power=1.), 3e-3, True),
     'sf_sgd':      (schedulefree_sgd_rule, wrap(schedulefree.SGDScheduleFree, foreach=False), 1e-2, True),
     'ademamix':    (ademamix_rule, wrap(pytorch_optimizer.AdEMAMix, AMIX_MAP, foreach=False), 1e-3, True),
     'ademamix_fe': (ademamix_rule, wrap(pytorch_optimizer.AdEMAMix, AMIX_MAP), 1e-3, True),         # its foreach path
@@ -172,3 +175,22 @@ def test_a_rule_that_breaks_a_weight_stops_with_its_weights_intact():
     assert all(torch.equal(v, snap.w[k]) for k,v in learn.model.state_dict().items())
     for p,st in zip(learn.model.parameters(), snap.st):
         assert learn.opt.state[p]['n'] == 2 and torch.equal(learn.opt.state[p]['grad_avg'], st['grad_avg'])
+
+# ---- compare_optimizers(opt='lion'|'schedulefree'|'ademamix')
+
+@pytest.mark.parametrize('opt', ['lion', 'schedulefree', 'ademamix'])
+def test_compare_puts_the_reference_the_rule_and_adamw_side_by_side(opt):
+    res = compare_optimizers(opt=opt, lr=0.05, wd=0.01, epochs=2, schedule='one_cycle')
+    df = res.df.set_index('contender')
+    assert res.mismatches() == [] and df.identical.tolist() == [True, True, False]
+    assert df.index[0] == {'lion': 'lion_pytorch.Lion', 'schedulefree': 'schedulefree.AdamWScheduleFree',
+                           'ademamix': 'pytorch_optimizer.AdEMAMix'}[opt]
+    assert df.iloc[2].first_step >= 1 and df.iloc[2].first_param == 'a' and df.iloc[2].first_dw > 0
+
+def test_compare_locates_where_a_rule_leaves_the_reference():
+    res = compare_optimizers(opt='ademamix', rule=partial(ademamix_rule, sqr_mom=torch.nextafter(torch.tensor(0.999), torch.tensor(1.)).item()), epochs=2)
+    row = res.df.set_index('contender').loc['rule ademamix_rule']
+    assert row.identical == False and row.first_step >= 1 and row.first_param == 'a' and 0 < row.first_dw < 1e-4
+    with pytest.raises(TypeError, match="rule `lion_rule` has no hyper-parameter `betas`"): compare_optimizers(opt='lion', betas=(0.9, 0.99))
+    with pytest.raises(TypeError, match="rule `lion_rule` has no hyper-parameter `decouple_wd`"): compare_optimizers(opt='lion', decouple_wd=False)
+    assert modern_reference('ademamix', decouple_wd=True).keywords['opt'].keywords['weight_decouple'] is True
