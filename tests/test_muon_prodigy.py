@@ -136,6 +136,19 @@ def test_prodigy_fits_match_prodigyopt(maker, sched):
     d = next(s['d'] for s in ours.opt.state.values() if 'd' in s)
     assert d == ref.opt.param_groups[0]['d'] and d > 1e-6
 
+def test_muon_false_sends_a_group_to_adamw():
+    "`muon=False` (per group): AdamW on the matrices too, as torch's AdamW with the fallback's hypers at `lr*adam_lr_ratio`"
+    lr = 0.02
+    ours = train('mlp', rule_opt(muon_rule, muon=False), 'fit', lr, 0.)
+    adamw = partial(torch.optim.AdamW, betas=(0.9, 0.95), eps=1e-10, weight_decay=0., foreach=False)
+    ref = train('mlp', partial(OptimWrapper, opt=adamw), 'fit', lr*0.015, 0.)
+    assert same_weights(ours.model, ref.model) and moved(ours, 'mlp')
+    learn = learner('cnn', rule_opt(muon_rule, muon=[True, False]), lr, 0.) # the head's group: AdamW
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    conv_w,head_w = learn.model[0][0].weight,learn.model[1][5].weight
+    assert 'exp_avg' in learn.opt.state[head_w] and 'momentum_buffer' not in learn.opt.state[head_w]
+    assert 'exp_avg' in learn.opt.state[conv_w] # a kernel is 4-D: the fallback's in any group
+
 # ---- resume
 
 class StopAfter(Callback):
