@@ -20,8 +20,8 @@ from .rules import ScratchStep
 from .fast import *
 
 # %% auto #0
-__all__ = ['RULE_BENCH', 'BENCHES', 'step_contenders', 'bench_step', 'bench_rules', 'loop_contenders', 'bench_loop',
-           'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'main']
+__all__ = ['RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'step_contenders', 'bench_step', 'bench_rules', 'bench_new_rules',
+           'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'main']
 
 # %% ../nbs/08_bench.ipynb #d604134e
 def _medians(fns:dict, reps:int, warmup:int=2):
@@ -110,6 +110,47 @@ def bench_rules(reps:int=10, lr:float=1e-3):
         ms = _medians({'fastai': f(params(), lr=lr).step, 'scratch': _scratch_step(f(params(), lr=lr))}, reps)
         rows.append((name, ms['fastai']*1e3, ms['scratch']*1e3, ms['scratch']/ms['fastai']))
     return rows
+
+# %% ../nbs/08_bench.ipynb #7edbf3fe
+NEW_RULE_BENCH = dict( # name: (rule in this package, its hypers, its reference as module.Class, the reference's arguments)
+    lion=('modern.lion_rule', {}, 'lion_pytorch.Lion', {}),
+    schedulefree=('modern.schedulefree_adamw_rule', dict(train_mode=True), 'schedulefree.AdamWScheduleFree', dict(foreach=False)),
+    ademamix=('modern.ademamix_rule', {}, 'pytorch_optimizer.AdEMAMix', {}),
+    muon=('muon_prodigy.muon_rule', {}, 'sgd_callbacks.muon_prodigy.MuonAdamW', {}),
+    prodigy=('muon_prodigy.prodigy_rule', {}, 'prodigyopt.Prodigy', {}))
+
+def _load(path, package=None):
+    "The object at `module.name`, or None if its module is not installed"
+    import importlib
+    mod,name = path.rsplit('.', 1)
+    try: return getattr(importlib.import_module(mod, package), name)
+    except (ImportError, AttributeError): return None
+
+def bench_new_rules(reps:int=10, lr:float=1e-3):
+    "`(rule, reference ms, rule_opt ms, guarded ms, × reference, guarded × reference)` of one step on resnet34's parameters"
+    from .rules import rule_opt
+    from torchvision.models import resnet34
+    src = [p.detach() for p in resnet34(weights=None).parameters()]
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(p.shape, generator=g)*1e-2 for p in src]
+    def params():
+        ps = [torch.nn.Parameter(p.clone()) for p in src]
+        for p,gr in zip(ps, grads): p.grad = gr.clone()
+        return ps
+    rows = []
+    for name,(rule,hypers,ref,kw) in NEW_RULE_BENCH.items():
+        rule,ref = _load('.'+rule, __package__),_load(ref)
+        if rule is None or ref is None: continue
+        r = ref(params(), lr=lr, **kw)
+        if hasattr(r, 'train'): r.train() # Schedule-Free steps in train mode (the rule's `train_mode`)
+        ms = _medians({'ref': r.step, 'ours': rule_opt(rule, guard=False, **hypers)(params(), lr=lr).step,
+                       'guarded': rule_opt(rule, **hypers)(params(), lr=lr).step}, reps)
+        rows.append((name, ms['ref']*1e3, ms['ours']*1e3, ms['guarded']*1e3, ms['ours']/ms['ref'], ms['guarded']/ms['ref']))
+    return rows
+
+def _print_new_rules(reps):
+    print(_table(bench_new_rules(reps or 10), ['rule', 'reference ms', 'rule_opt ms', 'guarded ms', '× reference', 'guarded ×'],
+                 ['{:<12}', '{:12.1f}', '{:11.1f}', '{:10.1f}', '{:11.2f}', '{:9.2f}']))
 
 # %% ../nbs/08_bench.ipynb #3d8e5860
 def loop_contenders(bs:int|None, epochs:int=2, lr:float=0.01):
@@ -204,6 +245,7 @@ def _print_step(reps):
                  ['{:.1f}', '{:<28}', '{:8.2f}', '{:6.2f}', '{:6.2f}']))
     print(_table(bench_rules(reps or 10), ['optimizer', 'fastai ms', 'ScratchStep ms', '× fastai'],
                  ['{:<9}', '{:9.1f}', '{:14.1f}', '{:8.2f}']))
+    _print_new_rules(reps)
 
 def _print_loop(reps):
     print(_table(bench_loop(reps or 5), ['bs', 'contender', 'ms/step', '× plain loop'],

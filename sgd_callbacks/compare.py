@@ -20,8 +20,8 @@ from .rules import ScratchStep, _rule_name
 from .plots import plot_landscape
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CONTENDERS', 'COLUMNS', 'fingerprint', 'StepTrack', 'first_divergence', 'compare_optimizers',
-           'CompareResult']
+__all__ = ['OPTIMIZERS', 'CONTENDERS', 'COLUMNS', 'MODERN', 'fingerprint', 'StepTrack', 'first_divergence', 'compare_optimizers',
+           'CompareResult', 'modern_reference', 'compare_modern']
 
 # %% ../nbs/03_compare.ipynb #a5e7ca75
 def _snap(ps): return torch.cat([p.detach().flatten().cpu() for p in ps]).clone()
@@ -127,7 +127,6 @@ def _torch_counterpart(opt, hp, decouple_wd):
         return partial(torch.optim.RAdam, betas=(mom, sqr), eps=eps, weight_decay=wd, decoupled_weight_decay=decouple_wd),'torch.optim.RAdam',''
     return None,'torch.optim',f"torch.optim has no {_opt_name(opt)}{' with beta (SAdam)' if opt=='radam' else ''}"
 
-
 # %% ../nbs/03_compare.ipynb #3a80fc93
 def _why_apart(name, opt, decays_all):
     "The reason a contender that is not bit-identical to fastai's differs, for the table's `note`"
@@ -164,6 +163,8 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
                        rule=None,          # a rule `rule(p, g, state, **hypers)` of your own, also run against `opt`
                        **opt_kw):          # the optimizer's other hyper-parameters (`sqr_mom`, `eps`, `beta`, `k`, ...)
     "Train every contender from the same start on the same batches; a `CompareResult`"
+    if opt in MODERN: return compare_modern(opt, dls_fn, model_fn, lr, epochs, wd, schedule, loss_func, metrics, seed, record_weights,
+                                            progress, rule, **_modern_kw(opt, mom, decouple_wd, opt_kw))
     _check_opt(opt, opt_kw)
     if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
     fkw = dict(opt_kw, decouple_wd=decouple_wd, **({} if mom is None else dict(mom=mom)))
@@ -240,7 +241,6 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+mnames+COLUMNS[3:])
     return CompareResult(df, losses, weights, models, a_opt, dls)
 
-
 # %% ../nbs/03_compare.ipynb #e8548d30
 class CompareResult:
     "The comparison table (`df`), per-step `losses`, weight trajectories (`weights`) and trained `models`"
@@ -276,3 +276,76 @@ class CompareResult:
             ax1.set_title('distance of the weights to where they end')
         fig.tight_layout()
         return fig
+
+# %% ../nbs/03_compare.ipynb #994e3597
+import importlib
+from .rules import rule_opt, rule_hypers
+from .modern import lion_rule, schedulefree_adamw_rule, ademamix_rule, ScheduleFreeEval
+
+MODERN = {'lion': ('lion_pytorch', 'Lion', lion_rule, {}),                           # name: (module, class, rule, fixed keywords)
+          'schedulefree': ('schedulefree', 'AdamWScheduleFree', schedulefree_adamw_rule, dict(foreach=False)),
+          'ademamix': ('pytorch_optimizer', 'AdEMAMix', ademamix_rule, dict(foreach=False))}
+_BETAS,_RENAME = ('mom', 'sqr_mom', 'beta3'),{'wd': 'weight_decay', 'decouple_wd': 'weight_decouple'} # fastai's names -> the references'
+
+def modern_reference(opt:str, **hypers):
+    "The authors' implementation of `MODERN[opt]` as an `opt_func` (in `OptimWrapper`), `hypers` in the rule's (fastai's) names"
+    mod,cls,rule,fixed = MODERN[opt]
+    try: cls = getattr(importlib.import_module(mod), cls)
+    except ImportError: raise ImportError(f"the reference of {opt!r} is {mod}.{cls}: `pip install {mod.replace('_', '-')}`") from None
+    hp = {**{k: v for k,v in rule_hypers(rule)[0].items() if v is not inspect.Parameter.empty}, **hypers}
+    kw = {_RENAME.get(k, k): v for k,v in hp.items() if k not in (*_BETAS, 'lr', 'do_wd', 'train_mode')}
+    hp_map = {'weight_decay': 'wd', **{f'betas__{i}': b for i,b in enumerate(_BETAS)}} # AdEMAMix's `alpha` stays `alpha`
+    return partial(OptimWrapper, opt=partial(cls, betas=tuple(hp[b] for b in _BETAS if b in hp), **kw, **fixed), hp_map=hp_map)
+
+def _modern_kw(opt, mom, decouple_wd, kw):
+    "`compare_optimizers`' `mom` and `decouple_wd` as the modern rule's hyper-parameters, where it has them (or they are not the default)"
+    decl = rule_hypers(MODERN[opt][2])[0]
+    return {**({} if mom is None else dict(mom=mom)), **({'decouple_wd': decouple_wd} if 'decouple_wd' in decl or not decouple_wd else {}), **kw}
+
+def compare_modern(opt='lion', dls_fn=None, model_fn=None, lr=0.1, epochs=10, wd=0., schedule='fit', loss_func=mse,
+                   metrics=None, seed=42, record_weights=None, progress=False, rule=None, **hypers):
+    "`compare_optimizers` for `opt` in `MODERN`: its authors' code, its rule by `rule_opt`, your `rule`, and fastai's AdamW"
+    mod,cls,mrule,_ = MODERN[opt]
+    rule_opt(mrule, **hypers)                          # a `TypeError` naming any the rule does not take
+    if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
+    lr,_,wd = check_hypers(lr, 0., wd)
+    epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
+    if schedule not in ('fit','one_cycle'): raise ValueError(f"`schedule` must be 'fit' or 'one_cycle', got {schedule!r}")
+    if dls_fn is None: dls_fn = partial(linear_dls, bs=10, seed=seed)
+    if model_fn is None: model_fn = lambda dls: LinearModel(dls.train.dataset.tensors[0].shape[1])
+    def fresh():
+        with no_random(seed, reproducible=False): return dls_fn()
+    dls = fresh()
+    set_seed(seed); m0 = model_fn(dls)
+    named = [(n,p) for n,p in m0.named_parameters() if p.requires_grad]
+    names,numels = [n for n,_ in named],[p.numel() for _,p in named]
+    if record_weights is None: record_weights = sum(numels) <= 10_000
+    sf = [ScheduleFreeEval] if opt == 'schedulefree' else []
+    ref_name = f'{mod}.{cls}'
+    runs = {ref_name: (modern_reference(opt, **hypers), sf), f'rule_opt({mrule.__name__})': (rule_opt(mrule, **hypers), sf),
+            **({f'rule {_rule_name(rule)}': (rule_opt(rule, **hypers), sf)} if rule is not None else {}),
+            'fastai Adam (AdamW)': (partial(Adam, decouple_wd=True), [])}
+    a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL) else None
+    rows,res = [],{}
+    _warm_up()
+    for name,(opt_func,cbs) in runs.items():
+        tr = StepTrack(record_weights)
+        learn = Learner(fresh(), copy.deepcopy(m0), loss_func=loss_func, lr=lr, opt_func=opt_func, wd_bn_bias=True, # the references decay all
+                        cbs=[EpochShuffle(seed), tr, *[c() for c in cbs]])
+        t0 = time.perf_counter(); _fit(learn, epochs, {} if schedule == 'fit' else dict(lr_max=lr), wd, progress)
+        res[name] = (learn.model, tr, time.perf_counter()-t0)
+    ref,rtr,_ = res[ref_name]
+    for name,(m,tr,secs) in res.items():
+        (vl,*ms),mnames = _validate(fresh(), m, loss_func, metrics)
+        div = first_divergence(dict(prints=rtr.prints, ws=rtr.ws), dict(prints=tr.prints, ws=tr.ws), names, numels)
+        same,steps = same_weights(ref, m) and div is None,len(tr.losses)
+        rows.append(dict(contender=name, train_loss=float(np.mean(tr.losses[-(steps//epochs):])), valid_loss=vl, **dict(zip(mnames, ms)),
+                         dist_opt=float((m.a.detach().cpu()-a_opt).norm()) if a_opt is not None else float('nan'),
+                         max_dw=max_weight_diff(ref, m), identical=same, first_step=div[0] if div else '-', first_param=div[1] if div else '-',
+                         first_dw=div[2] if div else float('nan'), expected=name != 'fastai Adam (AdamW)' and not name.startswith('rule '),
+                         epochs=epochs, steps=steps, s_per_step=secs/max(steps, 1),
+                         note='' if same else "fastai's nearest: another update" if name.startswith('fastai') else
+                              "your rule: see first_step, first_param and first_dw for where it leaves the reference"))
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+mnames+COLUMNS[3:])
+    return CompareResult(df, {k: torch.tensor(t.losses) for k,(_,t,_) in res.items()},
+                         {k: torch.stack(t.ws) if t.ws else None for k,(_,t,_) in res.items()}, {k: m for k,(m,_,_) in res.items()}, a_opt, dls)

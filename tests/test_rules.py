@@ -8,8 +8,10 @@ from fastai.basics import (Learner, Optimizer, OptimWrapper, Callback, CrossEntr
                            SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, weight_decay, l2_reg, sgd_step,
                            average_grad, momentum_step)
 import fastai.callback.schedule, fastai.callback.core
+from fastai.callback.training import GradientClip
 from sgd_callbacks.all import *
 from sgd_callbacks.scratch import mse
+from sgd_callbacks.rules import decay
 from sgd_callbacks.vision import digits_data
 
 def damped_sgd(params, lr, mom=0.9, wd=0., decouple_wd=True):
@@ -211,3 +213,133 @@ def test_compare_bad_opt_arguments():
     with pytest.raises(ValueError, match="`opt` must be one of sgd, rmsprop, adam"): compare_optimizers(opt='adagrad')
     with pytest.raises(TypeError, match=r"Adam has no hyper-parameter \['k'\]"): compare_optimizers(opt='adam', k=3)
     with pytest.raises(TypeError, match='`rule` must be a function'): compare_optimizers(rule=1)
+
+# ---- rule_opt: a rule as a Learner's optimizer
+
+@whole_step
+def clipped_sgd_rule(ps, gs, states, hypers, lr, wd=0., max_norm=1.):
+    "SGD on the gradients scaled to a global norm of at most `max_norm` (as `clip_grad_norm_`); a step count in `states[0]`"
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gs]))
+    states[0]['steps'] = states[0].get('steps', 0) + 1
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.)
+    for p,g,h in zip(ps, gs, hypers):
+        decay(p, g, h['lr'], h['wd'], h['do_wd'])
+        p.add_(g*scale, alpha=-h['lr'])
+
+def run(maker, opt_func, sched='one_cycle', wd=0.01, cbs=(), epochs=2, lr=1e-2, learn=None, **kw):
+    set_seed(0)
+    learn = learn or Learner(**MAKERS[maker](), opt_func=opt_func, lr=lr, wd=wd, cbs=[EpochShuffle(), *cbs], **kw)
+    fit = learn.fit_one_cycle if sched == 'one_cycle' else learn.fit
+    with learn.no_bar(), learn.no_logging():
+        if maker == 'cnn':
+            learn.freeze(); fit(1)
+            learn.unfreeze(); fit(epochs-1, slice(lr/10, lr))
+        else: fit(epochs)
+    return learn
+
+@pytest.mark.parametrize('maker', ['diabetes', 'cnn'])
+@pytest.mark.parametrize('sched', ['fit', 'one_cycle'])
+@pytest.mark.parametrize('name,rule', [('adam', adam_rule), ('sgd_mom', partial(sgd_rule, use_mom=True)), ('qhadam', qhadam_rule)])
+def test_rule_opt_is_fastais_optimizer(maker, sched, name, rule):
+    "`rule_opt(rule)` trains as fastai's optimizer does, bit for bit: schedules, `wd` off BatchNorm and biases, freeze, `slice`"
+    ref,ours = run(maker, OPTS[name], sched),run(maker, rule_opt(rule, **({'mom': 0.9} if name == 'sgd_mom' else {})), sched)
+    assert isinstance(ours.opt, RuleOptimizer) and same_weights(ours.model, ref.model)
+    set_seed(0); start = Learner(**MAKERS[maker]()).model
+    assert not same_weights(start, ours.model)
+
+@pytest.mark.parametrize('maker', ['diabetes', 'cnn'])
+def test_whole_step_rule_is_sgd_behind_gradient_clip(maker):
+    "A `whole_step` rule sees every gradient at once: global-norm clipping, bit for bit fastai's `GradientClip` + `SGD`"
+    ours = run(maker, rule_opt(clipped_sgd_rule, max_norm=0.1), 'fit', lr=0.05)
+    ref = run(maker, SGD, 'fit', lr=0.05, cbs=[GradientClip(0.1)])
+    assert same_weights(ours.model, ref.model)
+    assert not same_weights(ours.model, run(maker, SGD, 'fit', lr=0.05).model)   # the clip did something
+    first = next(p for p in ours.opt.all_params(with_grad=False).itemgot(0) if ours.opt.state[p].get('steps'))
+    assert ours.opt.state[first]['steps'] == ours.n_epoch*len(ours.dls.train) or maker == 'cnn'
+
+@pytest.mark.parametrize('name,rule', [('adam', adam_rule), ('clip', clipped_sgd_rule)])
+def test_rule_opt_resume_is_bit_identical(name, rule, tmp_path):
+    "Save with the optimizer after one epoch, load into a fresh learner, go on: the weights of a straight run"
+    mk = lambda: Learner(**MAKERS['diabetes'](), opt_func=rule_opt(rule), lr=1e-2, wd=0.01, path=tmp_path, cbs=EpochShuffle())
+    set_seed(0); straight = mk()
+    with straight.no_bar(), straight.no_logging(): straight.fit_one_cycle(3)
+    set_seed(0); first = mk()
+    with first.no_bar(), first.no_logging(): first.fit_one_cycle(3, cbs=StopAfter(1))
+    first.save('one', with_opt=True)
+    set_seed(0); fresh = mk(); fresh.load('one', with_opt=True)
+    with fresh.no_bar(), fresh.no_logging(): fresh.fit_one_cycle(3, start_epoch=1)
+    assert same_weights(fresh.model, straight.model) and not same_weights(fresh.model, first.model)
+    assert any(len(s) for s in fresh.opt.state.values())
+
+def test_rule_opt_lr_find_export(tmp_path):
+    "`lr_find` leaves the weights as they were; `export` pickles the `opt_func` and `load_learner` predicts with it"
+    set_seed(0)
+    learn = Learner(**MAKERS['diabetes'](), opt_func=rule_opt(adam_rule, eps=1e-8), lr=1e-2, path=tmp_path, cbs=EpochShuffle())
+    w0 = copy.deepcopy(learn.model.state_dict())
+    with learn.no_bar(), learn.no_logging(): sug = learn.lr_find(show_plot=False)
+    assert sug.valley > 0 and all(torch.equal(v, w0[k]) for k,v in learn.model.state_dict().items())
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    assert learn.opt.hypers[0]['eps'] == 1e-8
+    learn.export('m.pkl')
+    from fastai.learner import load_learner
+    back = load_learner(tmp_path/'m.pkl')
+    assert same_weights(back.model, learn.model) and back.opt_func.keywords['rule'] is adam_rule
+
+def sign_rule(p, g, state, lr, wd=0., do_wd=True):
+    decay(p, g, lr, wd, do_wd)
+    p.add_(g.sign(), alpha=-lr)
+
+def test_rule_opt_bad_input():
+    ps = [nn.Parameter(torch.ones(2))]
+    with pytest.raises(TypeError, match="rule `sign_rule` has no hyper-parameter `beta`; after p, g, state it takes \\[.lr., .wd., .do_wd.\\]"): rule_opt(sign_rule, beta=0.9)
+    with pytest.raises(TypeError, match='`rule` must be a function'): rule_opt('lion')
+    def needs_beta(p, g, state, lr, beta): p.add_(g, alpha=-lr*beta)
+    with pytest.raises(TypeError, match=r"missing a required argument: 'beta'.*rule_opt\(needs_beta, name=value\)"): rule_opt(needs_beta)(ps, lr=0.1)
+    rule_opt(needs_beta, beta=0.5)(ps, lr=0.1)                        # given: fine
+    def no_lr(p, g, state): p.sub_(g)
+    with pytest.raises(TypeError, match="rule `no_lr` has no hyper-parameter `lr`"): rule_opt(no_lr)(ps, lr=0.1)
+    def no_state(p, g, lr): p.sub_(g)
+    with pytest.raises(TypeError, match=r"rule `no_state` has no hyper-parameter `lr`; after p, g, state it takes \[\]"): rule_opt(no_state)(ps, lr=0.1)
+    def two_args(p, g): p.sub_(g)
+    with pytest.raises(TypeError, match=r"cannot be called as `rule\(p, g, state, \*\*hypers\)`"): rule_opt(two_args)
+    def no_lists(ps, gs, lr): pass
+    with pytest.raises(TypeError, match=r"cannot be called as `rule\(ps, gs, states, hypers, \*\*hypers\)`"): rule_opt(whole_step(no_lists))
+
+def test_rule_opt_refuses_a_hyper_set_later_before_the_step():
+    "`Learner(wd=...)` on a rule with no `wd`: refused by name before any weight moves; fit_one_cycle's `mom` is ignored"
+    def plain(p, g, state, lr): p.add_(g, alpha=-lr)
+    set_seed(0)
+    learn = Learner(**MAKERS['diabetes'](), opt_func=rule_opt(plain), lr=1e-2, wd=0.1, cbs=EpochShuffle())
+    w0 = copy.deepcopy(learn.model.state_dict())
+    with pytest.raises(TypeError, match="rule `plain` has no hyper-parameter `wd`, which was set on its optimizer"):
+        with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    assert all(torch.equal(v, w0[k]) for k,v in learn.model.state_dict().items())
+    learn.wd = None
+    with learn.no_bar(), learn.no_logging(): learn.opt = None; learn.fit_one_cycle(1)
+    assert not all(torch.equal(v, w0[k]) for k,v in learn.model.state_dict().items())
+
+@pytest.mark.parametrize('how,msg', [('raise', 'raised ValueError: my bug'), ('shape', r'changed it from \(2,\) torch.float32 to \(1,\)'),
+                                     ('nan', 'left non-finite values')])
+def test_rule_opt_rule_that_breaks_a_parameter(how, msg):
+    snap = Snap()
+    set_seed(0)
+    learn = Learner(linear_dls(bs=10), LinearModel(), loss_func=mse, opt_func=rule_opt(breaks_at(3, how)), lr=0.1, cbs=[snap])
+    with pytest.raises(RuleError, match=rf"rule `breaks_{how}` {msg}.* on parameter `0 of group 0, shape \(2,\)` at step 3"):
+        with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    assert all(torch.equal(v, snap.w[k]) for k,v in learn.model.state_dict().items())
+    assert learn.opt.state[learn.model.a]['n'] == 2
+
+def test_rule_opt_nan_gradient_is_not_the_rules_fault():
+    "A non-finite gradient (divergence) goes through as in fastai's optimizers: `TerminateOnNaN` and `lr_find` handle it"
+    p = nn.Parameter(torch.ones(2)); opt = rule_opt(sign_rule)([p], lr=0.1)
+    p.grad = torch.tensor([float('nan'), 1.]); opt.step()
+    assert p[1] == 0.9
+
+@whole_step
+def clipped_sgd_any(ps, gs, states, hypers, lr, max_norm=1., **_):
+    "`clipped_sgd_rule` taking any hyper-parameter, as `ScratchStep` hands it all of fastai's optimizer's"
+    return clipped_sgd_rule(ps, gs, states, hypers, lr, max_norm=max_norm)
+
+def test_scratch_step_takes_a_whole_step_rule():
+    ours = run('diabetes', SGD, 'fit', lr=0.05, cbs=[ScratchStep(rule=partial(clipped_sgd_any, max_norm=0.1))])
+    assert same_weights(ours.model, run('diabetes', SGD, 'fit', lr=0.05, cbs=[GradientClip(0.1)]).model)
