@@ -20,7 +20,7 @@ def tiny(name='line', steps=40, lrs=(1e-2, 3.)):
 
 def quad(): return tiny('quadratic', steps=60, lrs=(1e-2, 3.))
 OPTS = {'sgd': SGD, 'adam': Adam}
-KW = dict(trials=4, seeds=3, progress=False)
+KW = dict(trials=4, seeds=4, progress=False) # an even number of seeds: the lower median is not numpy's
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
@@ -38,11 +38,11 @@ def lower_median(xs): xs = sorted(xs); return xs[(len(xs)-1)//2]
 def test_results_are_lower_medians_of_the_seeds(run):
     d = run[0]/'a'
     res,tr = pd.read_csv(d/'results.csv'),pd.read_csv(d/'trials.csv')
-    assert len(res) == 4 and len(tr) == 4*(4+2)
+    assert len(res) == 4 and len(tr) == 4*(4+3)
     spread = 0
     for r in res.itertuples():
         t = tr[(tr.problem == r.problem) & (tr.optimizer == r.optimizer) & (tr.lr == r.lr)]
-        assert len(t) == 3 and sorted(t.seed) == [0, 1, 2]
+        assert len(t) == 4 and sorted(t.seed) == [0, 1, 2, 3]
         tune = tr[(tr.problem == r.problem) & (tr.optimizer == r.optimizer) & (tr.stage == 'tune')]
         key = tune.assign(s=tune.steps_to_target.fillna(np.inf), f=tune.final_loss).sort_values(['s', 'f'])
         assert key.lr.iloc[0] == r.lr                                  # the fewest steps, then the lowest final loss
