@@ -99,7 +99,7 @@ def test_rerun_bit_identical_and_caller_state_untouched(run):
 
 def test_trial_seed_is_stable():
     out = subprocess.run([sys.executable, '-c', "from sgd_callbacks.bakeoff import trial_seed; print(trial_seed('line','sgd',0.1,0))"],
-                         capture_output=True, text=True, env={'PYTHONHASHSEED': '123', **dict(__import__('os').environ)})
+                         capture_output=True, text=True, env={**dict(__import__('os').environ), 'PYTHONHASHSEED': '123'})
     assert int(out.stdout.split()[-1]) == trial_seed('line', 'sgd', 0.1, 0)
     assert trial_seed('line', 'sgd', 0.1, 0) != trial_seed('line', 'sgd', 0.1, 1) != trial_seed('line', 'adam', 0.1, 1)
 
