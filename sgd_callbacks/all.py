@@ -14,6 +14,9 @@ from .plots import animate_fit, gif, plot_landscape, lesson_paths
 from .vision import ImageDL, digits_dls, create_cnn, digits_resnet34, train_digits_resnet34
 from .distributed import ddp_env, DDPShard, RankFailed # and `Learner.ddp_ctx`
 from .muon_prodigy import muon_rule, prodigy_rule
+from .bakeoff import (bakeoff, BakeoffResult, Problem, OptEntry, own_rule, add_problem, BAKEOFF_PROBLEMS, BAKEOFF_OPTS,
+                      performance_profile, run_trial)
+from .bakeoff_report import run_bakeoff # and the pictures and `save` of `BakeoffResult`
 
 __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceDL', 'seed_epoch', 'EpochShuffle', 'tensor_dls',
            'linear_dls', 'diabetes_dls',
@@ -27,4 +30,6 @@ __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceD
            'animate_fit', 'gif', 'plot_landscape', 'lesson_paths',
            'ImageDL', 'digits_dls', 'create_cnn', 'digits_resnet34', 'train_digits_resnet34',
            'ddp_env', 'DDPShard', 'RankFailed',
-           'muon_rule', 'prodigy_rule']
+           'muon_rule', 'prodigy_rule',
+           'bakeoff', 'BakeoffResult', 'Problem', 'OptEntry', 'own_rule', 'add_problem', 'BAKEOFF_PROBLEMS', 'BAKEOFF_OPTS',
+           'performance_profile', 'run_trial', 'run_bakeoff']

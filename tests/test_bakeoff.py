@@ -1,0 +1,182 @@
+"The bake-off on tiny budgets: scoring recomputed from results.csv, divergence kept, reruns bit-identical, bad input, own rule and problem, the HTML page."
+import base64, io, json, math, random, re, subprocess, sys
+from contextlib import redirect_stdout
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, torch
+from fastcore.basics import partial
+from fastai.learner import Learner
+from fastai.optimizer import SGD, Adam
+from sgd_callbacks.data import linear_dls, LinearModel
+from sgd_callbacks.scratch import mse
+from sgd_callbacks.bakeoff import (Problem, BAKEOFF_PROBLEMS, BAKEOFF_OPTS, bakeoff, own_rule, run_trial, trial_seed,
+                                   performance_profile, Rosenbrock, rosen_dls, rosen_loss)
+from sgd_callbacks.bakeoff_report import run_bakeoff
+
+def tiny(name='line', steps=40, lrs=(1e-2, 3.)):
+    "A built-in problem with a small budget (the same data, model and target)"
+    pb = BAKEOFF_PROBLEMS[name]
+    return Problem(name, pb.dls_fn, pb.model_fn, pb.loss_func, pb.target, pb.metric, pb.metric_name, pb.higher,
+                   steps=steps, lrs=lrs, every=2)
+
+def quad(): return tiny('quadratic', steps=60, lrs=(1e-2, 3.))
+OPTS = {'sgd': SGD, 'adam': Adam}
+KW = dict(trials=4, seeds=4, progress=False) # an even number of seeds: the lower median is not numpy's
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    "One tiny bake-off, written out twice by two identical runs"
+    d = tmp_path_factory.mktemp('bakeoff')
+    states = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state().clone(), torch.get_num_threads()
+    with redirect_stdout(io.StringIO()):
+        r1 = bakeoff([tiny(), quad()], OPTS, **KW); r1.save(d/'a')
+        r2 = bakeoff([tiny(), quad()], OPTS, **KW); r2.save(d/'b')
+    after = random.getstate(), np.random.get_state()[1], torch.get_rng_state(), torch.get_num_threads()
+    return d, r1, states, after
+
+def lower_median(xs): xs = sorted(xs); return xs[(len(xs)-1)//2]
+
+def test_results_are_lower_medians_of_the_seeds(run):
+    d = run[0]/'a'
+    res,tr = pd.read_csv(d/'results.csv'),pd.read_csv(d/'trials.csv')
+    assert len(res) == 4 and len(tr) == 4*(4+3)
+    spread = 0
+    for r in res.itertuples():
+        t = tr[(tr.problem == r.problem) & (tr.optimizer == r.optimizer) & (tr.lr == r.lr)]
+        assert len(t) == 4 and sorted(t.seed) == [0, 1, 2, 3]
+        tune = tr[(tr.problem == r.problem) & (tr.optimizer == r.optimizer) & (tr.stage == 'tune')]
+        key = tune.assign(s=tune.steps_to_target.fillna(np.inf), f=tune.final_loss).sort_values(['s', 'f'])
+        assert key.lr.iloc[0] == r.lr                                  # the fewest steps, then the lowest final loss
+        steps = t.steps_to_target.fillna(np.inf).tolist()
+        m = lower_median(steps)
+        assert r.reached == pytest.approx(t.reached.mean())
+        assert (pd.isna(r.steps_to_target) and m == np.inf) or r.steps_to_target == m
+        assert (r.reached >= 0.5) == (not pd.isna(r.steps_to_target))   # not reached when fewer than half the seeds reach it
+        spread += len(set(steps)) > 1
+    assert spread, "the seeds never disagree: the median is not tested"
+
+def test_profile_and_scores_from_results_csv(run):
+    d = run[0]/'a'
+    res,prof,sc = (pd.read_csv(d/f'{k}.csv') for k in ('results', 'profile', 'scores'))
+    tau_max = 4.
+    st = {(r.problem, r.optimizer): (np.inf if pd.isna(r.steps_to_target) else r.steps_to_target) for r in res.itertuples()}
+    pbs,ops = sorted(set(res.problem)),sorted(set(res.optimizer))
+    best = {p: min(st[p, o] for o in ops) for p in pbs}
+    ratio = {(p, o): st[p, o]/best[p] if np.isfinite(best[p]) else np.inf for p in pbs for o in ops}
+    assert all(np.isfinite(best[p]) for p in pbs) and len(set(ratio.values())) > 2 # a profile with steps in it
+    for r in prof.itertuples():
+        assert r.rho == pytest.approx(np.mean([ratio[p, r.optimizer] <= r.tau for p in pbs]), abs=1e-9)
+    assert prof.tau.min() == 1 and prof.tau.max() == tau_max
+    for r in sc.itertuples():
+        taus = np.linspace(1, tau_max, 300001)          # the area by brute force, not by the formula the code uses
+        rho = np.mean([[ratio[p, r.optimizer] <= t for t in taus[::100]] for p in pbs], axis=0)
+        assert r.score == pytest.approx(np.trapezoid(rho, taus[::100])/(tau_max-1), abs=2e-3)
+        assert r.solved == sum(np.isfinite(ratio[p, r.optimizer]) for p in pbs)
+    assert list(sc.score) == sorted(sc.score, reverse=True)
+
+def test_profile_by_hand():
+    "Two problems: a solves both first; b solves one 2x slower and never the other"
+    res = pd.DataFrame(dict(problem=['p', 'p', 'q', 'q'], optimizer=['a', 'b']*2, steps_to_target=[10, 20, 5, None]))
+    prof,sc = performance_profile(res, tau_max=3.)
+    assert dict(zip(sc.optimizer, sc.score)) == {'a': 1., 'b': pytest.approx(0.5*(3-2)/2)}
+    rho = prof.set_index(['optimizer', 'tau']).rho
+    assert rho['b', 1.] == 0 and rho['b', 2.] == 0.5 and rho['b', 3.] == 0.5 and rho['a', 1.] == 1
+
+def test_diverging_lr_marked_and_kept(run):
+    tr = pd.read_csv(run[0]/'a'/'trials.csv')
+    div = tr[tr.diverged]
+    assert len(div) >= 1 and (div.lr == 3.).all()                     # sgd at lr=3 on the line: |1-3λ| > 1
+    assert (~div.reached).all() and div.steps_to_target.isna().all() and np.isinf(div.final_loss).all()
+    assert len(tr[(tr.stage == 'tune')]) == 2*2*4                      # every tuning trial is in the table
+
+def test_rerun_bit_identical_and_caller_state_untouched(run):
+    d,_,before,after = run
+    for k in ('results', 'trials', 'profile', 'scores'):
+        a,b = (pd.read_csv(d/s/f'{k}.csv') for s in 'ab')
+        a,b = (x.drop(columns=[c for c in x if 'seconds' in c]) for x in (a, b))
+        assert a.to_csv() == b.to_csv(), k
+    assert before[0] == after[0] and np.array_equal(before[1], after[1]) and torch.equal(before[2], after[2])
+    assert before[3] == after[3]                                     # torch's thread count put back
+
+def test_trial_seed_is_stable():
+    out = subprocess.run([sys.executable, '-c', "from sgd_callbacks.bakeoff import trial_seed; print(trial_seed('line','sgd',0.1,0))"],
+                         capture_output=True, text=True, env={**dict(__import__('os').environ), 'PYTHONHASHSEED': '123'})
+    assert int(out.stdout.split()[-1]) == trial_seed('line', 'sgd', 0.1, 0)
+    assert trial_seed('line', 'sgd', 0.1, 0) != trial_seed('line', 'sgd', 0.1, 1) != trial_seed('line', 'adam', 0.1, 1)
+
+def test_fast_path_equals_the_learner():
+    "The plain loop (fast path) and a LeanLearner with EpochShuffle give the same trajectory, bit for bit"
+    pb = Problem('rosenbrock', rosen_dls, lambda dls: Rosenbrock(), loss_func=rosen_loss, target=0.05, steps=30, lrs=(1e-3, 1e-2), every=3)
+    for opt in (SGD, Adam, partial(SGD, mom=0.9)):
+        a,b = (run_trial(pb, opt, 1e-3, 7, paths=True, fast=f) for f in (True, False))
+        wa,wb = torch.stack(a.ws),torch.stack(b.ws)
+        assert len(wa) == 31 and not torch.equal(wa[0], wa[-1])         # the weights moved
+        assert torch.equal(wa, wb) and a.losses == b.losses and a.metrics == b.metrics
+    # an MLP with biases, under Adam's decoupled weight decay (0.01), which Learner.create_opt skips for biases
+    a,b = (run_trial(tiny('cancer', steps=12, lrs=(1e-2, 1e-1)), Adam, 0.05, 7, fast=f) for f in (True, False))
+    assert a.losses == b.losses and a.metrics == b.metrics and a.losses[0] != a.losses[-1]
+
+def my_sgd(p, g, state, lr, **_): p.add_(g, alpha=-lr)                 # fastai's sgd_step, written by a user
+
+def test_own_rule_and_own_problem():
+    def learner_fn(opt_func, lr): return Learner(linear_dls(bs=10), LinearModel(2), loss_func=mse, opt_func=opt_func, lr=lr)
+    mine = Problem('mine', learner_fn=learner_fn, target=0.08, steps=30, lrs=(0.05, 0.2), every=2)
+    with redirect_stdout(io.StringIO()): r = bakeoff([mine, tiny()], {'sgd': SGD, 'my_sgd': own_rule(my_sgd)}, trials=2, seeds=1, progress=False)
+    assert set(r.results.problem) == {'mine', 'line'} and set(r.results.optimizer) == {'sgd', 'my_sgd'}
+    assert r.results.reached.sum() >= 1
+    # the rule, run through ScratchStep in a Learner, steps exactly as fastai's SGD does on the fast path
+    a,b = (run_trial(tiny(), o, 0.1, 3) for o in (SGD, own_rule(my_sgd)))
+    assert a.losses == b.losses and a.losses[0] != a.losses[-1]
+    # a rule that is not SGD is not SGD
+    c = run_trial(tiny(), own_rule(lambda p, g, state, lr, **_: p.add_(g, alpha=-lr*0.5)), 0.1, 3)
+    assert c.losses != a.losses
+
+BAD = {'problem': (dict(problems='line,mnist'), "unknown problem 'mnist'; known: line, quadratic"),
+       'opt': (dict(opts='sgd,adagrad'), "unknown optimizer 'adagrad'; known: sgd, momentum"),
+       'trials': (dict(trials=0), "--trials must be >= 1, got 0"),
+       'seeds': (dict(seeds=0), "--seeds must be >= 1, got 0"),
+       'lrneg': (dict(lr_min=-1., lr_max=1.), "--lr_min must be > 0"),
+       'lr0': (dict(lr_min=0., lr_max=1.), "--lr_min must be > 0"),
+       'lrempty': (dict(lr_min=1., lr_max=0.1), "the lr range is empty"),
+       'lrnan': (dict(lr_min=1e-3, lr_max=float('nan')), "--lr_max must be finite"),
+       'lrhalf': (dict(lr_min=1e-3), "--lr_min and --lr_max go together"),
+       'tau': (dict(tau_max=1.), "--tau_max must be > 1"),
+       'emptyopts': (dict(opts=','), "--opts is empty"),
+       'outfile': (dict(out='{d}/afile'), "exists and is not a directory")}
+
+@pytest.mark.parametrize('case', BAD)
+def test_bad_input(case, tmp_path):
+    (tmp_path/'afile').write_text('x')
+    kw,msg = BAD[case]
+    kw = {k: v.format(d=tmp_path) if isinstance(v, str) else v for k,v in kw.items()}
+    out,err = io.StringIO(),io.StringIO()
+    rc = run_bakeoff(**{'out': str(tmp_path/'rep'), **kw}, file=out, err=err)
+    assert rc == 2 and out.getvalue() == ''                            # nothing ran
+    assert err.getvalue().startswith('sgd_bakeoff: error: ') and msg in err.getvalue(), err.getvalue()
+    assert not (tmp_path/'rep').exists()
+
+def test_command_help_and_exit_code(tmp_path):
+    "The console script as setuptools writes it (`settings.ini`: console_scripts), run as a file"
+    exe = tmp_path/'sgd_bakeoff'
+    exe.write_text("import sys\nfrom sgd_callbacks.bakeoff_report import sgd_bakeoff\nif __name__ == '__main__': sys.exit(sgd_bakeoff())\n")
+    run = lambda *a: subprocess.run([sys.executable, str(exe), *a], capture_output=True, text=True, timeout=120)
+    h = run('--help')
+    assert h.returncode == 0, h.stderr
+    for o in ('--quick', '--trials', '--seeds', '--problems', '--opts', '--lr_min', '--lr_max', '--tau_max', '--out'): assert o in h.stdout
+    for o,t in (('trials', 'int >= 1'), ('seeds', 'int >= 1'), ('lr_min', 'float > 0'), ('lr_max', 'float >='), ('tau_max', 'float > 1'),
+                ('problems', 'names, comma-separated'), ('opts', 'names, comma-separated'), ('out', 'a directory')):
+        assert re.search(rf'--{o} {o.upper()}\s+{t}', h.stdout), (o, h.stdout)       # the type a user types, on each option's line
+    for args,msg in ((['--trials', '0'], "--trials must be >= 1"), (['--seeds', 'two'], "invalid int value: 'two'"),
+                     (['--opts', 'sgd,nadam'], "unknown optimizer 'nadam'; known: sgd, momentum, rmsprop, adam, lamb")):
+        p = run(*args)
+        assert p.returncode == 2 and 'sgd_bakeoff: error: ' in p.stderr and msg in p.stderr, p.stderr
+        assert p.stdout == ''
+
+def test_html_is_self_contained_with_every_picture(run):
+    d = run[0]/'a'
+    page = (d/'index.html').read_text()
+    assert not re.search(r'(src|href)\s*=\s*["\'](?!data:)', page)    # nothing fetched: every src is inline data
+    imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    pngs = sorted(d.glob('*.png'))
+    assert {p.name for p in pngs} == {'profile.png', 'curves.png', 'lr_sensitivity.png'}  # no rosenbrock in this run
+    assert sorted(base64.b64decode(i) for i in imgs) == sorted(p.read_bytes() for p in pngs)
+    for k in ('line', 'quadratic', 'results', 'scores', 'torch', 'fastai', 'machine', 'loss &lt;= 0.08', 'winners'): assert k in page
