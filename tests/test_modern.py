@@ -114,8 +114,8 @@ def test_resume_is_bit_identical(name, tmp_path):
 class Seen(Callback):
     "The first weight of the model as each training batch and each validation saw it"
     order = 50
-    def before_fit(self): self.train,self.valid = [],[]
-    def before_batch(self): (self.train if self.training else self.valid).append(self.learn.model[0].weight.detach().clone())
+    def before_fit(self): self.trained,self.validated = [],[]
+    def before_batch(self): (self.trained if self.training else self.validated).append(self.learn.model[0].weight.detach().clone())
 
 def test_schedulefree_trains_y_and_validates_saves_exports_x(tmp_path):
     rule,ref,lr,_ = RULES['sf_adamw']
@@ -123,12 +123,12 @@ def test_schedulefree_trains_y_and_validates_saves_exports_x(tmp_path):
     for l in (ours, theirs):
         with l.no_bar(), l.no_logging(): l.fit(2)
     so,st = ours.cbs.filter(lambda c: isinstance(c, Seen))[0],theirs.cbs.filter(lambda c: isinstance(c, Seen))[0]
-    assert all(map(torch.equal, so.train, st.train)) and all(map(torch.equal, so.valid, st.valid)) and len(so.valid) > 0
+    assert all(map(torch.equal, so.trained, st.trained)) and all(map(torch.equal, so.validated, st.validated)) and len(so.validated) > 0
     ro = theirs.opt.opt
     ro.train(); y = theirs.model[0].weight.detach().clone(); ro.eval()               # the reference's y and x now
     x = theirs.model[0].weight.detach()
     assert not torch.equal(x, y) and torch.equal(ours.model[0].weight, x)           # after fit: x
-    assert all(torch.equal(v, so.valid[-1]) for v in [x])                           # validation saw x
+    assert torch.equal(so.validated[-1], x)                                          # the last validation saw x
     ours.save('m', with_opt=False); back = torch.load(tmp_path/'models'/'m.pth')
     assert torch.equal(back['0.weight'], x)
     ours.export('e.pkl'); assert torch.equal(load_learner(tmp_path/'e.pkl').model[0].weight, x)
