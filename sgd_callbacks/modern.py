@@ -55,7 +55,8 @@ def schedulefree_adamw_rule(p, g, state, lr, mom=0.9, sqr_mom=0.999, eps=1e-8, w
     _sf_start(p, state, train_mode)
     k,lr,c = sf_weight(state, lr, warmup_steps, r, weight_lr_power)
     v = moving_avg(state, 'sqr_avg', g, sqr_mom, sqr=True)
-    d = g / v.div(1 - sqr_mom**(k+1)).sqrt_().add_(eps)
+    denom = v.div(1 - sqr_mom**(k+1)).sqrt_().add_(eps)
+    d = torch.div(g, denom, out=denom)              # the reference's division, into a fresh temporary: same bits, one copy fewer
     decay(p, d, lr, wd, do_wd, decouple_wd=False)   # the decay, taken at y, joins the direction
     sf_step(p, d, state, lr, mom, c)
 

@@ -194,3 +194,22 @@ def test_compare_locates_where_a_rule_leaves_the_reference():
     with pytest.raises(TypeError, match="rule `lion_rule` has no hyper-parameter `betas`"): compare_optimizers(opt='lion', betas=(0.9, 0.99))
     with pytest.raises(TypeError, match="rule `lion_rule` has no hyper-parameter `decouple_wd`"): compare_optimizers(opt='lion', decouple_wd=False)
     assert modern_reference('ademamix', decouple_wd=True).keywords['opt'].keywords['weight_decouple'] is True
+
+def test_the_guard_checks_your_rules_every_step_and_the_package_rules_first_step():
+    "The package's rules run unguarded after a checked first step (their tests prove them); a rule of your own, every step"
+    from sgd_callbacks.rules import shipped_rule
+    def mine(p, g, state, lr, mom=0.9, sqr_mom=0.99, wd=0., do_wd=True): lion_rule(p, g, state, lr, mom, sqr_mom, wd, do_wd)
+    assert shipped_rule(lion_rule) and shipped_rule(partial(lion_rule, mom=0.8)) and not shipped_rule(mine)
+    def broken_at_step_2(rule, guard):
+        p = nn.Parameter(torch.ones(4)); opt = RuleOptimizer([p], rule, guard=guard, lr=0.1)
+        p.grad = torch.ones(4); opt.step()
+        w1 = p.detach().clone()
+        opt.set_hyper('lr', float('inf')); opt.step()  # a step that writes -inf into the weight
+        return p, w1
+    for rule,guard in ((mine, None), (lion_rule, True)):
+        with pytest.raises(RuleError, match="left non-finite values"): p,w1 = broken_at_step_2(rule, guard)
+    p,w1 = broken_at_step_2(lion_rule, None)
+    assert torch.isinf(p).all() and not torch.isinf(w1).any() # unguarded after its first step, as fastai's optimizers
+    p = nn.Parameter(torch.ones(4)); opt = RuleOptimizer([p], lion_rule, lr=float('inf')); p.grad = torch.ones(4)
+    with pytest.raises(RuleError, match="left non-finite values"): opt.step() # its first step is checked
+    assert torch.equal(p, torch.ones(4))
