@@ -15,31 +15,29 @@ from fastai.learner import Learner
 from fastai.callback.schedule import combined_cos # and `fit_one_cycle`
 from .data import *
 from .scratch import *
+from .scratch import _sync
 from .callback import *
 from .rules import ScratchStep, _rule_name
 from .plots import plot_landscape
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CONTENDERS', 'COLUMNS', 'MODERN', 'fingerprint', 'StepTrack', 'first_divergence', 'compare_optimizers',
+__all__ = ['OPTIMIZERS', 'CONTENDERS', 'COLUMNS', 'MODERN', 'StepTrack', 'first_divergence', 'compare_optimizers',
            'CompareResult', 'modern_reference', 'compare_modern']
 
 # %% ../nbs/03_compare.ipynb #a5e7ca75
 def _snap(ps): return torch.cat([p.detach().flatten().cpu() for p in ps]).clone()
 
-_AS_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
-def fingerprint(ps):
-    "One int64 per tensor of `ps`: the sum of its elements' bit patterns, so any change of a single weight changes it"
-    return torch.stack([p.detach().reshape(-1).view(_AS_INT[p.element_size()]).sum(dtype=torch.int64).cpu() for p in ps])
-
 class StepTrack(Callback):
-    "Record the loss of every training step, a `fingerprint` of the weights after it and, if `weights`, the flattened weights"
-    order,run_valid = 100,False
+    "Record every training step's loss, seconds, a `fingerprint` of the weights after it and, if `weights`, the flattened weights"
+    order,run_valid = -100,False # first at every event: the clock starts before any other callback's `before_batch`
     def __init__(self, weights:bool=True): store_attr()
     def before_fit(self):
         self.ps = [p for p in self.model.parameters() if p.requires_grad]
-        self.losses,self.prints = [],[fingerprint(self.ps)]
+        self.losses,self.prints,self.secs = [],[fingerprint(self.ps)],[]
         self.ws = [_snap(self.ps)] if self.weights else None
+    def before_batch(self): _sync(self.ps[0]); self.t0 = time.perf_counter()
     def after_batch(self):
+        _sync(self.ps[0]); self.secs.append(time.perf_counter()-self.t0) # forward, backward, step, zero_grad: not what follows
         self.losses.append(self.learn.loss.item())
         self.prints.append(fingerprint(self.ps))
         if self.weights: self.ws.append(_snap(self.ps))
@@ -67,11 +65,6 @@ def _validate(dls, model, loss_func, metrics):
     l = Learner(dls, model, loss_func=loss_func, metrics=metrics)
     with l.no_bar(), l.no_logging(): return l.validate(), [m.name for m in l.metrics]
 
-def _warm_up():
-    "Pay the one-off cost of torch.optim's first step (lazy imports) outside the timings"
-    p = nn.Parameter(torch.zeros(1)); p.grad = torch.ones(1)
-    torch.optim.SGD([p], lr=0.1, momentum=0.9).step()
-
 def _plain_dl(dl):
     "Why the plain loop cannot walk `dl`'s batches, or None"
     if not isinstance(dl, SliceDL): return f"needs DataLoaders over preloaded tensors (SliceDL), got {type(dl).__name__}"
@@ -89,10 +82,6 @@ def first_divergence(ref, other, names, numels):
         dw = (ws[0][step]-ws[1][step]).abs().max().item() if all(w is not None for w in ws) else float('nan')
         return step, name, dw
     return None
-
-def _prints_from(ws, numels):
-    "The fingerprints of each recorded step's flattened weights, split into the tensors of sizes `numels`"
-    return [fingerprint(w.split(numels)) for w in ws]
 
 
 # %% ../nbs/03_compare.ipynb #289d7733
@@ -186,13 +175,11 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     names,numels = [n for n,_ in named],[p.numel() for _,p in named]
     if record_weights is None: record_weights = sum(numels) <= 10_000
     rows,losses,weights,models,prints = [],{},{},{},{}
-    _warm_up()
     def add(name, model, ls, ws, secs, pr, note=''):
-        losses[name],weights[name],models[name] = torch.tensor(ls),(torch.stack(ws) if ws else None),model
-        prints[name] = pr if pr is not None else (_prints_from(weights[name], numels) if ws else None)
+        losses[name],weights[name],models[name],prints[name] = torch.tensor(ls),(torch.stack(ws) if ws else None),model,pr
         (vl,*ms),mnames = _validate(fresh(), model, loss_func, metrics)
         rows.append(dict(contender=name, valid_loss=vl, **dict(zip(mnames, ms)), steps=len(ls),
-                         s_per_step=secs/max(len(ls),1), note=note, ls=ls))
+                         s_per_step=float(np.median(secs)) if secs else float('nan'), note=note, ls=ls))
         return mnames
     def na(name, why): rows.append(dict(contender=name, note=why, na=True))
     N = _opt_name(opt)
@@ -209,8 +196,8 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
         if opt == 'sgd' and name == scratch_name:
             learn = scratch_learner(fresh(), copy.deepcopy(m0), lr, mom, wd, decouple_wd, loss_func, cbs=[EpochShuffle(seed), tr])
         else: learn = _learner(fresh(), copy.deepcopy(m0), loss_func, lr, opt_func, tr, seed, cbs)
-        t0 = time.perf_counter(); _fit(learn, epochs, cycle, wd, progress)
-        mnames = add(name, learn.model, tr.losses, tr.ws, time.perf_counter()-t0, tr.prints)
+        _fit(learn, epochs, cycle, wd, progress)
+        mnames = add(name, learn.model, tr.losses, tr.ws, tr.secs, tr.prints)
         if name == ref_name: no_wd = any(not st.get('do_wd', True) for st in learn.opt.state.values()) # biases, BatchNorm
     why = _plain_dl(dls.train) if opt == 'sgd' else "the plain loop is the lesson's SGD loop"
     if why: na('plain loop', why)
@@ -219,10 +206,9 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
         dev = getattr(dl, 'device', None) or 'cpu'
         xt,yt = (t.to(dev) for t in dl.dataset.tensors)
         bs = None if dl.bs >= len(xt) else dl.bs
-        t0 = time.perf_counter()
         h = fit_scratch(xt, yt, copy.deepcopy(m0).to(dev), lr=lr, epochs=epochs, bs=bs, mom=mom, wd=wd, decouple_wd=decouple_wd,
                         seed=dl.seed, rng_seed=seed, loss_func=loss_func, record_weights=record_weights, after_batch=dl.after_batch, scheds=scheds)
-        add('plain loop', h.model, h.loss.tolist(), list(h.weights) if record_weights else None, time.perf_counter()-t0, None)
+        add('plain loop', h.model, h.loss.tolist(), list(h.weights) if record_weights else None, h.secs, h.prints)
     a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL) else None
     ref = models[ref_name]
     for r in rows:
@@ -230,9 +216,9 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
             r.update(identical='n/a', expected=False, first_step='-', first_param='-', first_dw=float('nan')); continue
         name = r['contender']; m,ls = models[name],r.pop('ls')
         steps_ep = r['steps']//epochs
-        div = None if prints[name] is None else first_divergence(dict(prints=prints[ref_name], ws=weights[ref_name]),
-                                                                  dict(prints=prints[name], ws=weights[name]), names, numels)
-        same = same_weights(ref, m) and div is None # the whole run, not only where it ends
+        div = first_divergence(dict(prints=prints[ref_name], ws=weights[ref_name]), dict(prints=prints[name], ws=weights[name]),
+                               names, numels)
+        same = same_weights(ref, m) and div is None # every step's weights, not only where they end
         r.update(train_loss=float(np.mean(ls[-steps_ep:])), epochs=epochs, max_dw=max_weight_diff(ref, m), identical=same,
                  first_step=div[0] if div else '-', first_param=div[1] if div else '-', first_dw=div[2] if div else float('nan'),
                  dist_opt=float((m.a.detach().cpu()-a_opt).norm()) if a_opt is not None else float('nan'),

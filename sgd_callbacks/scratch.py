@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_scratch.ipynb #1bd26220
 from __future__ import annotations
-import math
+import math, time
 import torch
 from torch import nn
 from fastcore.basics import AttrDict
@@ -12,7 +12,7 @@ from fastai.torch_core import tensor, to_np, get_random_states, set_random_state
 from .data import *
 
 # %% auto #0
-__all__ = ['mse', 'sgd_update', 'check_hypers', 'fit_scratch', 'plot_fit']
+__all__ = ['mse', 'sgd_update', 'check_hypers', 'fingerprint', 'fit_scratch', 'plot_fit']
 
 # %% ../nbs/01_scratch.ipynb #2c125b2c
 def mse(y_hat, y):
@@ -58,6 +58,15 @@ def _params(model_or_a):
     return m, ps
 
 # %% ../nbs/01_scratch.ipynb #3fc51824
+_AS_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+def fingerprint(ps):
+    "One int64 per tensor of `ps`: the sum of its elements' bit patterns, so any change of a single weight changes it"
+    return torch.stack([p.detach().reshape(-1).view(_AS_INT[p.element_size()]).sum(dtype=torch.int64).cpu() for p in ps])
+
+def _sync(p):
+    "Wait for `p`'s device, so that a clock read after it times the work queued before (a no-op on the CPU)"
+    if p.device.type == 'cuda': torch.cuda.synchronize(p.device)
+
 def fit_scratch(x, y,               # inputs and targets (tensors with as many rows)
                 model_or_a,         # an nn.Module, or the initial `a` of a `LinearModel`
                 lr:float=0.1,       # learning rate
@@ -70,7 +79,7 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
                 after_batch=None,   # applied to each `(xb, yb)`, as a loader applies its own (e.g. `dl.after_batch`)
                 scheds:dict|None=None, # `{'lr': f, 'mom': f}`, f a function of the training progress (as fastai's `combined_cos`)
                 rng_seed:int|None=None): # seed of the draws (dropout, ...), as `EpochShuffle(rng_seed)`, if not `seed`
-    "The lesson's loop: full-batch, minibatch or stochastic gradient descent; returns the history"
+    "The lesson's loop: full-batch, minibatch or stochastic gradient descent; the losses, `fingerprint`s and step times of every step"
     check_xy(x, y)
     lr,mom,wd = check_hypers(lr, mom, wd)
     epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
@@ -82,7 +91,7 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
     if set(scheds) - {'lr','mom'}: raise ValueError(f"`scheds` may schedule 'lr' and 'mom', got {list(scheds)}")
     bufs = [torch.zeros_like(p) for p in ps] if mom or 'mom' in scheds else None
     snap = lambda: torch.cat([p.detach().flatten() for p in ps]).clone()
-    losses,weights = [],[snap()] if record_weights else None
+    losses,weights,prints,secs = [],[snap()] if record_weights else None,[fingerprint(ps)],[]
     step,pct = bs or n,0.
     st = get_random_states() # the caller's generators, put back at the end
     try:
@@ -92,6 +101,7 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
             o = None if bs is None or bs==n else epoch_order(n, seed, epoch)
             xs,ys = (x,y) if o is None else (x[o],y[o])  # a full batch is not shuffled
             for i in range(0, n, step):
+                _sync(ps[0]); t0 = time.perf_counter()
                 xb,yb = (xs[i:i+step], ys[i:i+step]) if after_batch is None else after_batch((xs[i:i+step], ys[i:i+step]))
                 xb,yb = xb.as_subclass(torch.Tensor),yb.as_subclass(torch.Tensor) # as the Learner's `CastToTensor`: plain tensors
                 h = {k:float(f(pct)) for k,f in scheds.items()}
@@ -100,12 +110,14 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
                 with torch.no_grad():
                     sgd_update(ps, [p.grad for p in ps], h.get('lr', lr), wd, decouple_wd, h.get('mom', mom), bufs)
                     for p in ps: p.grad.zero_()
+                _sync(ps[0]); secs.append(time.perf_counter()-t0) # the step alone, not the recording below
                 pct += 1./(-(-n//step)*epochs) # the progress as the Learner adds it up, so schedules give the same floats
                 losses.append(loss.item())
+                prints.append(fingerprint(ps))
                 if record_weights: weights.append(snap())
             m.eval() # the Learner validates after each epoch, and leaves the model in eval mode
     finally: set_random_states(**st)
-    return AttrDict(model=m, loss=tensor(losses), weights=torch.stack(weights) if record_weights else None)
+    return AttrDict(model=m, loss=tensor(losses), weights=torch.stack(weights) if record_weights else None, prints=prints, secs=secs)
 
 # %% ../nbs/01_scratch.ipynb #fa5bc482
 def plot_fit(x, y, a=None, ax=None, title=None, **kwargs):

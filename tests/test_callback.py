@@ -70,13 +70,30 @@ def test_plain_loop_matches_learner_on_full_batch():
     h = fit_scratch(*dls.train.dataset.tensors, (-1.,1.), lr=0.1, epochs=50, mom=0.9, wd=0.01)
     assert torch.equal(learn.model.a.data, h.model.a.data)
 
+class Trail(Callback):
+    "The weights after every training step"
+    order = 100
+    def before_fit(self): self.ws = []
+    def after_batch(self):
+        if self.training: self.ws.append(self.model.a.detach().clone())
+
 def test_lr_find_drives_the_scratch_step():
-    learn = scratch_learner(linear_dls(bs=16), LinearModel(), lr=0.1)
-    a0 = learn.model.a.data.clone()
-    with learn.no_bar(), learn.no_logging(): res = learn.lr_find(num_it=20, show_plot=False)
-    assert torch.equal(learn.model.a.data, a0)  # lr_find restores the weights
-    lrs = learn.recorder.lrs
-    assert len(lrs) > 5 and lrs[-1] > lrs[0] and res.valley > 0
+    "lr_find's steps are ScratchSGD's: the weights of every step equal fastai's SGD under lr_find, and moved"
+    runs = []
+    for scratch in (False, True):
+        tr = Trail()
+        if scratch: learn = scratch_learner(linear_dls(bs=16), LinearModel(), lr=0.1, cbs=[tr])
+        else: learn = Learner(linear_dls(bs=16), LinearModel(), loss_func=mse, lr=0.1, opt_func=partial(SGD, mom=0.), cbs=[EpochShuffle(), tr])
+        a0 = learn.model.a.data.clone()
+        with learn.no_bar(), learn.no_logging(): res = learn.lr_find(num_it=20, show_plot=False)
+        assert torch.equal(learn.model.a.data, a0)  # lr_find restores the weights
+        lrs = learn.recorder.lrs
+        assert len(lrs) > 5 and lrs[-1] > lrs[0] and res.valley > 0
+        runs.append((tr.ws, learn.recorder.losses))
+    (ws_ref,l_ref),(ws,l) = runs
+    assert len(ws) == len(ws_ref) > 5 and all(torch.equal(a, b) for a,b in zip(ws, ws_ref))
+    assert not torch.equal(ws[0], ws[-1]) and not torch.equal(ws[0], a0)  # the scratch step moved them
+    assert all(torch.equal(a, b) for a,b in zip(l, l_ref))
 
 def test_refuses_other_optimizers():
     for opt_func in (Adam, RMSProp, partial(OptimWrapper, opt=torch.optim.SGD)):

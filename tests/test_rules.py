@@ -27,16 +27,16 @@ OPTS = {'sgd': SGD, 'sgd_damped': damped_sgd, 'sgd_mom': partial(SGD, mom=0.9), 
 
 shapes = st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=3), min_size=1, max_size=4)
 hypers = st.fixed_dictionaries(dict(lr=st.floats(1e-4, 1.), mom=st.floats(0., 0.99), sqr_mom=st.floats(0.5, 0.999),
-                                    eps=st.sampled_from([1e-8, 1e-5, 1e-3]), wd=st.sampled_from([0.]) | st.floats(1e-4, 0.1)))
+                                    eps=st.sampled_from([1e-8, 1e-5, 1e-3]), wd=st.sampled_from([0.]) | st.floats(1e-4, 0.1),
+                                    nu_1=st.floats(0., 1.), nu_2=st.floats(0., 1.), trust_coeff=st.floats(1e-3, 1.)))
+lookaheads = st.fixed_dictionaries(dict(k=st.integers(1, 4), alpha=st.floats(0.05, 1.)))
 
-@settings(max_examples=40, deadline=None)
-@given(st.sampled_from(sorted(OPTS)), shapes, hypers, st.booleans(), st.integers(1, 7), st.integers(0, 2**31))
-def test_steps_match_fastai(name, shapes, hp, decouple_wd, steps, seed):
-    "Up to 7 steps of each rule equal fastai's optimizer's, bit for bit, with decay on one parameter only"
+def step_both(name, shapes, hp, decouple_wd, steps, seed, la_kw=None):
+    "`steps` steps of fastai's optimizer `name` and of its rule on copies of random parameters; both lists, and the rule's optimizer"
     g = torch.Generator().manual_seed(seed)
     ref = [nn.Parameter(torch.randn(tuple(s), generator=g)) for s in shapes]
     ours = [nn.Parameter(p.detach().clone()) for p in ref]
-    f = partial(OPTS[name], decouple_wd=decouple_wd)
+    f = partial(OPTS[name], decouple_wd=decouple_wd, **(la_kw or {}))
     o_ref,o_ours = f(ref, lr=hp['lr']),f(ours, lr=hp['lr'])
     for o in (o_ref, o_ours):
         o.set_hypers(**{k: v for k,v in hp.items() if k in o.hypers[0]})
@@ -51,6 +51,40 @@ def test_steps_match_fastai(name, shapes, hp, decouple_wd, steps, seed):
             if la and la.slow_weights is None: la.slow_weights = [[p.detach().clone() for p in pg] for pg in la.param_lists]
             for p in ours: rule(p, p.grad, o_ours.state[p], do_wd=o_ours.state[p].get('do_wd', True), **o_ours.hypers[0])
             if la: lookahead_stage(la)
+    return ref,ours,o_ours
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(sorted(OPTS)), shapes, hypers, st.booleans(), st.integers(1, 7), st.integers(0, 2**31), lookaheads)
+def test_steps_match_fastai(name, shapes, hp, decouple_wd, steps, seed, la_kw):
+    "Up to 7 steps of each rule equal fastai's optimizer's, bit for bit, with decay on one parameter only; QHAdam's `nu_1`, `nu_2`, Larc's `trust_coeff` and ranger's `k`, `alpha` drawn too"
+    ref,ours,_ = step_both(name, shapes, hp, decouple_wd, steps, seed, la_kw if name == 'ranger' else None)
+    for a,b in zip(ref, ours): assert torch.equal(a, b)
+
+HP = dict(lr=0.01, mom=0.9, sqr_mom=0.9, eps=1e-5, wd=0.01)
+
+@pytest.mark.parametrize('name', ['radam', 'sadam', 'ranger'])
+def test_radam_rectified_branch(name):
+    "With sqr_mom=0.9 the variance's memory r passes 5 at step 6: ten steps take RAdam's momentum steps, then rectified ones"
+    b = HP['sqr_mom']; r_inf = 2/(1-b) - 1
+    r = lambda t: r_inf - 2*t*b**t/(1-b**t)
+    assert r(1) <= 5 < r(10) # both branches
+    ref,ours,_ = step_both(name, [[3, 4], [5]], HP, True, 10, 0, dict(k=20) if name == 'ranger' else None) # no sync: RAdam's steps alone
+    for a,b in zip(ref, ours): assert torch.equal(a, b)
+
+@pytest.mark.parametrize('k,alpha', [(1, 0.5), (2, 0.3), (3, 1.)])
+def test_lookahead_syncs(k, alpha):
+    "Seven steps of ranger with k in 1..3: at least two syncs of the slow weights, bit-identical to fastai's Lookahead"
+    ref,ours,o = step_both('ranger', [[3, 4], [5]], HP, True, 7, 1, dict(k=k, alpha=alpha))
+    assert o.count == 7 and 7//k >= 2
+    for a,b in zip(ref, ours): assert torch.equal(a, b)
+    assert all(torch.equal(p, s) for p,s in zip(ours, o.slow_weights[0])) == (7 % k == 0) # just synced: fast == slow
+
+@pytest.mark.parametrize('name,hp', [('qhadam', dict(nu_1=0.3, nu_2=0.5)), ('qhadam', dict(nu_1=1., nu_2=0.)),
+                                     ('larc', dict(trust_coeff=0.5)), ('lars', dict(trust_coeff=0.001))])
+def test_other_hyper_parameters(name, hp):
+    "QHAdam with nu_2 < 1 (its default 1 zeroes the raw gradient's square), Larc and LARS with another trust_coeff"
+    ref,ours,o = step_both(name, [[3, 4], [5]], dict(HP, **hp), False, 5, 2)
+    assert all(o.hypers[0][k] == v for k,v in hp.items())
     for a,b in zip(ref, ours): assert torch.equal(a, b)
 
 # ---- whole fits in a Learner: the lesson's model, diabetes, a small CNN with BatchNorm and three groups
@@ -62,7 +96,7 @@ def small_cnn():
 
 MAKERS = {
     'lesson':   lambda: dict(dls=linear_dls(bs=10), model=LinearModel(), loss_func=mse),
-    'diabetes': lambda: (lambda d: dict(dls=d, model=LinearModel(d.train.dataset.tensors[0].shape[1]), loss_func=mse))(diabetes_dls(bs=64)),
+    'diabetes': lambda: (lambda d: dict(dls=d, model=LinearModel(11, init=torch.linspace(-0.5, 0.5, 11)), loss_func=mse))(diabetes_dls(bs=64)),
     'cnn':      lambda: dict(dls=tensor_dls(*(t[:240] for t in digits_data(8)), bs=32), model=small_cnn(), loss_func=CrossEntropyLossFlat(),
                              splitter=lambda m: [list(m[0].parameters()), list(m[1].parameters()), list(m[2].parameters())]),
 }
@@ -70,6 +104,7 @@ MAKERS = {
 def train(maker, opt_func, scratch, sched, wd, lr=1e-2):
     set_seed(0)
     learn = Learner(**MAKERS[maker](), opt_func=opt_func, lr=lr, wd=wd, cbs=[EpochShuffle()] + ([ScratchStep()] if scratch else []))
+    learn.w0 = copy.deepcopy(learn.model.state_dict()) # where it starts (a nonzero start: Larc's rate is |p|/|g|)
     fit = learn.fit_one_cycle if sched == 'one_cycle' else learn.fit
     with learn.no_bar(), learn.no_logging():
         if maker == 'cnn':
@@ -87,8 +122,26 @@ def test_fits_match_fastai(maker, name):
             f = partial(OPTS[name], decouple_wd=dec)
             ref,ours = train(maker, f, False, sched, wd),train(maker, f, True, sched, wd)
             assert same_weights(ref.model, ours.model), (sched, wd, dec, max_weight_diff(ref.model, ours.model))
-            if not (name.startswith('lar') and maker == 'diabetes'): # Larc's rate is |p|/|g|: zero from diabetes' zero start
-                assert not same_weights(ours.model, MAKERS[maker]()['model']) # it trained
+            moved = [k for k,p in ours.model.named_parameters() if not torch.equal(p, ours.w0[k])]
+            # every weight matrix or kernel moved (a bias before BatchNorm has a zero gradient, and Larc's rate, ∝|p|, keeps a zero at zero)
+            must = [k for k,p in ours.model.named_parameters() if p.dim() > 1] or list(ours.w0)
+            assert set(must) <= set(moved), (sched, wd, dec, moved)
+
+def ulp_off(rule):
+    "The rule, then its parameter's first element moved by one unit in the last place"
+    def off(p, *a, **kw):
+        rule(p, *a, **kw)
+        w = p.view(-1); w[0] = torch.nextafter(w[0], torch.tensor(float('inf')))
+    return off
+
+@pytest.mark.parametrize('maker', sorted(MAKERS))
+def test_rule_off_by_one_ulp_is_caught(monkeypatch, maker):
+    "Mutation: Adam's rule one ulp off in one weight per step; the fit no longer matches fastai's"
+    import sgd_callbacks.rules as rules
+    from fastai.optimizer import adam_step
+    monkeypatch.setitem(rules.RULES, adam_step, ulp_off(rules.RULES[adam_step]))
+    ref,ours = train(maker, Adam, False, 'fit', 0.),train(maker, Adam, True, 'fit', 0.)
+    assert not same_weights(ref.model, ours.model)
 
 # ---- resume
 
