@@ -24,3 +24,6 @@ __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceD
            'animate_fit', 'gif', 'plot_landscape', 'lesson_paths',
            'ImageDL', 'digits_dls', 'create_cnn', 'digits_resnet34', 'train_digits_resnet34',
            'ddp_env', 'DDPShard', 'RankFailed']
+
+from .data import OwnEvents # a Callback mixin: only the events a callback defines reach it
+__all__ += ['OwnEvents']

@@ -13,16 +13,12 @@ from fastai.callback.core import Callback, event, CancelBackwardException, Cance
 from fastai.optimizer import Optimizer
 from fastai.learner import Learner, Recorder
 from .data import *
+from .data import _implements # whether a callback defines an event itself
 from .scratch import *
 from .callback import *
 
 # %% auto #0
 __all__ = ['LeanLearner', 'LeanRecorder', 'fast_learner']
-
-# %% ../nbs/07_fast.ipynb #75a5dadb
-def _implements(cb, e):
-    "Whether callback `cb` defines the event `e` itself (not through `GetAttr`)"
-    return e in vars(cb) or any(e in vars(c) for c in type(cb).__mro__ if c is not Callback)
 
 # %% ../nbs/07_fast.ipynb #fc28f222
 class LeanLearner(Learner):
