@@ -11,14 +11,14 @@ from fastcore.meta import delegates
 from fastai.torch_core import defaults
 from fastai.callback.core import Callback, event, CancelBackwardException, CancelStepException
 from fastai.optimizer import Optimizer
-from fastai.learner import Learner, Recorder
+from fastai.learner import Learner, Recorder, CastToTensor
 from .data import *
 from .data import _implements # whether a callback defines an event itself
 from .scratch import *
 from .callback import *
 
 # %% auto #0
-__all__ = ['LeanLearner', 'LeanRecorder', 'fast_learner']
+__all__ = ['LeanLearner', 'LeanRecorder', 'LeanCastToTensor', 'fast_learner']
 
 # %% ../nbs/07_fast.ipynb #fc28f222
 class LeanLearner(Learner):
@@ -69,20 +69,30 @@ class LeanLearner(Learner):
 class LeanRecorder(Recorder):
     "fastai's `Recorder`, with less bookkeeping per training batch and the same records"
     def after_batch(self):
-        if not self.training or len(self.yb) == 0: return super().after_batch()
+        learn = self.learn # the learner's attributes read directly, not through the callback's `GetAttr`
+        if not learn.training or len(learn.yb) == 0: return super().after_batch()
         if not getattr(self, 'cancel_train', False):
-            self.smooth_loss.accumulate(self.learn)
+            self.smooth_loss.accumulate(learn)
             if self.train_metrics:
-                for met in self.metrics: met.accumulate(self.learn)
-        self.lrs.append(self.opt.hypers[-1]['lr'])
+                for met in self.metrics: met.accumulate(learn)
+        self.lrs.append(learn.opt.hypers[-1]['lr'])
         self.losses.append(v := self.smooth_loss.value)
-        self.learn.smooth_loss = v
+        learn.smooth_loss = v
+
+class LeanCastToTensor(CastToTensor):
+    "fastai's `CastToTensor`, leaving a batch that holds plain tensors only as it is"
+    def before_batch(self):
+        learn = self.learn # casting a plain tensor makes a new tensor object, which is all it would do here
+        if all(type(t) is Tensor for t in (*learn.xb, *learn.yb)): return
+        super().before_batch()
 
 # %% ../nbs/07_fast.ipynb #c31b6e45
+_LEAN = {Recorder: LeanRecorder, CastToTensor: LeanCastToTensor}
+
 @delegates(scratch_learner)
 def fast_learner(dls, model, lr:float=0.1, mom:float=0., wd:float=0., decouple_wd:bool=True, **kwargs):
     "`scratch_learner(...)` as a `LeanLearner`: the lesson's step, with fastai's per-batch overhead trimmed"
     learn = scratch_learner(dls, model, lr=lr, mom=mom, wd=wd, decouple_wd=decouple_wd, cls=LeanLearner, **kwargs)
-    # swapped in place, so it keeps its settings and its place among the callbacks
-    if type(getattr(learn, 'recorder', None)) is Recorder: object.__setattr__(learn.recorder, '__class__', LeanRecorder)
+    for cb in learn.cbs: # swapped in place, so each keeps its settings and its place among the callbacks
+        if type(cb) in _LEAN: object.__setattr__(cb, '__class__', _LEAN[type(cb)])
     return learn
