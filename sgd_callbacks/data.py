@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #c110433e
 from __future__ import annotations
-import math, random
+import math, random, functools
 import numpy as np, torch
 from torch import nn
 from fastai.torch_core import tensor, set_seed, get_random_states, set_random_states
@@ -195,9 +195,12 @@ def seed_epoch(seed:int,    # the run's seed
 
 
 # %% ../nbs/00_data.ipynb #1b9e0c02
+@functools.cache
+def _class_implements(cls, e): return any(e in vars(c) for c in cls.__mro__ if c is not Callback)
+
 def _implements(cb, e):
-    "Whether callback `cb` defines the event `e` itself (not through `GetAttr`)"
-    return e in vars(cb) or any(e in vars(c) for c in type(cb).__mro__ if c is not Callback)
+    "Whether callback `cb` defines the event `e` itself (not through `GetAttr`): in its class (looked up once) or as an attribute"
+    return e in vars(cb) or _class_implements(type(cb), e)
 
 class OwnEvents:
     "A `Callback` mixin: fastai's `Callback.__call__` runs only for the events the callback defines, and `after_fit`"

@@ -12,13 +12,14 @@ from fastai.torch_core import defaults
 from fastai.callback.core import Callback, event, CancelBackwardException, CancelStepException
 from fastai.optimizer import Optimizer
 from fastai.learner import Learner, Recorder, CastToTensor
+from fastai.callback.core import TrainEvalCallback
 from .data import *
 from .data import _implements # whether a callback defines an event itself
 from .scratch import *
 from .callback import *
 
 # %% auto #0
-__all__ = ['LeanLearner', 'LeanRecorder', 'LeanCastToTensor', 'fast_learner']
+__all__ = ['LeanLearner', 'LeanRecorder', 'LeanTrainEval', 'LeanCastToTensor', 'fast_learner']
 
 # %% ../nbs/07_fast.ipynb #fc28f222
 class LeanLearner(Learner):
@@ -35,7 +36,8 @@ class LeanLearner(Learner):
 
     def event_cbs(self, e):
         "The callbacks called at event `e`, in order"
-        if self._ev is None or self._ev[0] != len(self.cbs): self._ev = (len(self.cbs), {})
+        n = len(self.cbs.items) # the list inside fastcore's `L`: its own `len` costs a Python call at every event
+        if self._ev is None or self._ev[0] != n: self._ev = (n, {})
         cbs = self._ev[1].get(e)
         if cbs is None:
             if not hasattr(event, e): raise Exception(f'missing {e}')
@@ -44,7 +46,8 @@ class LeanLearner(Learner):
         return cbs
 
     def __call__(self, event_name):
-        for e in ((event_name,) if isinstance(event_name, str) else L(event_name)): self._call_one(e)
+        if isinstance(event_name, str): return self._call_one(event_name)
+        for e in L(event_name): self._call_one(e)
 
     def _call_one(self, event_name):
         for cb in self.event_cbs(event_name): cb(event_name)
@@ -79,6 +82,13 @@ class LeanRecorder(Recorder):
         self.losses.append(v := self.smooth_loss.value)
         learn.smooth_loss = v
 
+class LeanTrainEval(TrainEvalCallback):
+    "fastai's `TrainEvalCallback`, counting the training batches with the learner's attributes read directly"
+    def after_batch(self):
+        learn = self.learn
+        learn.pct_train += 1./(learn.n_iter*learn.n_epoch)
+        learn.train_iter += 1
+
 class LeanCastToTensor(CastToTensor):
     "fastai's `CastToTensor`, leaving a batch that holds plain tensors only as it is"
     def before_batch(self):
@@ -87,7 +97,7 @@ class LeanCastToTensor(CastToTensor):
         super().before_batch()
 
 # %% ../nbs/07_fast.ipynb #c31b6e45
-_LEAN = {Recorder: LeanRecorder, CastToTensor: LeanCastToTensor}
+_LEAN = {Recorder: LeanRecorder, CastToTensor: LeanCastToTensor, TrainEvalCallback: LeanTrainEval}
 
 @delegates(scratch_learner)
 def fast_learner(dls, model, lr:float=0.1, mom:float=0., wd:float=0., decouple_wd:bool=True, **kwargs):
