@@ -158,3 +158,6 @@ def test_piped_progress_without_logging_is_one_line_per_epoch(capsys):
     with _epoch_lines(), learn.no_logging(): learn.fit(3)
     out = capsys.readouterr().out
     assert '\r' not in out and [l.split()[:3] for l in out.splitlines()] == [['epoch', f'{i}/3', 'done,'] for i in (1,2,3)], out
+
+# pytest-xdist (pyproject.toml): this file's tests on one worker, so its module fixtures are built once
+pytestmark = pytest.mark.xdist_group('cli')
