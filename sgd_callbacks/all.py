@@ -33,3 +33,6 @@ __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceD
            'muon_rule', 'prodigy_rule',
            'bakeoff', 'BakeoffResult', 'Problem', 'OptEntry', 'own_rule', 'add_problem', 'BAKEOFF_PROBLEMS', 'BAKEOFF_OPTS',
            'performance_profile', 'run_trial', 'run_bakeoff']
+
+from .data import OwnEvents # a Callback mixin: only the events a callback defines reach it
+__all__ += ['OwnEvents']
