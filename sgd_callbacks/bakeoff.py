@@ -280,10 +280,10 @@ def _fast_fit(pb, model, entry, lr, s, tr):
     opt = entry.opt_func(trainable_params(model), lr=lr)
     if isinstance(opt, Optimizer): # as `Learner.create_opt` with `wd_bn_bias=False`
         for p in norm_bias_params(model, True): opt.state[p]['do_wd'] = False
-    for cb in copy.deepcopy(entry.cbs): # `ScheduleFreeEval`, as in a Learner: checks the optimizer, trains y, judges x
+    for cb in copy.deepcopy(entry.cbs): # `ScheduleFreeEval`, as in a Learner: checks the optimizer, then trains y, judges x
         cb.learn = SimpleNamespace(opt=opt)
-        cb.before_fit(); cb.switch(train=True)
-        tr.swap = cb.switch
+        cb.before_fit()
+        tr.swap = cb.switch # `tr.start`'s evaluation ends by switching to y, as `before_train` does
     dl = copy.copy(pb.dls.train)
     dl.seed,dl.epoch,step,epoch = s,0,0,0
     if not tr.start(model): return
