@@ -11,7 +11,7 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated') # 
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true, Param
 from .bakeoff import *
-from .bakeoff import rosen
+from .bakeoff import rosen, _desc, _entry
 from .cli import UsageError, _check_out, _atomic
 
 # %% auto #0
