@@ -497,7 +497,7 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
     profile,scores = performance_profile(results, tau_max)
     meta = dict(trials=trials, seeds=seeds, tau_max=tau_max, lrs=lrs, quick=quick, seconds=time.perf_counter()-t0,
                 opts={o: _desc(e.opt_func) + ''.join(f" with {type(c).__name__}" + (f"(rule={_rule_name(c.rule)})" if getattr(c, 'rule', None) else '')
-                                                     for c in e.cbs) + (f"; {e.lr_note()}" if e.lr_note() else '')
+                                                     for c in e.cbs) + (f" ({e.lr_note()})" if e.lr_note() else '')
                       for o,e in ops.items()}, **_versions(threads or nt))
     res = BakeoffResult(results, trials_df, profile, scores, traces, pbs, meta)
     res.cache = cache

@@ -149,7 +149,7 @@ def _csv(df): return df.to_csv(index=False, float_format='%.6g', na_rep='')
 def _table(self:BakeoffResult): return self.results.astype({'steps_to_target': float}) # prints as the other numbers, NaN as na_rep
 
 DEFAULT_WHY = ("one of each kind of step: plain, heavy ball, per-coordinate scaling, sign of a momentum, "
-               "iterate averaging (judged at its average x), an estimated step size (its lr a multiplier, tuned over 0.25..4)")
+               "iterate averaging (judged at its average x), an estimated step size (its lr a multiplier)")
 
 @patch
 def header(self:BakeoffResult):
@@ -160,7 +160,7 @@ def header(self:BakeoffResult):
                         for p,pb in self.problems.items()])
     run = {'trials (lrs per optimizer)': m['trials'], 'seeds of the best lr': m['seeds'], 'τ_max': m['tau_max'],
            'quick': m['quick'], 'optimizers': '; '.join(f"{k} = {v}" for k,v in m['opts'].items()),
-           'default optimizers': f"{', '.join(DEFAULT_OPTS)}: {DEFAULT_WHY}; the others of {', '.join(BAKEOFF_OPTS)} by --opts",
+           'default optimizers': f"{', '.join(DEFAULT_OPTS)}: {DEFAULT_WHY}; the others ({', '.join(k for k in BAKEOFF_OPTS if k not in DEFAULT_OPTS)}) by --opts",
            'torch': m['torch'], 'fastai': m['fastai'], 'python': m['python'], 'machine': m['machine'],
            'wall time of the trials': f"{m['seconds']:.0f} s"}
     return pbs, run

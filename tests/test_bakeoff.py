@@ -217,8 +217,8 @@ def test_lr_grid_per_optimizer():
     assert lrs['adam'] == pytest.approx([1e-2, math.sqrt(3e-2), 3.], rel=1e-3)
     assert lrs['lion'] == pytest.approx([1e-3, math.sqrt(3e-4), 0.3], rel=1e-3)
     assert lrs['prodigy'] == [0.25, 1., 4.]
-    assert "lion = RuleOptimizer(rule=lion_rule, guard=False); the problem's lr range × 0.1" in r.header()[1]['optimizers']
-    assert "prodigy = RuleOptimizer(rule=prodigy_rule, guard=False); lr 0.25..4 on every problem" in r.header()[1]['optimizers']
+    assert "lion = RuleOptimizer(rule=lion_rule, guard=False) (the problem's lr range × 0.1)" in r.header()[1]['optimizers']
+    assert "prodigy = RuleOptimizer(rule=prodigy_rule, guard=False) (lr 0.25..4 on every problem)" in r.header()[1]['optimizers']
 
 class Spy(nn.Module):
     "`x@w`, noting (training?, x, w) at every call"
