@@ -210,6 +210,11 @@ def test_modern_rule_runs_in_a_trial(name):
     b = run_trial(pb, e, lr, 5, paths=True)
     assert a.losses == b.losses                                       # seeded
 
+def test_a_rule_that_blows_up_is_recorded_diverged():
+    "Unguarded, Prodigy at an absurd lr (finite gradients, non-finite weights) is a diverged trial; guarded it would stop the bake-off"
+    tr = run_trial(tiny(steps=10), BAKEOFF_OPTS['prodigy'], 1e30, 1)
+    assert tr.diverged and tr.hit is None
+
 def test_lr_grid_per_optimizer():
     "Lion tunes over the problem's range ×0.1, Prodigy over its own 0.25..4, Adam over the problem's; the header says so"
     with redirect_stdout(io.StringIO()): r = bakeoff([tiny(steps=6)], ['adam', 'lion', 'prodigy'], trials=3, seeds=1, progress=False)
