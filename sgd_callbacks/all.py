@@ -17,6 +17,7 @@ from .muon_prodigy import muon_rule, prodigy_rule
 from .bakeoff import (bakeoff, BakeoffResult, Problem, OptEntry, own_rule, add_problem, BAKEOFF_PROBLEMS, BAKEOFF_OPTS,
                       performance_profile, run_trial)
 from .bakeoff_report import run_bakeoff # and the pictures and `save` of `BakeoffResult`
+from .bakeoff import DEFAULT_OPTS
 
 __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceDL', 'seed_epoch', 'EpochShuffle', 'tensor_dls',
            'linear_dls', 'diabetes_dls',
@@ -32,4 +33,8 @@ __all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceD
            'ddp_env', 'DDPShard', 'RankFailed',
            'muon_rule', 'prodigy_rule',
            'bakeoff', 'BakeoffResult', 'Problem', 'OptEntry', 'own_rule', 'add_problem', 'BAKEOFF_PROBLEMS', 'BAKEOFF_OPTS',
-           'performance_profile', 'run_trial', 'run_bakeoff']
+           'performance_profile', 'run_trial', 'run_bakeoff',
+           'DEFAULT_OPTS']
+
+from .data import OwnEvents # a Callback mixin: only the events a callback defines reach it
+__all__ += ['OwnEvents']

@@ -5,6 +5,7 @@
 # %% ../nbs/10_bakeoff.ipynb #9d5cbfea
 from __future__ import annotations
 import sys, math, time, copy, zlib, platform
+from types import SimpleNamespace
 import numpy as np, pandas as pd, torch
 from torch import nn
 import torch.nn.functional as F
@@ -16,12 +17,14 @@ from fastai.data.core import DataLoaders
 from fastai.metrics import accuracy
 from .data import *
 from .scratch import mse
-from .rules import ScratchStep, _rule_name
+from .rules import ScratchStep, _rule_name, rule_opt
+from .modern import lion_rule, ademamix_rule, schedulefree_adamw_rule, ScheduleFreeEval
+from .muon_prodigy import muon_rule, prodigy_rule
 from .fast import LeanLearner
 
 # %% auto #0
-__all__ = ['BAKEOFF_OPTS', 'QUICK_OPTS', 'BAKEOFF_PROBLEMS', 'QUICK_PROBLEMS', 'DIVERGE', 'Problem', 'OptEntry', 'own_rule',
-           'quadratic_data', 'hessian_eigs', 'rosen', 'Rosenbrock', 'rosen_loss', 'rosen_dls', 'cancer_dls',
+__all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'BAKEOFF_PROBLEMS', 'QUICK_PROBLEMS', 'DIVERGE', 'Problem', 'OptEntry',
+           'own_rule', 'quadratic_data', 'hessian_eigs', 'rosen', 'Rosenbrock', 'rosen_loss', 'rosen_dls', 'cancer_dls',
            'small_digits_dls', 'add_problem', 'trial_seed', 'Trace', 'run_trial', 'lower_median', 'performance_profile',
            'check_bakeoff', 'BakeoffResult', 'bakeoff']
 
@@ -74,11 +77,24 @@ def _check_lrs(lrs):
 
 # %% ../nbs/10_bakeoff.ipynb #074555d7
 class OptEntry:
-    "An optimizer of the bake-off: a fastai `opt_func` and the callbacks (such as `ScratchStep(rule=...)`) that step with it"
-    def __init__(self, opt_func, cbs=()):
+    "An optimizer of the bake-off: a fastai `opt_func`, the callbacks it needs in a `Learner`, and where its lr grid lies"
+    def __init__(self, opt_func,         # `(params, lr) -> optimizer`
+                 cbs=(),                 # callbacks that step or evaluate with it: `ScratchStep(rule=...)`, `ScheduleFreeEval()`
+                 lr_mult:float=1.,       # its grid is each problem's lr range times this (Lion's sign steps: 0.1)
+                 lrs=None):              # or this `(lr_min, lr_max)` on every problem, whatever the problem's (Prodigy's lr multiplier)
         if not callable(opt_func): raise TypeError(f"`opt_func` must be callable `(params, lr) -> optimizer`, got {opt_func!r}")
         self.opt_func,self.cbs = opt_func,list(cbs)
-    def __repr__(self): return f"OptEntry({getattr(self.opt_func, '__name__', self.opt_func)!r}, cbs={self.cbs})"
+        self.lr_mult = check_float('lr_mult', lr_mult, lo=0, lo_open=True)
+        self.lrs = None if lrs is None else _check_lrs(lrs)
+    def __repr__(self): return f"OptEntry({_desc(self.opt_func)}, cbs={self.cbs}{', ' + self.lr_note() if self.lr_note() else ''})"
+
+    def lr_range(self, lrs):
+        "The `(lr_min, lr_max)` it is tuned over on a problem whose range is `lrs`"
+        return self.lrs or (lrs[0]*self.lr_mult, lrs[1]*self.lr_mult)
+    def lr_note(self):
+        "Its grid in words, for the report ('' when it is the problem's range)"
+        if self.lrs: return f"lr {self.lrs[0]:g}..{self.lrs[1]:g} on every problem"
+        return '' if self.lr_mult == 1 else f"the problem's lr range × {self.lr_mult:g}"
 
 def own_rule(rule,              # `rule(p, g, state, **hypers)`, as `ScratchStep` takes it
              opt_func=SGD):     # the fastai optimizer whose hyper-parameters and state the rule gets
@@ -88,9 +104,25 @@ def own_rule(rule,              # `rule(p, g, state, **hypers)`, as `ScratchStep
 
 def _entry(o): return o if isinstance(o, OptEntry) else OptEntry(o)
 
+def _desc(f):
+    "`SGD`, `SGD(mom=0.9)`, `RuleOptimizer(rule=lion_rule, guard=False)`: an opt_func as a person reads it"
+    if isinstance(f, partial): return f"{_desc(f.func)}({', '.join(f'{k}={_desc(v) if callable(v) else repr(v)}' for k,v in f.keywords.items())})"
+    return getattr(f, '__name__', repr(f))
+
+
 # %% ../nbs/10_bakeoff.ipynb #648cf1a6
-BAKEOFF_OPTS = dict(sgd=SGD, momentum=partial(SGD, mom=0.9), rmsprop=RMSProp, adam=Adam, lamb=Lamb)
-QUICK_OPTS = ('sgd', 'momentum', 'adam')
+# The rules run unguarded (`guard=False`): the guard copies every weight and state at each step, which costs more than
+# these tiny steps, and it raises `RuleError` at a non-finite weight, which would stop the whole bake-off where the
+# trial's `Trace` records the trial as diverged and goes on.
+BAKEOFF_OPTS = dict(sgd=SGD, momentum=partial(SGD, mom=0.9), rmsprop=RMSProp, adam=Adam, lamb=Lamb,
+                    lion=OptEntry(rule_opt(lion_rule, guard=False), lr_mult=0.1), # a sign step moves every weight by lr
+                    ademamix=OptEntry(rule_opt(ademamix_rule, guard=False)),
+                    schedulefree=OptEntry(rule_opt(schedulefree_adamw_rule, guard=False), [ScheduleFreeEval()]), # judged at x
+                    muon=OptEntry(rule_opt(muon_rule, guard=False)),
+                    prodigy=OptEntry(rule_opt(prodigy_rule, guard=False), lrs=(0.25, 4.))) # lr multiplies its own estimate
+DEFAULT_OPTS = ('sgd', 'momentum', 'adam', 'lion', 'schedulefree', 'prodigy')
+QUICK_OPTS = DEFAULT_OPTS
+
 
 # %% ../nbs/10_bakeoff.ipynb #dc4cf352
 def _gen(seed): return torch.Generator().manual_seed(seed)
@@ -195,16 +227,26 @@ class Trace:
         store_attr('pb,xv,yv,loss_func,metric,paths')
         self.steps,self.metrics,self.losses,self.ws,self._buf = [],[],[],[],[]
         self.hit,self.hit_s,self.diverged,self.t0 = None,None,False,time.perf_counter()
+        self.swap = None # `swap(train)`: puts the trained (True) or the judged weights in the model (Schedule-Free's y, x)
 
-    def start(self, model):
+    def _at_x(self, f, *args):
+        "`f(*args)` with the weights the optimizer is judged by in the model (`swap(False)`), then back to training"
+        if self.swap is None: return f(*args)
+        self.swap(False)
+        try: return f(*args)
+        finally: self.swap(True)
+
+    def _record(self, model, step, ev):
         if self.paths: self.ws.append(_flat(model))
-        return self.evaluate(model, 0)
+        return self.evaluate(model, step) if ev else True
+
+    def start(self, model): return self._at_x(self._record, model, 0, True)
 
     def after_step(self, model, step, loss):
         "Record a step's (detached) training loss; False when the trial should stop"
         self._buf.append(loss)
-        if self.paths: self.ws.append(_flat(model))
-        ok = self.evaluate(model, step) if step % self.pb.every == 0 or step >= self.pb.steps else True
+        ev = step % self.pb.every == 0 or step >= self.pb.steps
+        ok = self._at_x(self._record, model, step, ev) if ev or self.paths else True
         return ok and step < self.pb.steps
 
     @torch.no_grad()
@@ -219,7 +261,7 @@ class Trace:
         return True
 
     def finish(self, model):
-        if not self.diverged and (not self.steps or self.steps[-1] != self.pb.steps): self.evaluate(model, self.pb.steps)
+        if not self.diverged and (not self.steps or self.steps[-1] != self.pb.steps): self._at_x(self.evaluate, model, self.pb.steps)
         self.secs = time.perf_counter()-self.t0
         return self
 
@@ -231,11 +273,17 @@ def _valid_tensors(dl):
     bs = [b for b in dl]
     return tuple(torch.cat([b[i] for b in bs]) for i in range(2))
 
-def _fast_fit(pb, model, opt_func, lr, s, tr):
+_FAST_CBS = (ScheduleFreeEval,) # the callbacks whose work the plain loop does itself
+
+def _fast_fit(pb, model, entry, lr, s, tr):
     "The plain loop over the training `SliceDL`'s batches, stepping a fastai optimizer as `Learner.fit` does, op for op"
-    opt = opt_func(trainable_params(model), lr=lr)
+    opt = entry.opt_func(trainable_params(model), lr=lr)
     if isinstance(opt, Optimizer): # as `Learner.create_opt` with `wd_bn_bias=False`
         for p in norm_bias_params(model, True): opt.state[p]['do_wd'] = False
+    for cb in copy.deepcopy(entry.cbs): # `ScheduleFreeEval`, as in a Learner: checks the optimizer, then trains y, judges x
+        cb.learn = SimpleNamespace(opt=opt)
+        cb.before_fit()
+        tr.swap = cb.switch # `tr.start`'s evaluation ends by switching to y, as `before_train` does
     dl = copy.copy(pb.dls.train)
     dl.seed,dl.epoch,step,epoch = s,0,0,0
     if not tr.start(model): return
@@ -253,6 +301,8 @@ class _Track(Callback):
     order = 100
     def __init__(self, tr): self.tr,self.n = tr,0
     def before_fit(self):
+        sfe = [c for c in self.learn.cbs if isinstance(c, ScheduleFreeEval)]
+        if sfe: self.tr.swap = sfe[0].switch # the trace judges x, as the Learner's validation would
         if not self.tr.start(self.model): raise CancelFitException()
     def after_batch(self):
         if not self.training: return
@@ -269,14 +319,16 @@ def _learner_fit(pb, learn, s, tr, cbs):
 def run_trial(pb:Problem, entry, lr:float, s:int, paths:bool=False, fast:bool|None=None):
     "Train `pb` with optimizer `entry` at `lr`, everything seeded from `s`; its `Trace`"
     entry = _entry(entry)
-    if fast is None: fast = pb.learner_fn is None and not entry.cbs and isinstance(pb.dls.train, SliceDL)
+    plain = all(isinstance(c, _FAST_CBS) for c in entry.cbs)
+    if fast is None: fast = pb.learner_fn is None and plain and isinstance(pb.dls.train, SliceDL)
+    if fast and not plain: raise ValueError(f"the plain loop cannot run the callbacks {entry.cbs}: pass `fast=False` or None")
     with no_random(s, reproducible=False): # the caller's generators are put back afterwards
         if pb.learner_fn is not None:
             learn = pb.learner_fn(entry.opt_func, lr)
             dls,model,loss_func = learn.dls,learn.model,learn.loss_func
         else: dls,model,loss_func = pb.dls,pb.model_fn(pb.dls),pb.loss_func
         tr = Trace(pb, *_valid_tensors(dls.valid), loss_func, pb.metric or loss_func, paths)
-        if fast: _fast_fit(pb, model, entry.opt_func, lr, s, tr)
+        if fast: _fast_fit(pb, model, entry, lr, s, tr)
         else:
             if pb.learner_fn is None:
                 learn = LeanLearner(copy.deepcopy(dls), model, loss_func=loss_func, opt_func=entry.opt_func, lr=lr)
@@ -317,9 +369,9 @@ def performance_profile(results:pd.DataFrame, # `results.csv`: problem, optimize
     return prof, scores
 
 # %% ../nbs/10_bakeoff.ipynb #ba30f45d
-def _pick(kind, names, registry, quick):
-    "The `(name, object)` pairs asked for: registry names, or objects (`Problem`s; `{name: opt_func}`)"
-    if names is None: names = quick or list(registry)
+def _pick(kind, names, registry, default):
+    "The `(name, object)` pairs asked for (`default` if None): registry names, or objects (`Problem`s; `{name: opt_func}`)"
+    if names is None: names = list(default)
     if isinstance(names, str): names = [n.strip() for n in names.split(',') if n.strip()]
     what = 'problem' if kind == 'problems' else 'optimizer'
     items = list(names.items()) if isinstance(names, dict) else [(getattr(n, 'name', n), n) for n in names]
@@ -337,8 +389,8 @@ def _pick(kind, names, registry, quick):
 
 def check_bakeoff(problems=None, opts=None, trials:int=7, seeds:int=3, lrs=None, tau_max:float=4., quick:bool=False):
     "Every argument of `bakeoff` checked, before any training: `(problems, opts, trials, seeds, lrs, tau_max)`"
-    pbs = _pick('problems', problems, BAKEOFF_PROBLEMS, quick and list(QUICK_PROBLEMS))
-    ops = _pick('opts', opts, BAKEOFF_OPTS, quick and list(QUICK_OPTS))
+    pbs = _pick('problems', problems, BAKEOFF_PROBLEMS, QUICK_PROBLEMS if quick else BAKEOFF_PROBLEMS)
+    ops = _pick('opts', opts, BAKEOFF_OPTS, QUICK_OPTS if quick else DEFAULT_OPTS)
     trials,seeds = check_int('trials', trials, lo=1),check_int('seeds', seeds, lo=1)
     if lrs is not None: lrs = _check_lrs(lrs)
     return pbs, ops, trials, seeds, lrs, check_float('tau_max', tau_max, lo=1, lo_open=True)
@@ -368,11 +420,6 @@ def _versions(threads):
     return dict(torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(),
                 machine=f"{platform.machine()} {platform.system()}, {threads} torch thread(s), {torch.multiprocessing.cpu_count()} CPUs")
 
-def _desc(f):
-    "`SGD`, `SGD(mom=0.9)`: an opt_func as a person reads it"
-    if isinstance(f, partial): return f"{_desc(f.func)}({', '.join(f'{k}={v!r}' for k,v in f.keywords.items())})"
-    return getattr(f, '__name__', repr(f))
-
 class _Progress:
     "A fastprogress bar over the trials on a terminal or in a notebook; else a line per (problem, optimizer) on `file`"
     def __init__(self, total, show=None, file=None):
@@ -390,10 +437,10 @@ class _Progress:
         if self.pb is not None: self.pb.on_iter_end()
 
 def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None: all (`quick`: `QUICK_PROBLEMS`)
-            opts=None,         # names in `BAKEOFF_OPTS`, or `{name: opt_func or OptEntry}`; None: all (`quick`: `QUICK_OPTS`)
-            trials:int=7,      # learning rates tried per (problem, optimizer), log-spaced over the problem's range
+            opts=None,         # names in `BAKEOFF_OPTS`, or `{name: opt_func or OptEntry}`; None: `DEFAULT_OPTS` (`quick`: `QUICK_OPTS`)
+            trials:int=7,      # learning rates tried per (problem, optimizer), log-spaced over the problem's range (`OptEntry.lr_range`)
             seeds:int=3,       # seeds the best learning rate is run with (seed 0 is its tuning trial)
-            lrs=None,          # `(lr_min, lr_max)` for every problem; None: each problem's own range
+            lrs=None,          # `(lr_min, lr_max)` for every problem (times an optimizer's `lr_mult`; its own `lrs` win); None: each problem's
             tau_max:float=4.,  # the performance profile's right end
             quick:bool=False,  # the defaults of `problems` and `opts` become the quick ones
             progress=None,     # a progress bar; None: on a terminal or in a notebook, else a line per (problem, optimizer)
@@ -421,7 +468,7 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
         for p,pb in pbs.items():
             for o,e in ops.items():
                 tuned = {}
-                for lr in _grid(lrs or pb.lrs, trials):
+                for lr in _grid(e.lr_range(lrs or pb.lrs), trials):
                     tuned[lr] = tr = trial(p, o, lr, 0)
                     add(p, o, lr, 0, tr, 'tune'); prog.step(f"{p} {o} lr={lr:g}")
                 lr = min(tuned, key=lambda k: _key(tuned[k]))
@@ -450,7 +497,8 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
     profile,scores = performance_profile(results, tau_max)
     meta = dict(trials=trials, seeds=seeds, tau_max=tau_max, lrs=lrs, quick=quick, seconds=time.perf_counter()-t0,
                 opts={o: _desc(e.opt_func) + ''.join(f" with {type(c).__name__}" + (f"(rule={_rule_name(c.rule)})" if getattr(c, 'rule', None) else '')
-                                                     for c in e.cbs) for o,e in ops.items()}, **_versions(threads or nt))
+                                                     for c in e.cbs) + (f" ({e.lr_note()})" if e.lr_note() else '')
+                      for o,e in ops.items()}, **_versions(threads or nt))
     res = BakeoffResult(results, trials_df, profile, scores, traces, pbs, meta)
     res.cache = cache
     return res

@@ -9,13 +9,13 @@ import numpy as np, pandas as pd, torch
 from pathlib import Path
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated') # raised by an import in fastai; stderr is for our messages
 from fastcore.basics import patch
-from fastcore.script import call_parse, store_true
+from fastcore.script import call_parse, store_true, Param
 from .bakeoff import *
-from .bakeoff import rosen
+from .bakeoff import rosen, _desc, _entry
 from .cli import UsageError, _check_out, _atomic
 
 # %% auto #0
-__all__ = ['PICTURES', 'QUICK', 'run_bakeoff', 'sgd_bakeoff']
+__all__ = ['PICTURES', 'DEFAULT_WHY', 'QUICK', 'run_bakeoff', 'sgd_bakeoff']
 
 # %% ../nbs/10a_bakeoff_report.ipynb #eceb9189
 def _axes(n, ncols=3, size=(4.2, 3.3)):
@@ -148,6 +148,9 @@ def _csv(df): return df.to_csv(index=False, float_format='%.6g', na_rep='')
 @patch
 def _table(self:BakeoffResult): return self.results.astype({'steps_to_target': float}) # prints as the other numbers, NaN as na_rep
 
+DEFAULT_WHY = ("one of each kind of step: plain, heavy ball, per-coordinate scaling, sign of a momentum, "
+               "iterate averaging (judged at its average x), an estimated step size (its lr a multiplier)")
+
 @patch
 def header(self:BakeoffResult):
     "The problems (target, budget, lr range) and the run's settings and versions, as a DataFrame and a dict"
@@ -157,6 +160,7 @@ def header(self:BakeoffResult):
                         for p,pb in self.problems.items()])
     run = {'trials (lrs per optimizer)': m['trials'], 'seeds of the best lr': m['seeds'], 'τ_max': m['tau_max'],
            'quick': m['quick'], 'optimizers': '; '.join(f"{k} = {v}" for k,v in m['opts'].items()),
+           'default optimizers': f"{', '.join(DEFAULT_OPTS)}: {DEFAULT_WHY}; the others ({', '.join(k for k in BAKEOFF_OPTS if k not in DEFAULT_OPTS)}) by --opts",
            'torch': m['torch'], 'fastai': m['fastai'], 'python': m['python'], 'machine': m['machine'],
            'wall time of the trials': f"{m['seconds']:.0f} s"}
     return pbs, run
@@ -222,14 +226,18 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
     print(f"sgd_bakeoff: {res.summary()} ({res.meta['seconds']:.0f} s)", file=file)
     return 0
 
-@call_parse
-def sgd_bakeoff(quick:store_true=False, # 3 problems (line, quadratic, rosenbrock), 3 optimizers (sgd, momentum, adam), 4 lrs, 2 seeds
+def _list(names): return ', '.join(names)
+def _quick_help(): return (f"{len(QUICK_PROBLEMS)} problems ({_list(QUICK_PROBLEMS)}), {len(QUICK_OPTS)} optimizers "
+                           f"({_list(QUICK_OPTS)}), {QUICK['trials']} lrs, {QUICK['seeds']} seeds")
+
+@call_parse # the help of --quick, --problems and --opts lists the registries, as they are when the command runs
+def sgd_bakeoff(quick:Param(_quick_help(), store_true)=False, # the quick problems and optimizers, fewer lrs and seeds
                 trials:int=None,  # int >= 1: learning rates tried per (problem, optimizer), log-spaced; default 7 (--quick: 4)
                 seeds:int=None,   # int >= 1: seeds the best learning rate is run with; default 3 (--quick: 2)
-                problems:str=None, # names, comma-separated, of line, quadratic, rosenbrock, diabetes, cancer, digits; default all
-                opts:str=None,    # names, comma-separated, of sgd, momentum, rmsprop, adam, lamb; default all
-                lr_min:float=None, # float > 0: smallest learning rate tried on every problem (with --lr_max); default each problem's
-                lr_max:float=None, # float >= lr_min: largest learning rate tried on every problem (with --lr_min)
+                problems:Param(f"names, comma-separated, of {_list(BAKEOFF_PROBLEMS)}; default all", str)=None, # problems
+                opts:Param(f"names, comma-separated, of {_list(BAKEOFF_OPTS)}; default {_list(DEFAULT_OPTS)}", str)=None, # optimizers
+                lr_min:float=None, # float > 0: low end of every problem's lr range (with --lr_max; times an optimizer's lr_mult, prodigy keeps its own); default each problem's
+                lr_max:float=None, # float >= lr_min: high end of every problem's lr range (with --lr_min)
                 tau_max:float=4., # float > 1: the performance profile's right end (slower than tau_max × the best: unsolved)
                 out:str=None):    # a directory (made if missing): results.csv, trials.csv, profile.csv, scores.csv, PNGs, index.html
     "Which optimizer, tuned, reaches each problem's target in the fewest steps? Tables, performance profile and an HTML report"

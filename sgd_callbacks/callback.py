@@ -9,7 +9,7 @@ from torch import nn
 from fastcore.basics import store_attr, partial
 from fastcore.meta import delegates
 from fastcore.foundation import L
-import itertools
+import itertools, math
 from fastai.callback.core import Callback, CancelStepException
 from fastai.callback.training import GradientClip
 from fastai.optimizer import Optimizer, SGD, weight_decay, l2_reg, average_grad, sgd_step, momentum_step
@@ -38,21 +38,29 @@ class DivergedError(ArithmeticError):
 
 # %% ../nbs/02_callback.ipynb #efe88a6a
 def _finite(ts):
-    "Whether every element of the tensors `ts` is finite: one sum per tensor, element-wise only to confirm"
-    if torch.stack([t.detach().sum() for t in ts]).isfinite().all(): return True
-    return all(t.isfinite().all() for t in ts)
+    "Whether every element of the tensors `ts` is finite: one multi-tensor norm, one synchronisation; element-wise only to confirm"
+    if not ts or math.isfinite(torch.stack(torch._foreach_norm(list(ts))).sum().item()): return True
+    return all(t.isfinite().all() for t in ts) # a norm that overflows on huge finite values is not divergence
+
+def _param_name(learn, g):
+    "The name of the parameter of `learn.model` whose gradient is `g`, or its shape"
+    return next((f"`{n}`" for n,p in learn.model.named_parameters() if p.grad is g), f"of shape {tuple(g.shape)}")
 
 def check_finite_step(learn, gs):
-    "Raise `DivergedError`, naming the batch and lr, unless `learn`'s loss and the gradients `gs` are finite"
+    "Raise `DivergedError`, naming the parameter, batch and lr, unless `learn`'s loss and the gradients `gs` are finite"
     if _finite([learn.loss_grad, *gs]): return
-    what = 'loss' if not _finite([learn.loss_grad]) else 'gradient'
+    if not _finite([learn.loss_grad]): what = 'loss'
+    else:
+        bad = [g for g in gs if not _finite([g])]
+        what = f"gradient of parameter {_param_name(learn, bad[0])}" + (f" (and {len(bad)-1} more)" if len(bad) > 1 else '')
     lrs = [h['lr'] for h in learn.opt.hypers]
     raise DivergedError(f"Training diverged: non-finite {what} at epoch {learn.epoch+1}/{learn.n_epoch}, "
         f"batch {learn.iter+1}/{learn.n_iter}, with lr={lrs[0] if len(set(lrs))==1 else lrs}. The weights are those of "
         "the last finite step. Try a smaller `lr`; `learn.lr_find()` suggests one.")
 
+
 # %% ../nbs/02_callback.ipynb #9c997214
-class ScratchSGD(Callback):
+class ScratchSGD(OwnEvents, Callback):
     "Do fastai's SGD step with the lesson's hand-written `sgd_update`, then cancel fastai's own step"
     order,run_valid = GradientClip.order+1,False
     def __init__(self, foreach:bool|None=None, # None: per-tensor on the CPU with momentum, multi-tensor otherwise

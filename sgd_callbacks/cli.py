@@ -4,12 +4,13 @@
 
 # %% ../nbs/06_cli.ipynb #2caa388f
 from __future__ import annotations
-import os, sys, json, math, tempfile, warnings
+import os, sys, json, math, time, tempfile, warnings, contextlib
 import torch
 from pathlib import Path
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated') # raised by an import in fastai; stderr is for our messages
-from fastcore.script import call_parse, store_true
+from fastcore.script import call_parse, store_true, Param
 from fastcore.basics import partial
+from fastprogress.fastprogress import ProgressBar, MasterBar, ConsoleMasterBar, format_time
 from .data import *
 from .scratch import *
 from .compare import *
@@ -125,6 +126,39 @@ def write_report(res, out, landscape:bool=True):
     for name,write in jobs.items(): _atomic(out/name, write)
     return [out/k for k in jobs]
 
+# %% ../nbs/06_cli.ipynb #4c1e2f01
+def _is_tty(f): return bool(getattr(f, 'isatty', lambda: False)())
+
+class _NoBar(ProgressBar):
+    "A progress bar that draws nothing"
+    def on_update(self, val, text): pass
+
+class _TableOnly(ConsoleMasterBar):
+    "fastai's console master bar without bars: one line per epoch, fastai's table if the learner logs, else the epoch and time"
+    pcls = _NoBar
+    def __init__(self, gen, total=None, **kwargs):
+        MasterBar.__init__(self, gen, _NoBar, total)
+        self.total_time,self.t0,self.epoch = False,time.time(),None
+    def add_child(self, child): self.child = child
+    def write(self, line, table=False): super().write(line, table); sys.stdout.flush()
+    def _ended(self):
+        if self.epoch is None or hasattr(self, 'names'): return # nothing ran yet, or fastai's table has the line
+        print(f"epoch {self.epoch+1}/{self.main_bar.total} done, {format_time(time.time()-self.t0)} since the fit began", flush=True)
+    def update(self, val): # fastai's `ProgressCallback` calls it as each epoch begins, `on_iter_end` when the fit ends
+        self._ended(); self.epoch = val
+        super().update(val)
+    def on_iter_end(self): self._ended(); self.epoch = None
+
+@contextlib.contextmanager
+def _epoch_lines():
+    "Within it, fastai's `ProgressCallback` prints its table of losses, one line per epoch, and no bars"
+    import fastai.callback.progress as fp
+    old = fp.master_bar,fp.progress_bar
+    fp.master_bar,fp.progress_bar = _TableOnly,_NoBar
+    try: yield
+    finally: fp.master_bar,fp.progress_bar = old
+
+
 # %% ../nbs/06_cli.ipynb #12a37388
 def run_compare(data='lesson2', bs=None, lr=0.1, mom=None, wd=0., epochs=None, seed=42, schedule=None, l2=False,
                 out=None, size=None, file=None, err=None, opt='sgd', rule=None, **hypers):
@@ -144,7 +178,9 @@ def run_compare(data='lesson2', bs=None, lr=0.1, mom=None, wd=0., epochs=None, s
                     if k not in ('lr', 'mom', 'wd'))
     print(f"sgd_compare: data={data}{img} opt={N} bs={bsz} lr={kw['lr']:g} mom={kw['mom']:g}{moms}{extra} wd={kw['wd']:g} "
           f"{'L2' if l2 else 'decoupled'} wd, {kw['epochs']} epochs of {kw['schedule']}, seed={kw['seed']}", file=file, flush=True)
-    res = compare_optimizers(**kw, progress=steps > 2000 or data=='digits')
+    bars = steps > 2000 or data=='digits'
+    with _epoch_lines() if bars and not _is_tty(sys.stdout) else contextlib.nullcontext():
+        res = compare_optimizers(**kw, progress=bars)
     print(res, file=file)
     if outp is not None:
         for p in write_report(res, outp, landscape=data=='lesson2'): print(f"wrote {p}", file=file)
@@ -156,26 +192,34 @@ def run_compare(data='lesson2', bs=None, lr=0.1, mom=None, wd=0., epochs=None, s
     return 0
 
 # %% ../nbs/06_cli.ipynb #bb5ead1b
+def _arg(help, metavar):
+    "An option: its help line, and what a user types (`metavar`, without `|`, which fastcore reads as a Union); a string `_setup` checks"
+    p = Param(help, str)
+    p.metavar = metavar # passed on to argparse with Param's other settings
+    return p
+
 @call_parse
-def sgd_compare(data:str='lesson2',   # data: lesson2 (the lesson's line), diabetes, or digits (resnet34)
-                bs:str=None,          # batch size: an int (1 is stochastic) or 'full'; default 10 (lesson2), 64 otherwise
-                lr:str='0.1',         # learning rate (the peak one under one_cycle)
-                mom:str=None,         # momentum (beta1); default: the optimizer's (0 for sgd)
-                wd:str='0',           # weight decay (decoupled unless --l2)
-                epochs:str=None,      # epochs; default 10 (lesson2, diabetes), 2 (digits)
-                seed:str='42',        # seed of the data, the split, the shuffles and the initial weights
-                schedule:str=None,    # fit (constant lr) or one_cycle (fit_one_cycle); default fit, one_cycle for digits
+def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (resnet34)", '{lesson2,diabetes,digits}')='lesson2',
+                bs:_arg("batch size: an int (1 is stochastic) or 'full'; default 10 (lesson2), 64 otherwise", '{INT,full}')=None,
+                lr:_arg("learning rate (the peak one under one_cycle)", 'FLOAT')='0.1',
+                mom:_arg("momentum (beta1); default: the optimizer's (0 for sgd)", 'FLOAT')=None,
+                wd:_arg("weight decay (decoupled unless --l2)", 'FLOAT')='0',
+                epochs:_arg("epochs; default 10 (lesson2, diabetes), 2 (digits)", 'INT')=None,
+                seed:_arg("seed of the data, the split, the shuffles and the initial weights", 'INT')='42',
+                schedule:_arg("fit (constant lr) or one_cycle (fit_one_cycle); default fit, one_cycle for digits", '{fit,one_cycle}')=None,
                 l2:store_true=False,  # weight decay as L2 regularisation (as torch.optim.SGD does)
-                out:str=None,         # directory to write table.csv, table.json and the pictures into
-                size:str=None,        # side of the digits images in pixels (8 to 224); default 16
-                opt:str='sgd',        # fastai's optimizer: sgd, rmsprop, adam, radam, qhadam, larc, lamb or ranger
-                rule:str=None,        # lesson: also run the lesson's literal rule p.sub_(lr*g) against --opt
-                sqr_mom:str=None,     # rmsprop, adam, radam, qhadam, lamb, ranger: moving average of g² (beta2)
-                eps:str=None,         # rmsprop, adam, radam, qhadam, larc, lamb, ranger: added to the denominator
-                beta:str=None,        # radam, ranger: softplus of the denominator (SAdam) when not 0
-                nu_1:str=None, nu_2:str=None, # qhadam: the weights of the averages against the raw gradient
-                trust_coeff:str=None, # larc: the layer rate's coefficient
-                k:str=None, alpha:str=None): # ranger: Lookahead's period and step
+                out:_arg("directory to write table.csv, table.json and the pictures into", 'DIR')=None,
+                size:_arg("side of the digits images in pixels (8 to 224); default 16", 'INT')=None,
+                opt:_arg("fastai's optimizer: sgd, rmsprop, adam, radam, qhadam, larc, lamb or ranger", 'NAME')='sgd',
+                rule:_arg("lesson: also run the lesson's literal rule p.sub_(lr*g) against --opt", 'lesson')=None,
+                sqr_mom:_arg("rmsprop, adam, radam, qhadam, lamb, ranger: moving average of g² (beta2)", 'FLOAT')=None,
+                eps:_arg("rmsprop, adam, radam, qhadam, larc, lamb, ranger: added to the denominator", 'FLOAT')=None,
+                beta:_arg("radam, ranger: softplus of the denominator (SAdam) when not 0", 'FLOAT')=None,
+                nu_1:_arg("qhadam: the weight of the gradient's average against the raw gradient", 'FLOAT')=None,
+                nu_2:_arg("qhadam: the weight of the average of g² against the raw g²", 'FLOAT')=None,
+                trust_coeff:_arg("larc: the layer rate's coefficient", 'FLOAT')=None,
+                k:_arg("ranger: Lookahead's period, in steps", 'INT')=None,
+                alpha:_arg("ranger: Lookahead's step towards the fast weights", 'FLOAT')=None):
     "Compare fastai's optimizer (SGD by default), its hand-written rule, torch.optim's counterpart and the plain loop side by side"
     hypers = dict(sqr_mom=sqr_mom, eps=eps, beta=beta, nu_1=nu_1, nu_2=nu_2, trust_coeff=trust_coeff, k=k, alpha=alpha)
     sys.exit(run_compare(data, bs, lr, mom, wd, epochs, seed, schedule, l2, out, size, opt=opt, rule=rule,

@@ -178,7 +178,7 @@ def _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_
     df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+mnames+COLUMNS[3:])
     ok = [c.name for c in cs if not c.na]
     return CompareResult(df, {k: torch.tensor(runs[k][1]) for k in ok}, {k: torch.stack(runs[k][2]) if runs[k][2] else None for k in ok},
-                         {k: runs[k][0] for k in ok}, a_opt, dls)
+                         {k: runs[k][0] for k in ok}, a_opt, dls, loss_func)
 
 # %% ../nbs/03_compare.ipynb #c0a1d2e6
 def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights, dl, no_wd):
@@ -262,9 +262,14 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     return _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_weights, progress, wd_bn_bias=modern)
 
 # %% ../nbs/03_compare.ipynb #e8548d30
+def _loss_name(f):
+    "The name of the loss `f`: its function's (`mse`) or its class's (`CrossEntropyLossFlat`)"
+    f = getattr(f, 'func', f) if isinstance(f, partial) else f
+    return getattr(f, '__name__', None) or type(f).__name__
+
 class CompareResult:
     "The comparison table (`df`), per-step `losses`, weight trajectories (`weights`) and trained `models`"
-    def __init__(self, df, losses, weights, models, a_opt=None, dls=None): store_attr()
+    def __init__(self, df, losses, weights, models, a_opt=None, dls=None, loss_func=mse): store_attr()
     def __repr__(self): return self.df.to_string(index=False, float_format=lambda v: f"{v:.6g}")
     def _repr_html_(self): return self.df.to_html(index=False)
 
@@ -274,28 +279,41 @@ class CompareResult:
         return [(r.contender, r.max_dw) for r in bad.itertuples()]
 
     def plot(self, figsize=(11,4)):
-        "Loss curves of all contenders overlaid, and the weight trajectory"
+        "Loss curves of all contenders overlaid; the weight trajectories, or the validation results when no weights were kept"
         import matplotlib.pyplot as plt
         fig,(ax0,ax1) = plt.subplots(1, 2, figsize=figsize)
         names = list(self.losses)
         for i,k in enumerate(names):
             l = self.losses[k].numpy(); every = max(len(l)//8, 1)
             ax0.plot(np.arange(1, len(l)+1), l, marker='osD^'[i%4], markevery=(i*every//len(names), every),
-                     lw=2.5-0.6*i, ms=7, mfc='none', label=k)
-        ax0.set_yscale('log'); ax0.set_xlabel('step'); ax0.set_ylabel('training loss (mse)'); ax0.legend()
+                     lw=max(2.5-0.6*i, 0.7), ms=7, mfc='none', label=k)
+        ax0.set_yscale('log'); ax0.set_xlabel('step'); ax0.set_ylabel(f'training loss ({_loss_name(self.loss_func)})'); ax0.legend()
         ax0.set_title('loss of every step')
         ws = {k:w for k,w in self.weights.items() if w is not None}
         if self.a_opt is not None and len(self.a_opt)==2 and ws:
             plot_landscape(*self.dls.train.dataset.tensors, ws, ax=ax1, title='weights after every step')
-        else:
+        elif ws:
             for i,(k,w) in enumerate(ws.items()):
                 d = (w - w[-1:]).norm(dim=1)
                 ax1.plot(d.numpy(), marker='osD^'[i%4], markevery=(i*max(len(d)//8,1)//len(ws), max(len(d)//8,1)),
                          lw=2.5-0.6*i, mfc='none', label=k)
             ax1.set_yscale('symlog', linthresh=1e-3); ax1.set_xlabel('step'); ax1.set_ylabel('|w - final w|'); ax1.legend()
             ax1.set_title('distance of the weights to where they end')
+        else: self._plot_valid(ax1) # too many weights to keep (a CNN): what each contender ends with
         fig.tight_layout()
         return fig
+
+    def _plot_valid(self, ax):
+        "Bars of the validation loss of every contender that ran, with its metrics and whether it is fastai's run bit for bit"
+        df = self.df[self.df.identical != 'n/a'].reset_index(drop=True)
+        mets = [c for c in df.columns if c not in COLUMNS]
+        ax.barh(np.arange(len(df)), df.valid_loss, color=[f'C{i}' for i in range(len(df))], alpha=0.6)
+        for i,r in df.iterrows():
+            same = 'reference' if i == 0 else 'bit-identical' if r.identical is True else 'differs'
+            ax.text(0, i, '  ' + '   '.join([f'{r.valid_loss:.4g}', *(f'{m} {r[m]:.4g}' for m in mets), same]), va='center')
+        ax.set_yticks(np.arange(len(df)), df.contender); ax.invert_yaxis()
+        ax.set_xlabel(f'validation loss ({_loss_name(self.loss_func)})')
+        ax.set_title('on the validation set, after training')
 
 # %% ../nbs/03_compare.ipynb #994e3597
 import importlib

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #c110433e
 from __future__ import annotations
-import math, random
+import math, random, functools
 import numpy as np, torch
 from torch import nn
 from fastai.torch_core import tensor, set_seed, get_random_states, set_random_states
@@ -16,7 +16,7 @@ from fastai.callback.core import Callback
 
 # %% auto #0
 __all__ = ['NOISE_KINDS', 'check_int', 'check_float', 'check_xy', 'as_weights', 'linear_data', 'lstsq_weights', 'LinearModel',
-           'epoch_order', 'Tensors', 'SliceDL', 'tensor_dls', 'linear_dls', 'seed_epoch', 'EpochShuffle',
+           'epoch_order', 'Tensors', 'SliceDL', 'tensor_dls', 'linear_dls', 'seed_epoch', 'OwnEvents', 'EpochShuffle',
            'diabetes_data', 'diabetes_dls']
 
 # %% ../nbs/00_data.ipynb #c263f9d8
@@ -176,16 +176,40 @@ def _epoch_int(seed, epoch, phase):
     st = np.random.SeedSequence([seed, epoch, phase]).generate_state(2, dtype=np.uint32)
     return (int(st[0]) << 31) ^ int(st[1]) # below 2**63, as `torch.manual_seed` takes it
 
+def _set_seed(s):
+    "fastai's `set_seed(s)`, seeding only the accelerators in use: torch seeds one not yet started lazily, keeping a stack trace (a millisecond a call)"
+    torch.default_generator.manual_seed(s)
+    for acc in (torch.cuda, torch.xpu, torch.mtia):
+        if acc.is_initialized(): acc.manual_seed_all(s)
+    if torch.backends.mps.is_available(): torch.mps.manual_seed(s)
+    np.random.seed(s % (2**32-1))
+    random.seed(s)
+
 def seed_epoch(seed:int,    # the run's seed
                epoch:int,   # the epoch
                phase:int=0): # 0: training, 1: validation
-    "Seed torch (CPU and CUDA), NumPy and `random` from `(seed, epoch, phase)` alone; the integer used"
+    "Seed torch (CPU and the accelerators in use), NumPy and `random` from `(seed, epoch, phase)` alone; the integer used"
     s = _epoch_int(check_int('seed', seed, lo=0), check_int('epoch', epoch, lo=0), check_int('phase', phase, lo=0))
-    set_seed(s, reproducible=False) # leaves cuDNN's settings alone: see the callback notebook
+    _set_seed(s) # leaves cuDNN's settings alone: see the callback notebook
     return s
 
+
+# %% ../nbs/00_data.ipynb #1b9e0c02
+@functools.cache
+def _class_implements(cls, e): return any(e in vars(c) for c in cls.__mro__ if c is not Callback)
+
+def _implements(cb, e):
+    "Whether callback `cb` defines the event `e` itself (not through `GetAttr`): in its class (looked up once) or as an attribute"
+    return e in vars(cb) or _class_implements(type(cb), e)
+
+class OwnEvents:
+    "A `Callback` mixin: fastai's `Callback.__call__` runs only for the events the callback defines, and `after_fit`"
+    def __call__(self, event_name):
+        if event_name == 'after_fit' or _implements(self, event_name): return super().__call__(event_name)
+
+
 # %% ../nbs/00_data.ipynb #2d83ae89
-class EpochShuffle(Callback):
+class EpochShuffle(OwnEvents, Callback):
     "Make every random draw of epoch `e` a pure function of `(seed, e)`; restore the caller's generators after `fit`"
     order = -50
     def __init__(self, seed:int|None=None): # None: the training loader's `seed` (as `SliceDL` has), else 0

@@ -11,18 +11,15 @@ from fastcore.meta import delegates
 from fastai.torch_core import defaults
 from fastai.callback.core import Callback, event, CancelBackwardException, CancelStepException
 from fastai.optimizer import Optimizer
-from fastai.learner import Learner, Recorder
+from fastai.learner import Learner, Recorder, CastToTensor
+from fastai.callback.core import TrainEvalCallback
 from .data import *
+from .data import _implements # whether a callback defines an event itself
 from .scratch import *
 from .callback import *
 
 # %% auto #0
-__all__ = ['LeanLearner', 'LeanRecorder', 'fast_learner']
-
-# %% ../nbs/07_fast.ipynb #75a5dadb
-def _implements(cb, e):
-    "Whether callback `cb` defines the event `e` itself (not through `GetAttr`)"
-    return e in vars(cb) or any(e in vars(c) for c in type(cb).__mro__ if c is not Callback)
+__all__ = ['LeanLearner', 'LeanRecorder', 'LeanTrainEval', 'LeanCastToTensor', 'fast_learner']
 
 # %% ../nbs/07_fast.ipynb #fc28f222
 class LeanLearner(Learner):
@@ -39,7 +36,8 @@ class LeanLearner(Learner):
 
     def event_cbs(self, e):
         "The callbacks called at event `e`, in order"
-        if self._ev is None or self._ev[0] != len(self.cbs): self._ev = (len(self.cbs), {})
+        n = len(self.cbs.items) # the list inside fastcore's `L`: its own `len` costs a Python call at every event
+        if self._ev is None or self._ev[0] != n: self._ev = (n, {})
         cbs = self._ev[1].get(e)
         if cbs is None:
             if not hasattr(event, e): raise Exception(f'missing {e}')
@@ -48,7 +46,8 @@ class LeanLearner(Learner):
         return cbs
 
     def __call__(self, event_name):
-        for e in ((event_name,) if isinstance(event_name, str) else L(event_name)): self._call_one(e)
+        if isinstance(event_name, str): return self._call_one(event_name)
+        for e in L(event_name): self._call_one(e)
 
     def _call_one(self, event_name):
         for cb in self.event_cbs(event_name): cb(event_name)
@@ -73,20 +72,37 @@ class LeanLearner(Learner):
 class LeanRecorder(Recorder):
     "fastai's `Recorder`, with less bookkeeping per training batch and the same records"
     def after_batch(self):
-        if not self.training or len(self.yb) == 0: return super().after_batch()
+        learn = self.learn # the learner's attributes read directly, not through the callback's `GetAttr`
+        if not learn.training or len(learn.yb) == 0: return super().after_batch()
         if not getattr(self, 'cancel_train', False):
-            self.smooth_loss.accumulate(self.learn)
+            self.smooth_loss.accumulate(learn)
             if self.train_metrics:
-                for met in self.metrics: met.accumulate(self.learn)
-        self.lrs.append(self.opt.hypers[-1]['lr'])
+                for met in self.metrics: met.accumulate(learn)
+        self.lrs.append(learn.opt.hypers[-1]['lr'])
         self.losses.append(v := self.smooth_loss.value)
-        self.learn.smooth_loss = v
+        learn.smooth_loss = v
+
+class LeanTrainEval(TrainEvalCallback):
+    "fastai's `TrainEvalCallback`, counting the training batches with the learner's attributes read directly"
+    def after_batch(self):
+        learn = self.learn
+        learn.pct_train += 1./(learn.n_iter*learn.n_epoch)
+        learn.train_iter += 1
+
+class LeanCastToTensor(CastToTensor):
+    "fastai's `CastToTensor`, leaving a batch that holds plain tensors only as it is"
+    def before_batch(self):
+        learn = self.learn # casting a plain tensor makes a new tensor object, which is all it would do here
+        if all(type(t) is Tensor for t in (*learn.xb, *learn.yb)): return
+        super().before_batch()
 
 # %% ../nbs/07_fast.ipynb #c31b6e45
+_LEAN = {Recorder: LeanRecorder, CastToTensor: LeanCastToTensor, TrainEvalCallback: LeanTrainEval}
+
 @delegates(scratch_learner)
 def fast_learner(dls, model, lr:float=0.1, mom:float=0., wd:float=0., decouple_wd:bool=True, **kwargs):
     "`scratch_learner(...)` as a `LeanLearner`: the lesson's step, with fastai's per-batch overhead trimmed"
     learn = scratch_learner(dls, model, lr=lr, mom=mom, wd=wd, decouple_wd=decouple_wd, cls=LeanLearner, **kwargs)
-    # swapped in place, so it keeps its settings and its place among the callbacks
-    if type(getattr(learn, 'recorder', None)) is Recorder: object.__setattr__(learn.recorder, '__class__', LeanRecorder)
+    for cb in learn.cbs: # swapped in place, so each keeps its settings and its place among the callbacks
+        if type(cb) in _LEAN: object.__setattr__(cb, '__class__', _LEAN[type(cb)])
     return learn

@@ -3,14 +3,15 @@ import base64, io, json, math, random, re, subprocess, sys
 from contextlib import redirect_stdout
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
+from torch import nn
 from fastcore.basics import partial
 from fastai.learner import Learner
 from fastai.optimizer import SGD, Adam
 from sgd_callbacks.data import linear_dls, LinearModel
 from sgd_callbacks.scratch import mse
-from sgd_callbacks.bakeoff import (Problem, BAKEOFF_PROBLEMS, BAKEOFF_OPTS, bakeoff, own_rule, run_trial, trial_seed,
-                                   performance_profile, Rosenbrock, rosen_dls, rosen_loss)
-from sgd_callbacks.bakeoff_report import run_bakeoff
+from sgd_callbacks.bakeoff import (Problem, BAKEOFF_PROBLEMS, BAKEOFF_OPTS, DEFAULT_OPTS, OptEntry, bakeoff, own_rule, run_trial,
+                                   trial_seed, performance_profile, Rosenbrock, rosen_dls, rosen_loss)
+from sgd_callbacks.bakeoff_report import run_bakeoff, sgd_bakeoff
 
 def tiny(name='line', steps=40, lrs=(1e-2, 3.)):
     "A built-in problem with a small budget (the same data, model and target)"
@@ -166,10 +167,23 @@ def test_command_help_and_exit_code(tmp_path):
                 ('problems', 'names, comma-separated'), ('opts', 'names, comma-separated'), ('out', 'a directory')):
         assert re.search(rf'--{o} {o.upper()}\s+{t}', h.stdout), (o, h.stdout)       # the type a user types, on each option's line
     for args,msg in ((['--trials', '0'], "--trials must be >= 1"), (['--seeds', 'two'], "invalid int value: 'two'"),
-                     (['--opts', 'sgd,nadam'], "unknown optimizer 'nadam'; known: sgd, momentum, rmsprop, adam, lamb")):
+                     (['--opts', 'sgd,nadam'], f"unknown optimizer 'nadam'; known: {', '.join(BAKEOFF_OPTS)}")):
         p = run(*args)
         assert p.returncode == 2 and 'sgd_bakeoff: error: ' in p.stderr and msg in p.stderr, p.stderr
         assert p.stdout == ''
+    opts_help = ' '.join(h.stdout.split('--opts OPTS')[-1].split('--lr_min')[0].split())  # argparse wraps the lines
+    assert f"of {', '.join(BAKEOFF_OPTS)}; default {', '.join(DEFAULT_OPTS)}" in opts_help, opts_help
+    assert 'lion' in opts_help and 'prodigy' in opts_help
+
+def test_help_and_errors_list_the_registry(monkeypatch):
+    "A name added to `BAKEOFF_OPTS` shows in `--opts`'s help and in the unknown-optimizer error: both read the registry"
+    from fastcore.script import anno_parser
+    monkeypatch.setitem(BAKEOFF_OPTS, 'mine', own_rule(my_sgd))
+    h = ' '.join(anno_parser(sgd_bakeoff.__wrapped__ if hasattr(sgd_bakeoff, '__wrapped__') else sgd_bakeoff).format_help().split())
+    assert f"of {', '.join(BAKEOFF_OPTS)}; default" in h and ', mine;' in h, h
+    err = io.StringIO()
+    assert run_bakeoff(opts='nadam', err=err, file=io.StringIO()) == 2
+    assert f"known: {', '.join(BAKEOFF_OPTS)}" in err.getvalue() and 'mine' in err.getvalue()
 
 def test_html_is_self_contained_with_every_picture(run):
     d = run[0]/'a'
@@ -180,3 +194,62 @@ def test_html_is_self_contained_with_every_picture(run):
     assert {p.name for p in pngs} == {'profile.png', 'curves.png', 'lr_sensitivity.png'}  # no rosenbrock in this run
     assert sorted(base64.b64decode(i) for i in imgs) == sorted(p.read_bytes() for p in pngs)
     for k in ('line', 'quadratic', 'results', 'scores', 'torch', 'fastai', 'machine', 'loss &lt;= 0.08', 'winners'): assert k in page
+
+MODERN = ('lion', 'ademamix', 'schedulefree', 'muon', 'prodigy')
+
+@pytest.mark.parametrize('name', MODERN)
+def test_modern_rule_runs_in_a_trial(name):
+    "Each modern rule of the registry trains a trial (the diabetes MLP: muon's matrices and AdamW vectors) and moves the loss"
+    e = BAKEOFF_OPTS[name]
+    assert isinstance(e, OptEntry) and e.opt_func.keywords['guard'] is False
+    pb = tiny('diabetes', steps=12, lrs=(1e-3, 1e-1))
+    lr = math.sqrt(math.prod(e.lr_range(pb.lrs)))
+    a = run_trial(pb, e, lr, 5, paths=True)
+    assert not a.diverged and len(a.losses) == 7 and all(map(math.isfinite, a.losses))
+    assert a.losses[-1] < a.losses[0] and not torch.equal(a.ws[0], a.ws[-1])
+    b = run_trial(pb, e, lr, 5, paths=True)
+    assert a.losses == b.losses                                       # seeded
+
+def test_a_rule_that_blows_up_is_recorded_diverged():
+    "Unguarded, Prodigy at an absurd lr (finite gradients, non-finite weights) is a diverged trial; guarded it would stop the bake-off"
+    tr = run_trial(tiny(steps=10), BAKEOFF_OPTS['prodigy'], 1e30, 1)
+    assert tr.diverged and tr.hit is None
+
+def test_lr_grid_per_optimizer():
+    "Lion tunes over the problem's range ×0.1, Prodigy over its own 0.25..4, Adam over the problem's; the header says so"
+    with redirect_stdout(io.StringIO()): r = bakeoff([tiny(steps=6)], ['adam', 'lion', 'prodigy'], trials=3, seeds=1, progress=False)
+    lrs = r.trials.groupby('optimizer').lr.apply(sorted).to_dict()
+    assert lrs['adam'] == pytest.approx([1e-2, math.sqrt(3e-2), 3.], rel=1e-3)
+    assert lrs['lion'] == pytest.approx([1e-3, math.sqrt(3e-4), 0.3], rel=1e-3)
+    assert lrs['prodigy'] == [0.25, 1., 4.]
+    assert "lion = RuleOptimizer(rule=lion_rule, guard=False) (the problem's lr range × 0.1)" in r.header()[1]['optimizers']
+    assert "prodigy = RuleOptimizer(rule=prodigy_rule, guard=False) (lr 0.25..4 on every problem)" in r.header()[1]['optimizers']
+
+class Spy(nn.Module):
+    "`x@w`, noting (training?, x, w) at every call"
+    def __init__(self): super().__init__(); self.w,self.seen = nn.Parameter(torch.tensor([-1., 1.])),[]
+    def forward(self, x): self.seen.append((self.training, x.clone(), self.w.detach().clone())); return x @ self.w
+
+@pytest.mark.parametrize('fast', [True, False])
+def test_schedulefree_is_judged_at_x(fast):
+    "Every evaluation of a Schedule-Free trial sees the average x: the reference `AdamWScheduleFree`, replayed on the same batches, switched by its `eval()`"
+    import schedulefree
+    spies = []
+    def model_fn(dls): spies.append(Spy()); return spies[-1]
+    pb = Problem('spy', partial(linear_dls, noise=0., bs=10), model_fn, target=0., steps=16, every=4)
+    tr = run_trial(pb, BAKEOFF_OPTS['schedulefree'], 0.1, 3, fast=fast)
+    seen,a = spies[0].seen,torch.tensor([3., 2.])                  # the data: y = x@a exactly
+    w = nn.Parameter(torch.tensor([-1., 1.]))
+    ref = schedulefree.AdamWScheduleFree([w], lr=0.1, warmup_steps=0)
+    ref.train()
+    evals,gap = 0,0.
+    for train,x,wt in seen:
+        if train:
+            assert torch.allclose(w, wt, atol=1e-6)                       # y, where the trial trains
+            ((x@w - x@a)**2).mean().backward(); ref.step(); ref.zero_grad()
+        else:
+            ref.eval()
+            assert torch.allclose(w, wt, atol=1e-6), (evals, w, wt)      # x, where the trial is judged
+            ref.train(); gap = max(gap, (w.detach() - wt).abs().max().item()) # y and x apart: the switch matters
+            evals += 1
+    assert evals == len(tr.losses) == 5 and gap > 1e-2

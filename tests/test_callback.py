@@ -120,10 +120,30 @@ def test_non_finite_gradient_with_finite_loss_is_caught():
             if self.iter == 2: self.model.a.grad[0] = float('nan')
     learn = scratch_learner(linear_dls(bs=16), LinearModel(), lr=0.1, cbs=Poison())
     with learn.no_bar(), learn.no_logging():
-        with pytest.raises(DivergedError, match="non-finite gradient at epoch 1/1, batch 3/5"): learn.fit(1)
+        with pytest.raises(DivergedError, match="non-finite gradient of parameter `a` at epoch 1/1, batch 3/5"): learn.fit(1)
     assert torch.isfinite(learn.model.a).all()
 
 def test_huge_finite_gradients_are_not_called_divergence():
     big = torch.full((4,), 3e38)
     from sgd_callbacks.callback import _finite
-    assert _finite([big]) and not _finite([torch.tensor([1., float('inf')])])
+    assert _finite([big]) and not _finite([torch.tensor([1., float("inf")])])
+    assert not _finite([big, torch.ones(3), torch.tensor([float("nan"), 1.])]) and _finite([big, torch.ones(3)])
+
+@pytest.mark.parametrize('step_cb', [ScratchSGD, ScratchStep])
+def test_divergence_names_the_parameter_and_writes_nothing(step_cb):
+    "A non-finite gradient in one tensor of many: `DivergedError` names that parameter, and no weight is written."
+    class Poison(Callback):
+        order = ScratchSGD.order - 1
+        def before_step(self):
+            if self.iter == 1:
+                self.model[1].weight.grad[0,1] = float('nan')
+                self.learn.before = copy.deepcopy(self.model.state_dict())
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    w0 = copy.deepcopy(model.state_dict())
+    learn = Learner(linear_dls(bs=16), model, loss_func=mse, lr=0.1, opt_func=partial(SGD, mom=0.9), cbs=[step_cb(), Poison()])
+    with learn.no_bar(), learn.no_logging():
+        with pytest.raises(DivergedError, match=r"non-finite gradient of parameter `1.weight` at epoch 1/1, batch 2/5"): learn.fit(1)
+    after = learn.model.state_dict()
+    assert all(torch.equal(after[k], v) for k,v in learn.before.items())
+    assert not torch.equal(after['0.weight'], w0['0.weight']) # the first step was taken

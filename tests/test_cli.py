@@ -125,3 +125,39 @@ def test_other_optimizers_and_the_lesson_rule():
     assert cli.run_compare(rule='lesson', epochs='3', file=out, err=err) == 0
     row = next(l.split() for l in out.getvalue().splitlines() if l.startswith('rule lesson_rule'))
     assert row[6:9] == ['False', '2', 'a'], row   # apart at step 2, in `a`, yet not a mismatch: a rule is not expected to match
+
+def test_help_shows_what_to_type_for_every_option():
+    import inspect
+    from fastcore.script import anno_parser
+    from sgd_callbacks.cli import sgd_compare
+    p = anno_parser(sgd_compare.__wrapped__)
+    acts = {a.dest: a for a in p._actions if a.option_strings and a.dest not in ('help', 'pdb', 'xtra')}
+    assert set(acts) == set(inspect.signature(sgd_compare.__wrapped__).parameters)
+    for k,a in acts.items():
+        assert a.help and len(a.help.split()) > 2, k # a line of help for every option
+        assert k == 'l2' or (a.metavar and a.metavar != k.upper()), k # a flag, or what to type
+    assert (acts['bs'].metavar, acts['lr'].metavar, acts['epochs'].metavar) == ('{INT,full}', 'FLOAT', 'INT')
+    assert '(str)' not in p.format_help()
+
+def test_piped_progress_is_one_line_per_epoch(capsys):
+    "Output that is not a terminal gets fastai's table, one line per epoch, without the bars' redraws"
+    from sgd_callbacks.cli import _epoch_lines
+    from sgd_callbacks.all import scratch_learner, linear_dls, LinearModel
+    learn = scratch_learner(linear_dls(bs=16), LinearModel(), lr=0.1)
+    with _epoch_lines(): learn.fit(3)
+    out = capsys.readouterr().out
+    assert '\r' not in out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ['epoch', 'train_loss', 'valid_loss'] and [l.split()[0] for l in lines[1:]] == ['0', '1', '2']
+
+def test_piped_progress_without_logging_is_one_line_per_epoch(capsys):
+    "As `compare_optimizers` fits (no logging): a line as each epoch ends"
+    from sgd_callbacks.cli import _epoch_lines
+    from sgd_callbacks.all import scratch_learner, linear_dls, LinearModel
+    learn = scratch_learner(linear_dls(bs=16), LinearModel(), lr=0.1)
+    with _epoch_lines(), learn.no_logging(): learn.fit(3)
+    out = capsys.readouterr().out
+    assert '\r' not in out and [l.split()[:3] for l in out.splitlines()] == [['epoch', f'{i}/3', 'done,'] for i in (1,2,3)], out
+
+# pytest-xdist (pyproject.toml): this file's tests on one worker, so its module fixtures are built once
+pytestmark = pytest.mark.xdist_group('cli')

@@ -148,3 +148,21 @@ def test_diabetes_and_plot(tmp_path):
                                     (dict(dls_fn=3), '`dls_fn`'), (dict(model_fn=lambda dls: None), '`model_fn`')])
 def test_bad_arguments(kw, msg):
     with pytest.raises((TypeError, ValueError), match=msg): compare_optimizers(**kw)
+
+def test_plot_names_the_loss_and_fills_both_panels():
+    "The loss axis names the loss used; with no weights recorded the right panel shows each contender's validation results"
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import error_rate
+    from sgd_callbacks.vision import digits_dls
+    res = compare_optimizers(partial(digits_dls, size=8, bs=256), small_cnn, epochs=1, loss_func=CrossEntropyLossFlat(),
+                             metrics=error_rate, record_weights=False)
+    fig = res.plot()
+    ax0,ax1 = fig.axes
+    assert ax0.get_ylabel() == 'training loss (CrossEntropyLossFlat)' and ax1.get_xlabel() == 'validation loss (CrossEntropyLossFlat)'
+    assert [p.get_width() for p in ax1.patches] == pytest.approx(res.df.valid_loss.tolist())
+    assert [t.get_text() for t in ax1.get_yticklabels()] == res.df.contender.tolist()
+    assert sum('error_rate' in t.get_text() and 'bit-identical' in t.get_text() for t in ax1.texts) == 3
+    plt.close(fig)
+    fig = compare_optimizers(epochs=1).plot()
+    assert fig.axes[0].get_ylabel() == 'training loss (mse)' and fig.axes[1].lines # the landscape's paths
+    plt.close(fig)

@@ -76,7 +76,8 @@ def test_a_rank_that_fails_alone_stops_the_other(tmp_path):
 
 def test_comparison_entry_point_under_torchrun():
     out = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                          '-m', 'sgd_callbacks.distributed', '--epochs', '2'], capture_output=True, text=True, timeout=300)
+                          '-m', 'sgd_callbacks.distributed', '--epochs', '2'], capture_output=True, text=True, timeout=300,
+                         stdin=subprocess.DEVNULL) # not the stdin of a pytest-xdist worker, which is its channel
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [l for l in out.stdout.splitlines() if l.startswith(('fastai SGD', 'ScratchSGD'))]
     assert len(lines) == 2, out.stdout      # one table, from rank 0

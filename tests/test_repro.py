@@ -160,3 +160,6 @@ def test_resume_differs_without_seeding_each_epoch(tmp_path):
     second = mk(1).load('half', with_opt=True)
     fit(second, start_epoch=2)
     assert not same_weights(ref.model, second.model) and max_weight_diff(ref.model, second.model) > 1e-4
+
+# pytest-xdist (pyproject.toml): this file's tests on one worker, so its module fixtures are built once
+pytestmark = pytest.mark.xdist_group('repro')

@@ -46,3 +46,6 @@ def test_mse_flattens_as_fastai_does():
     l1,l2 = mse(p, t),fastai_mse(p, t)
     assert torch.equal(l1, l2)
     assert torch.equal(torch.autograd.grad(l1, p)[0], torch.autograd.grad(l2, p)[0])
+
+# pytest-xdist (pyproject.toml): this file's tests on one worker, so its module fixtures are built once
+pytestmark = pytest.mark.xdist_group('star_import')
