@@ -91,7 +91,7 @@ def _opt_name(opt): return OPTIMIZERS[opt].__name__ # SGD, RMSProp, ..., ranger
 
 def _check_opt(opt, opt_kw):
     "A `ValueError` unless `opt` is one of `OPTIMIZERS`, a `TypeError` if `opt_kw` holds a name it does not take"
-    if opt not in OPTIMIZERS: raise ValueError(f"`opt` must be one of {', '.join(OPTIMIZERS)}, got {opt!r}")
+    if opt not in OPTIMIZERS: raise ValueError(f"`opt` must be one of {', '.join([*OPTIMIZERS, *MODERN])}, got {opt!r}")
     fixed = {'params', 'lr', 'mom', 'wd', 'decouple_wd', 'kwargs'} # set by `compare_optimizers`' own arguments
     known = set(inspect.signature(OPTIMIZERS[opt]).parameters) - fixed
     if opt == 'ranger': known |= set(inspect.signature(RAdam).parameters) - fixed # its keywords go to RAdam
@@ -230,12 +230,10 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
                        **opt_kw):          # the optimizer's other hyper-parameters (`sqr_mom`, `eps`, `beta`, `k`, ...)
     "Train every contender from the same start on the same batches; a `CompareResult`"
     modern = opt in MODERN
-    if modern:
-        hypers = _modern_kw(opt, mom, decouple_wd, opt_kw)
-        rule_opt(MODERN[opt].rule, **hypers)  # a `TypeError` naming any keyword the rule does not take
-    else: _check_opt(opt, opt_kw)
+    if not modern: _check_opt(opt, opt_kw)
     if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
     if lr is None: lr = MODERN[opt].lr if modern else 0.1
+    if modern: hypers = _check_modern(opt, lr, _modern_kw(opt, mom, decouple_wd, opt_kw))
     if not modern:
         fkw = dict(opt_kw, decouple_wd=decouple_wd, **({} if mom is None else dict(mom=mom)))
         hp = _hypers(opt, lr, fkw)
@@ -370,6 +368,14 @@ def _modern_kw(opt, mom, decouple_wd, kw):
     "`compare_optimizers`' `mom` and `decouple_wd` as the modern rule's hyper-parameters, where it has them (or they are not the default)"
     decl = rule_hypers(MODERN[opt].rule)[0]
     return {**({} if mom is None else dict(mom=mom)), **({'decouple_wd': decouple_wd} if 'decouple_wd' in decl or not decouple_wd else {}), **kw}
+
+def _check_modern(opt, lr, hypers):
+    "`hypers` if the rule takes them all (a `TypeError` naming the first it does not) and the reference accepts their values (a `ValueError`)"
+    rule_opt(MODERN[opt].rule, **hypers)
+    ps = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))] # a matrix and a vector: both halves of Muon
+    try: modern_reference(opt, **hypers)(ps, lr=lr)
+    except (ValueError, TypeError) as e: raise ValueError(f"{MODERN[opt].name} refuses these hyper-parameters ({hypers}): {e}") from None
+    return hypers
 
 def _modern_contenders(opt, hypers, rule):
     "The authors' code (the reference), the rule by `rule_opt`, your `rule`, and fastai's nearest (AdamW)"
