@@ -44,9 +44,6 @@ class StepTrack(Callback):
 
 
 # %% ../nbs/03_compare.ipynb #75a53e09
-def _learner(dls, model, loss_func, lr, opt_func, track, seed, cbs=()):
-    return Learner(dls, model, loss_func=loss_func, lr=lr, opt_func=opt_func, cbs=[EpochShuffle(seed), track, *cbs])
-
 def _one_cycle(lr, mom, pct_start=0.25, div=25., div_final=1e5):
     "fastai's one-cycle: the keywords of `fit_one_cycle`, and the same `lr` and `mom` schedules for the plain loop"
     moms = (0.95,0.85,0.95) if mom else (0.,0.,0.) # fastai's default moms; a mom=0 SGD ignores them, torch's would not
