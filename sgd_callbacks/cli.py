@@ -14,7 +14,8 @@ from fastprogress.fastprogress import ProgressBar, MasterBar, ConsoleMasterBar, 
 from .data import *
 from .scratch import *
 from .compare import *
-from .compare import _hypers, _opt_name, _check_opt
+from .compare import _hypers, _opt_name, _check_opt, _modern_kw, _check_modern
+from .rules import rule_opt, rule_hypers
 from .rules import lesson_rule
 
 # %% auto #0
@@ -56,14 +57,26 @@ def _parse(name, v, typ):
     try: return typ(v)
     except ValueError: raise UsageError(f"--{name} must be {'an int' if typ is int else 'a number'}, got {v!r}") from None
 
+_TYPES = dict(k=int, warmup_steps=int, t_alpha_beta3=int, ns_steps=int, adjust_lr_fn=str) # the hyper-parameters that are no float
+
+def _opt_hypers(opt, lr, kw):
+    "The hyper-parameters `opt` trains with: fastai's optimizer's, or the modern rule's defaults overridden by `kw`"
+    if opt not in MODERN: return _hypers(opt, lr, kw)
+    return {**{k: v for k,v in rule_hypers(MODERN[opt].rule)[0].items() if k not in ('do_wd', 'train_mode', 'muon')}, 'lr': lr, **kw}
+
+def _ref_name(opt): return MODERN[opt].name if opt in MODERN else f'fastai {_opt_name(opt)}'
+
 def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sgd', rule=None, hypers=None):
     "Check every argument; the keyword arguments of `compare_optimizers`"
     if data not in DATA: raise UsageError(f"--data must be one of {', '.join(DATA)}, got {data!r}")
     if rule not in (None, 'lesson'): raise UsageError(f"--rule must be lesson (the lesson's literal p.sub_(lr*g)), got {rule!r}")
-    hypers = {k: _parse(k, v, int if k == 'k' else float) for k,v in (hypers or {}).items() if v is not None}
-    try: _check_opt(opt, hypers)
+    hypers = {k: _parse(k, v, _TYPES.get(k, float)) for k,v in (hypers or {}).items() if v is not None}
+    try:
+        if opt in MODERN: rule_opt(MODERN[opt].rule, **_modern_kw(opt, None, not l2, hypers)) # names a keyword the rule does not take
+        else: _check_opt(opt, hypers)
     except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`opt`', '--opt')) from None
-    if mom is None: mom = _hypers(opt, 0.1, {}).get('mom', 0.)  # the optimizer's default
+    if mom is None: mom = _opt_hypers(opt, 0.1, {}).get('mom', 0.)  # the optimizer's default
+    if lr is None: lr = MODERN[opt].lr if opt in MODERN else 0.1
     lr,mom,wd,seed = (_parse(k, v, t) for k,v,t in (('lr',lr,float), ('mom',mom,float), ('wd',wd,float), ('seed',seed,int)))
     if epochs is not None: epochs = _parse('epochs', epochs, int)
     if schedule is None: schedule = DIGITS['schedule'] if data=='digits' else 'fit'
@@ -77,6 +90,9 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
         if epochs is not None: epochs = check_int('epochs', epochs, lo=1)
         size = check_int('size', size, 8, 224)
     except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`', '--', 1).replace('`', '', 1)) from None
+    if opt in MODERN:
+        try: _check_modern(opt, lr, _modern_kw(opt, None, not l2, hypers)) # the values, before any training
+        except ValueError as e: raise UsageError(f"--opt {opt}: {e}") from None
     kw = dict(lr=lr, mom=mom, wd=wd, decouple_wd=not l2, seed=seed, schedule=schedule, opt=opt, **hypers,
               rule=lesson_rule if rule == 'lesson' else None)
     if data == 'digits':
@@ -160,7 +176,7 @@ def _epoch_lines():
 
 
 # %% ../nbs/06_cli.ipynb #12a37388
-def run_compare(data='lesson2', bs=None, lr=0.1, mom=None, wd=0., epochs=None, seed=42, schedule=None, l2=False,
+def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, seed=42, schedule=None, l2=False,
                 out=None, size=None, file=None, err=None, opt='sgd', rule=None, **hypers):
     "Run the comparison, print the table, write the report; the exit code (0 parity, 1 mismatch, 2 bad argument)"
     file,err = file or sys.stdout,err or sys.stderr
@@ -173,9 +189,9 @@ def run_compare(data='lesson2', bs=None, lr=0.1, mom=None, wd=0., epochs=None, s
     bsz = 'full' if dls.train.bs >= len(dls.train.dataset) else dls.train.bs
     img = f" size={dls.train.dataset.tensors[0].shape[-1]} channels_last resnet34" if data=='digits' else ''
     moms = ' (moms 0.95-0.85-0.95)' if kw['schedule']=='one_cycle' and kw['mom'] else ''
-    N = _opt_name(kw['opt'])
-    extra = ''.join(f" {k}={v:g}" for k,v in _hypers(kw['opt'], kw['lr'], {k: kw[k] for k in hypers if k in kw}).items()
-                    if k not in ('lr', 'mom', 'wd'))
+    N,ref = kw['opt'] if kw['opt'] in MODERN else _opt_name(kw['opt']),_ref_name(kw['opt'])
+    extra = ''.join(f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}"
+                    for k,v in _opt_hypers(kw['opt'], kw['lr'], {k: kw[k] for k in hypers if k in kw}).items() if k not in ('lr', 'mom', 'wd'))
     print(f"sgd_compare: data={data}{img} opt={N} bs={bsz} lr={kw['lr']:g} mom={kw['mom']:g}{moms}{extra} wd={kw['wd']:g} "
           f"{'L2' if l2 else 'decoupled'} wd, {kw['epochs']} epochs of {kw['schedule']}, seed={kw['seed']}", file=file, flush=True)
     bars = steps > 2000 or data=='digits'
@@ -185,10 +201,10 @@ def run_compare(data='lesson2', bs=None, lr=0.1, mom=None, wd=0., epochs=None, s
     if outp is not None:
         for p in write_report(res, outp, landscape=data=='lesson2'): print(f"wrote {p}", file=file)
     bad = res.mismatches()
-    for name,dw in bad: print(f"sgd_compare: {name} is not bit-identical to fastai {N}: max |Δweight| = {dw:.3g}", file=err)
+    for name,dw in bad: print(f"sgd_compare: {name} is not bit-identical to {ref}: max |Δweight| = {dw:.3g}", file=err)
     if bad: return 1
     n = int(res.df.expected.sum())
-    print(f"all {n} rows that do fastai {N}'s update are bit-identical to it", file=file)
+    print(f"all {n} rows that do {ref}'s update are bit-identical to it", file=file)
     return 0
 
 # %% ../nbs/06_cli.ipynb #bb5ead1b
@@ -201,7 +217,7 @@ def _arg(help, metavar):
 @call_parse
 def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (resnet34)", '{lesson2,diabetes,digits}')='lesson2',
                 bs:_arg("batch size: an int (1 is stochastic) or 'full'; default 10 (lesson2), 64 otherwise", '{INT,full}')=None,
-                lr:_arg("learning rate (the peak one under one_cycle)", 'FLOAT')='0.1',
+                lr:_arg("learning rate (the peak one under one_cycle); default 0.1 (1 for prodigy: a factor on its own step size)", 'FLOAT')=None,
                 mom:_arg("momentum (beta1); default: the optimizer's (0 for sgd)", 'FLOAT')=None,
                 wd:_arg("weight decay (decoupled unless --l2)", 'FLOAT')='0',
                 epochs:_arg("epochs; default 10 (lesson2, diabetes), 2 (digits)", 'INT')=None,
@@ -210,17 +226,35 @@ def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (res
                 l2:store_true=False,  # weight decay as L2 regularisation (as torch.optim.SGD does)
                 out:_arg("directory to write table.csv, table.json and the pictures into", 'DIR')=None,
                 size:_arg("side of the digits images in pixels (8 to 224); default 16", 'INT')=None,
-                opt:_arg("fastai's optimizer: sgd, rmsprop, adam, radam, qhadam, larc, lamb or ranger", 'NAME')='sgd',
+                opt:_arg("fastai's sgd, rmsprop, adam, radam, qhadam, larc, lamb, ranger; or lion, muon, schedulefree, prodigy, ademamix against their authors' code", 'NAME')='sgd',
                 rule:_arg("lesson: also run the lesson's literal rule p.sub_(lr*g) against --opt", 'lesson')=None,
-                sqr_mom:_arg("rmsprop, adam, radam, qhadam, lamb, ranger: moving average of g² (beta2)", 'FLOAT')=None,
-                eps:_arg("rmsprop, adam, radam, qhadam, larc, lamb, ranger: added to the denominator", 'FLOAT')=None,
+                sqr_mom:_arg("rmsprop, adam, radam, qhadam, lamb, ranger, schedulefree, prodigy, ademamix: moving average of g² (beta2); lion: its average's beta2", 'FLOAT')=None,
+                eps:_arg("rmsprop, adam, radam, qhadam, larc, lamb, ranger, schedulefree, prodigy, ademamix: added to the denominator; muon: Newton-Schulz's", 'FLOAT')=None,
                 beta:_arg("radam, ranger: softplus of the denominator (SAdam) when not 0", 'FLOAT')=None,
                 nu_1:_arg("qhadam: the weight of the gradient's average against the raw gradient", 'FLOAT')=None,
                 nu_2:_arg("qhadam: the weight of the average of g² against the raw g²", 'FLOAT')=None,
                 trust_coeff:_arg("larc: the layer rate's coefficient", 'FLOAT')=None,
                 k:_arg("ranger: Lookahead's period, in steps", 'INT')=None,
-                alpha:_arg("ranger: Lookahead's step towards the fast weights", 'FLOAT')=None):
+                alpha:_arg("ranger: Lookahead's step towards the fast weights; ademamix: the slow average's weight", 'FLOAT')=None,
+                beta3:_arg("ademamix: the slow average's beta; prodigy: the step-size estimate's (default sqrt(sqr_mom))", 'FLOAT')=None,
+                t_alpha_beta3:_arg("ademamix: steps over which alpha and beta3 warm up", 'INT')=None,
+                warmup_steps:_arg("schedulefree: steps of linear lr warm-up", 'INT')=None,
+                r:_arg("schedulefree: the averaging weight's power of the step count", 'FLOAT')=None,
+                weight_lr_power:_arg("schedulefree: the averaging weight's power of the lr", 'FLOAT')=None,
+                ns_steps:_arg("muon: Newton-Schulz iterations", 'INT')=None,
+                adjust_lr_fn:_arg("muon: the lr of an AxB matrix: original, match_rms_adamw or spectral_unclamped", 'NAME')=None,
+                adam_lr_ratio:_arg("muon: the AdamW fallback's lr (biases, norms) as a fraction of --lr", 'FLOAT')=None,
+                adam_mom:_arg("muon: the AdamW fallback's beta1", 'FLOAT')=None,
+                adam_sqr_mom:_arg("muon: the AdamW fallback's beta2", 'FLOAT')=None,
+                adam_eps:_arg("muon: the AdamW fallback's eps", 'FLOAT')=None,
+                adam_wd:_arg("muon: the AdamW fallback's weight decay", 'FLOAT')=None,
+                d0:_arg("prodigy: the initial step-size estimate", 'FLOAT')=None,
+                d_coef:_arg("prodigy: a factor on the estimate", 'FLOAT')=None,
+                growth_rate:_arg("prodigy: the estimate's largest growth per step (default inf)", 'FLOAT')=None):
     "Compare fastai's optimizer (SGD by default), its hand-written rule, torch.optim's counterpart and the plain loop side by side"
-    hypers = dict(sqr_mom=sqr_mom, eps=eps, beta=beta, nu_1=nu_1, nu_2=nu_2, trust_coeff=trust_coeff, k=k, alpha=alpha)
+    hypers = dict(sqr_mom=sqr_mom, eps=eps, beta=beta, nu_1=nu_1, nu_2=nu_2, trust_coeff=trust_coeff, k=k, alpha=alpha, beta3=beta3,
+                  t_alpha_beta3=t_alpha_beta3, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power, ns_steps=ns_steps,
+                  adjust_lr_fn=adjust_lr_fn, adam_lr_ratio=adam_lr_ratio, adam_mom=adam_mom, adam_sqr_mom=adam_sqr_mom,
+                  adam_eps=adam_eps, adam_wd=adam_wd, d0=d0, d_coef=d_coef, growth_rate=growth_rate)
     sys.exit(run_compare(data, bs, lr, mom, wd, epochs, seed, schedule, l2, out, size, opt=opt, rule=rule,
                          **{k: v for k,v in hypers.items() if v is not None}))

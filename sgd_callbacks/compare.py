@@ -8,7 +8,7 @@ import copy, math, time, inspect
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.basics import store_attr, partial, AttrDict
-from fastai.torch_core import set_seed, no_random, to_np
+from fastai.torch_core import set_seed, no_random, to_np, norm_bias_params
 from fastai.callback.core import Callback
 from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, OptimWrapper
 from fastai.learner import Learner
@@ -21,8 +21,8 @@ from .rules import ScratchStep, _rule_name
 from .plots import plot_landscape
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CONTENDERS', 'COLUMNS', 'MODERN', 'StepTrack', 'first_divergence', 'compare_optimizers',
-           'CompareResult', 'modern_reference', 'compare_modern']
+__all__ = ['OPTIMIZERS', 'CONTENDERS', 'COLUMNS', 'MODERN', 'StepTrack', 'first_divergence', 'Contender', 'compare_optimizers',
+           'CompareResult', 'Reference', 'modern_reference']
 
 # %% ../nbs/03_compare.ipynb #a5e7ca75
 def _snap(ps): return torch.cat([p.detach().flatten().cpu() for p in ps]).clone()
@@ -44,9 +44,6 @@ class StepTrack(Callback):
 
 
 # %% ../nbs/03_compare.ipynb #75a53e09
-def _learner(dls, model, loss_func, lr, opt_func, track, seed, cbs=()):
-    return Learner(dls, model, loss_func=loss_func, lr=lr, opt_func=opt_func, cbs=[EpochShuffle(seed), track, *cbs])
-
 def _one_cycle(lr, mom, pct_start=0.25, div=25., div_final=1e5):
     "fastai's one-cycle: the keywords of `fit_one_cycle`, and the same `lr` and `mom` schedules for the plain loop"
     moms = (0.95,0.85,0.95) if mom else (0.,0.,0.) # fastai's default moms; a mom=0 SGD ignores them, torch's would not
@@ -91,7 +88,7 @@ def _opt_name(opt): return OPTIMIZERS[opt].__name__ # SGD, RMSProp, ..., ranger
 
 def _check_opt(opt, opt_kw):
     "A `ValueError` unless `opt` is one of `OPTIMIZERS`, a `TypeError` if `opt_kw` holds a name it does not take"
-    if opt not in OPTIMIZERS: raise ValueError(f"`opt` must be one of {', '.join(OPTIMIZERS)}, got {opt!r}")
+    if opt not in OPTIMIZERS: raise ValueError(f"`opt` must be one of {', '.join([*OPTIMIZERS, *MODERN])}, got {opt!r}")
     fixed = {'params', 'lr', 'mom', 'wd', 'decouple_wd', 'kwargs'} # set by `compare_optimizers`' own arguments
     known = set(inspect.signature(OPTIMIZERS[opt]).parameters) - fixed
     if opt == 'ranger': known |= set(inspect.signature(RAdam).parameters) - fixed # its keywords go to RAdam
@@ -130,6 +127,83 @@ def _why_apart(name, opt, decays_all):
     return ''
 
 
+# %% ../nbs/03_compare.ipynb #c0a1d2e4
+class Contender:
+    "One row of the table: how to build its `Learner` (or to train it without one), and whether it should match the reference"
+    def __init__(self, name:str,        # the row's name
+                 opt_func=None,         # the `Learner`'s `opt_func`
+                 cbs=(),                # its callbacks beyond `EpochShuffle` and `StepTrack`
+                 learner=None,          # `learner(dls, model, cbs) -> Learner`, in place of `opt_func`
+                 train=None,            # `train(dls, model) -> (model, losses, weights, secs, prints)`: no `Learner` at all
+                 expected:bool=False,   # should be bit-identical to the reference (the first row)
+                 why:str='',            # why it may differ from the reference: its `note` when it does
+                 na:str|None=None):     # why it cannot run at all (an `n/a` row), or None
+        store_attr()
+    def __repr__(self): return f"Contender({self.name!r})"
+
+def _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_weights, progress, wd_bn_bias=False):
+    "Train each of `cs` (the first one the reference) from a copy of `m0` on `fresh()` loaders: the table and a `CompareResult`"
+    names = [n for n,p in m0.named_parameters() if p.requires_grad]
+    runs = {}
+    for c in cs:
+        if c.na: continue
+        if c.train: runs[c.name] = c.train(fresh(), copy.deepcopy(m0)); continue
+        tr,dls = StepTrack(record_weights),fresh()
+        cbs = [EpochShuffle(seed), tr, *c.cbs]
+        learn = (c.learner(dls, copy.deepcopy(m0), cbs) if c.learner else
+                 Learner(dls, copy.deepcopy(m0), loss_func=loss_func, lr=lr, opt_func=c.opt_func, wd_bn_bias=wd_bn_bias, cbs=cbs))
+        _fit(learn, epochs, cycle, wd, progress)
+        runs[c.name] = learn.model,tr.losses,tr.ws,tr.secs,tr.prints
+    dls = fresh()
+    a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL) else None
+    ref,_,rws,_,rprints = runs[cs[0].name]
+    rows,mnames = [],[]
+    for c in cs:
+        if c.na:
+            rows.append(dict(contender=c.name, identical='n/a', expected=False, first_step='-', first_param='-', first_dw=float('nan'), note=c.na))
+            continue
+        m,ls,ws,secs,prints = runs[c.name]
+        (vl,*ms),mnames = _validate(fresh(), m, loss_func, metrics)
+        div = first_divergence(dict(prints=rprints, ws=rws), dict(prints=prints, ws=ws), names, None)
+        same = same_weights(ref, m) and div is None # every step's weights, not only where they end
+        rows.append(dict(contender=c.name, train_loss=float(np.mean(ls[-(len(ls)//epochs):])), valid_loss=vl, **dict(zip(mnames, ms)),
+                         dist_opt=float((m.a.detach().cpu()-a_opt).norm()) if a_opt is not None else float('nan'),
+                         max_dw=max_weight_diff(ref, m), identical=same, first_step=div[0] if div else '-',
+                         first_param=div[1] if div else '-', first_dw=div[2] if div else float('nan'), expected=c.expected,
+                         epochs=epochs, steps=len(ls), s_per_step=float(np.median(secs)) if len(secs) else float('nan'),
+                         note='' if same else c.why))
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+mnames+COLUMNS[3:])
+    ok = [c.name for c in cs if not c.na]
+    return CompareResult(df, {k: torch.tensor(runs[k][1]) for k in ok}, {k: torch.stack(runs[k][2]) if runs[k][2] else None for k in ok},
+                         {k: runs[k][0] for k in ok}, a_opt, dls, loss_func)
+
+# %% ../nbs/03_compare.ipynb #c0a1d2e6
+def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights, dl, no_wd):
+    "fastai's `opt` (the reference), its rule by hand, your `rule`, torch.optim's counterpart and the plain loop"
+    decays_all = bool(wd and no_wd)  # torch and the plain loop decay every parameter, fastai not the biases and BatchNorm
+    fast = partial(OPTIMIZERS[opt], **fkw)
+    same = opt == 'sgd' or (opt == 'rmsprop' and not mom) # torch.optim's RMSprop without momentum is fastai's, op for op
+    cs = [Contender(f'fastai {_opt_name(opt)}', fast, expected=True)]
+    if opt == 'sgd': cs.append(Contender('ScratchSGD', expected=True, learner=lambda dls, m, cbs:
+                                         scratch_learner(dls, m, lr, mom, wd, decouple_wd, loss_func, cbs=cbs)))
+    else: cs.append(Contender('ScratchStep', fast, [ScratchStep()], expected=True))
+    if rule is not None:
+        name = f'rule {_rule_name(rule)}'
+        cs.append(Contender(name, fast, [ScratchStep(rule=rule)], why=_why_apart(name, opt, decays_all)))
+    tor,tname,why_not = _torch_counterpart(opt, hp, decouple_wd)
+    cs.append(Contender(tname, tor and partial(OptimWrapper, opt=tor), expected=same and not decays_all,
+                        why=_why_apart(tname, opt, decays_all), na=why_not or None))
+    def plain(dls, m):
+        dl = dls.train
+        dev = getattr(dl, 'device', None) or 'cpu'
+        xt,yt = (t.to(dev) for t in dl.dataset.tensors)
+        h = fit_scratch(xt, yt, m.to(dev), lr=lr, epochs=epochs, bs=None if dl.bs >= len(xt) else dl.bs, mom=mom, wd=wd,
+                        decouple_wd=decouple_wd, seed=dl.seed, rng_seed=seed, loss_func=loss_func, record_weights=record_weights,
+                        after_batch=dl.after_batch, scheds=scheds)
+        return h.model,h.loss.tolist(),(list(h.weights) if record_weights else None),h.secs,h.prints
+    why = _plain_dl(dl) if opt == 'sgd' else "the plain loop is the lesson's SGD loop"
+    return cs + [Contender('plain loop', train=plain, expected=same and not decays_all, why=_why_apart('plain loop', opt, decays_all), na=why)]
+
 # %% ../nbs/03_compare.ipynb #3524d027
 CONTENDERS = ('fastai SGD', 'ScratchSGD', 'torch.optim.SGD', 'plain loop')
 COLUMNS = ['contender','train_loss','valid_loss','dist_opt','max_dw','identical','first_step','first_param','first_dw',
@@ -137,7 +211,7 @@ COLUMNS = ['contender','train_loss','valid_loss','dist_opt','max_dw','identical'
 
 def compare_optimizers(dls_fn=None,        # no-argument callable returning fresh `DataLoaders`; default `linear_dls(bs=10, seed=seed)`
                        model_fn=None,      # callable `dls -> nn.Module`; default `LinearModel` with as many inputs as the data
-                       lr:float=0.1,       # learning rate (the peak one under one_cycle)
+                       lr:float|None=None, # learning rate (the peak one under one_cycle); None: 0.1 (prodigy: 1, a factor on its own estimate)
                        epochs:int=10,      # passes over the training data
                        mom:float|None=None, # momentum; None: the optimizer's default (0 for SGD)
                        wd:float=0.,        # weight decay
@@ -148,21 +222,21 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
                        seed:int=42,        # seeds the default data, the model's init, each loader factory call and every epoch's draws
                        record_weights:bool|None=None, # keep the weights after every step; None: when at most 10,000 numbers
                        progress:bool=False, # show fastai's progress bars
-                       opt:str='sgd',      # fastai's optimizer: one of `OPTIMIZERS`
+                       opt:str='sgd',      # fastai's optimizer (one of `OPTIMIZERS`) or a modern one against its authors' code (`MODERN`)
                        rule=None,          # a rule `rule(p, g, state, **hypers)` of your own, also run against `opt`
                        **opt_kw):          # the optimizer's other hyper-parameters (`sqr_mom`, `eps`, `beta`, `k`, ...)
     "Train every contender from the same start on the same batches; a `CompareResult`"
-    if opt in MODERN: return compare_modern(opt, dls_fn, model_fn, lr, epochs, wd, schedule, loss_func, metrics, seed, record_weights,
-                                            progress, rule, **_modern_kw(opt, mom, decouple_wd, opt_kw))
-    _check_opt(opt, opt_kw)
+    modern = opt in MODERN
+    if not modern: _check_opt(opt, opt_kw)
     if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
-    fkw = dict(opt_kw, decouple_wd=decouple_wd, **({} if mom is None else dict(mom=mom)))
-    hp = _hypers(opt, lr, fkw)
-    lr,mom,wd = check_hypers(lr, hp.get('mom', 0.), wd)
-    hp['wd'] = wd
+    if lr is None: lr = MODERN[opt].lr if modern else 0.1
+    if modern: hypers = _check_modern(opt, lr, _modern_kw(opt, mom, decouple_wd, opt_kw))
+    if not modern:
+        fkw = dict(opt_kw, decouple_wd=decouple_wd, **({} if mom is None else dict(mom=mom)))
+        hp = _hypers(opt, lr, fkw)
+    lr,mom,wd = check_hypers(lr, 0. if modern else hp.get('mom', 0.), wd)
     epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
     if schedule not in ('fit','one_cycle'): raise ValueError(f"`schedule` must be 'fit' or 'one_cycle', got {schedule!r}")
-    cycle,scheds = _one_cycle(lr, mom) if schedule=='one_cycle' else ({},None)
     if dls_fn is None: dls_fn = partial(linear_dls, bs=10, seed=seed)
     if model_fn is None: model_fn = lambda dls: LinearModel(dls.train.dataset.tensors[0].shape[1])
     if not callable(dls_fn) or not callable(model_fn): raise TypeError("`dls_fn` and `model_fn` must be callables")
@@ -171,61 +245,16 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     dls = fresh()
     set_seed(seed); m0 = model_fn(dls)
     if not isinstance(m0, nn.Module): raise TypeError(f"`model_fn` must return an nn.Module, got {type(m0).__name__}")
-    named = [(n,p) for n,p in m0.named_parameters() if p.requires_grad]
-    names,numels = [n for n,_ in named],[p.numel() for _,p in named]
-    if record_weights is None: record_weights = sum(numels) <= 10_000
-    rows,losses,weights,models,prints = [],{},{},{},{}
-    def add(name, model, ls, ws, secs, pr, note=''):
-        losses[name],weights[name],models[name],prints[name] = torch.tensor(ls),(torch.stack(ws) if ws else None),model,pr
-        (vl,*ms),mnames = _validate(fresh(), model, loss_func, metrics)
-        rows.append(dict(contender=name, valid_loss=vl, **dict(zip(mnames, ms)), steps=len(ls),
-                         s_per_step=float(np.median(secs)) if secs else float('nan'), note=note, ls=ls))
-        return mnames
-    def na(name, why): rows.append(dict(contender=name, note=why, na=True))
-    N = _opt_name(opt)
-    fast = partial(OPTIMIZERS[opt], **fkw)
-    tor,tname,why_not = _torch_counterpart(opt, hp, decouple_wd)
-    ref_name,scratch_name = f'fastai {N}',('ScratchSGD' if opt == 'sgd' else 'ScratchStep')
-    runs = {ref_name: (fast, []), scratch_name: (None if opt == 'sgd' else fast, [] if opt == 'sgd' else [ScratchStep()])}
-    if rule is not None: runs[f'rule {_rule_name(rule)}'] = (fast, [ScratchStep(rule=rule)])
-    runs[tname] = (tor and partial(OptimWrapper, opt=tor), [])
-    same_update = opt == 'sgd' or (opt == 'rmsprop' and not mom) # torch.optim's RMSprop without momentum is fastai's, op for op
-    for name,(opt_func,cbs) in runs.items():
-        if name == tname and tor is None: na(name, why_not); continue
-        tr = StepTrack(record_weights)
-        if opt == 'sgd' and name == scratch_name:
-            learn = scratch_learner(fresh(), copy.deepcopy(m0), lr, mom, wd, decouple_wd, loss_func, cbs=[EpochShuffle(seed), tr])
-        else: learn = _learner(fresh(), copy.deepcopy(m0), loss_func, lr, opt_func, tr, seed, cbs)
-        _fit(learn, epochs, cycle, wd, progress)
-        mnames = add(name, learn.model, tr.losses, tr.ws, tr.secs, tr.prints)
-        if name == ref_name: no_wd = any(not st.get('do_wd', True) for st in learn.opt.state.values()) # biases, BatchNorm
-    why = _plain_dl(dls.train) if opt == 'sgd' else "the plain loop is the lesson's SGD loop"
-    if why: na('plain loop', why)
+    if record_weights is None: record_weights = sum(p.numel() for p in m0.parameters() if p.requires_grad) <= 10_000
+    if modern:
+        cs = _modern_contenders(opt, hypers, rule)
+        cycle = dict(lr_max=lr) if schedule == 'one_cycle' else {}
     else:
-        dl = fresh().train
-        dev = getattr(dl, 'device', None) or 'cpu'
-        xt,yt = (t.to(dev) for t in dl.dataset.tensors)
-        bs = None if dl.bs >= len(xt) else dl.bs
-        h = fit_scratch(xt, yt, copy.deepcopy(m0).to(dev), lr=lr, epochs=epochs, bs=bs, mom=mom, wd=wd, decouple_wd=decouple_wd,
-                        seed=dl.seed, rng_seed=seed, loss_func=loss_func, record_weights=record_weights, after_batch=dl.after_batch, scheds=scheds)
-        add('plain loop', h.model, h.loss.tolist(), list(h.weights) if record_weights else None, h.secs, h.prints)
-    a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL) else None
-    ref = models[ref_name]
-    for r in rows:
-        if r.pop('na', False):
-            r.update(identical='n/a', expected=False, first_step='-', first_param='-', first_dw=float('nan')); continue
-        name = r['contender']; m,ls = models[name],r.pop('ls')
-        steps_ep = r['steps']//epochs
-        div = first_divergence(dict(prints=prints[ref_name], ws=weights[ref_name]), dict(prints=prints[name], ws=weights[name]),
-                               names, numels)
-        same = same_weights(ref, m) and div is None # every step's weights, not only where they end
-        r.update(train_loss=float(np.mean(ls[-steps_ep:])), epochs=epochs, max_dw=max_weight_diff(ref, m), identical=same,
-                 first_step=div[0] if div else '-', first_param=div[1] if div else '-', first_dw=div[2] if div else float('nan'),
-                 dist_opt=float((m.a.detach().cpu()-a_opt).norm()) if a_opt is not None else float('nan'),
-                 expected=name in (ref_name, scratch_name) or (same_update and name in (tname, 'plain loop') and not (wd and no_wd)))
-        if not same and not r['note']: r['note'] = _why_apart(name, opt, wd and no_wd)
-    df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+mnames+COLUMNS[3:])
-    return CompareResult(df, losses, weights, models, a_opt, dls, loss_func)
+        hp['wd'] = wd
+        cycle,scheds = _one_cycle(lr, mom) if schedule=='one_cycle' else ({},None)
+        cs = _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights,
+                                dls.train, no_wd=len(norm_bias_params(m0)) > 0) # fastai decays no bias nor BatchNorm (wd_bn_bias=False)
+    return _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_weights, progress, wd_bn_bias=modern)
 
 # %% ../nbs/03_compare.ipynb #e8548d30
 def _loss_name(f):
@@ -285,71 +314,73 @@ class CompareResult:
 import importlib
 from .rules import rule_opt, rule_hypers
 from .modern import lion_rule, schedulefree_adamw_rule, ademamix_rule, ScheduleFreeEval
+from .muon_prodigy import muon_rule, prodigy_rule
 
-MODERN = {'lion': ('lion_pytorch', 'Lion', lion_rule, {}),                           # name: (module, class, rule, fixed keywords)
-          'schedulefree': ('schedulefree', 'AdamWScheduleFree', schedulefree_adamw_rule, dict(foreach=False)),
-          'ademamix': ('pytorch_optimizer', 'AdEMAMix', ademamix_rule, dict(foreach=False))}
-_BETAS,_RENAME = ('mom', 'sqr_mom', 'beta3'),{'wd': 'weight_decay', 'decouple_wd': 'weight_decouple'} # fastai's names -> the references'
+_BETAS = ('mom', 'sqr_mom', 'beta3') # fastai's names of the betas
+
+def _betas_kw(betas=_BETAS, **rename):
+    "How a rule's hypers become a reference's keywords: `betas` from `betas`, the others renamed by `rename` (fastai's -> theirs)"
+    def kw(hp): return dict(betas=tuple(hp[b] for b in betas if b in hp),
+                            **{rename.get(k, k): v for k,v in hp.items() if k not in (*betas, 'lr', 'do_wd', 'train_mode')})
+    return kw
+
+def _muon_kw(hp):
+    "`muon_rule`'s hypers as `MuonAdamW`'s keywords"
+    if not hp['muon']: raise ValueError("`muon=False` has no counterpart in `MuonAdamW` (it splits the parameters by shape)")
+    return dict(momentum=hp['mom'], weight_decay=hp['wd'], nesterov=hp['nesterov'], ns_coefficients=(hp['ns_a'], hp['ns_b'], hp['ns_c']),
+                eps=hp['eps'], ns_steps=hp['ns_steps'], adjust_lr_fn=hp['adjust_lr_fn'], adam_lr_ratio=hp['adam_lr_ratio'],
+                adam_betas=(hp['adam_mom'], hp['adam_sqr_mom']), adam_eps=hp['adam_eps'], adam_wd=hp['adam_wd'])
+
+class Reference:
+    "A modern optimizer: its authors' class `mod.cls`, its hand-written `rule`, and how the rule's hypers become the class's keywords"
+    def __init__(self, mod:str, cls:str, rule,
+                 kw=_betas_kw(wd='weight_decay'), # `kw(hypers) -> the class's keywords`
+                 fixed=None,                       # keywords the class always gets (`foreach=False`: the per-tensor path the rule follows)
+                 hp_map='betas',                   # `OptimWrapper`'s `hp_map`; 'betas': up to three betas, `weight_decay` as `wd`
+                 cbs=(),                           # callbacks both need (classes)
+                 lr:float=0.1):                    # `compare_optimizers`' default `lr` for it
+        store_attr()
+        self.fixed = fixed or {}
+        if hp_map == 'betas': self.hp_map = {'weight_decay': 'wd', **{f'betas__{i}': b for i,b in enumerate(_BETAS)}} # AdEMAMix's `alpha` stays
+    @property
+    def name(self): return f'{self.mod}.{self.cls}'
+
+MODERN = {'lion': Reference('lion_pytorch', 'Lion', lion_rule),
+          'schedulefree': Reference('schedulefree', 'AdamWScheduleFree', schedulefree_adamw_rule, fixed=dict(foreach=False), cbs=[ScheduleFreeEval]),
+          'ademamix': Reference('pytorch_optimizer', 'AdEMAMix', ademamix_rule, _betas_kw(wd='weight_decay', decouple_wd='weight_decouple'),
+                                fixed=dict(foreach=False)),
+          'muon': Reference('sgd_callbacks.muon_prodigy', 'MuonAdamW', muon_rule, _muon_kw, hp_map=None), # torch's Muon + AdamW
+          'prodigy': Reference('prodigyopt', 'Prodigy', prodigy_rule, _betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'),
+                               hp_map=None, lr=1.)}
 
 def modern_reference(opt:str, **hypers):
     "The authors' implementation of `MODERN[opt]` as an `opt_func` (in `OptimWrapper`), `hypers` in the rule's (fastai's) names"
-    mod,cls,rule,fixed = MODERN[opt]
-    try: cls = getattr(importlib.import_module(mod), cls)
-    except ImportError: raise ImportError(f"the reference of {opt!r} is {mod}.{cls}: `pip install {mod.replace('_', '-')}`") from None
-    hp = {**{k: v for k,v in rule_hypers(rule)[0].items() if v is not inspect.Parameter.empty}, **hypers}
-    kw = {_RENAME.get(k, k): v for k,v in hp.items() if k not in (*_BETAS, 'lr', 'do_wd', 'train_mode')}
-    hp_map = {'weight_decay': 'wd', **{f'betas__{i}': b for i,b in enumerate(_BETAS)}} # AdEMAMix's `alpha` stays `alpha`
-    return partial(OptimWrapper, opt=partial(cls, betas=tuple(hp[b] for b in _BETAS if b in hp), **kw, **fixed), hp_map=hp_map)
+    r = MODERN[opt]
+    try: cls = getattr(importlib.import_module(r.mod), r.cls)
+    except ImportError: raise ImportError(f"the reference of {opt!r} is {r.name}: `pip install {r.mod.replace('_', '-')}`") from None
+    hp = {**{k: v for k,v in rule_hypers(r.rule)[0].items() if v is not inspect.Parameter.empty}, **hypers}
+    return partial(OptimWrapper, opt=partial(cls, **r.kw(hp), **r.fixed), hp_map=r.hp_map)
 
 def _modern_kw(opt, mom, decouple_wd, kw):
     "`compare_optimizers`' `mom` and `decouple_wd` as the modern rule's hyper-parameters, where it has them (or they are not the default)"
-    decl = rule_hypers(MODERN[opt][2])[0]
+    decl = rule_hypers(MODERN[opt].rule)[0]
     return {**({} if mom is None else dict(mom=mom)), **({'decouple_wd': decouple_wd} if 'decouple_wd' in decl or not decouple_wd else {}), **kw}
 
-def compare_modern(opt='lion', dls_fn=None, model_fn=None, lr=0.1, epochs=10, wd=0., schedule='fit', loss_func=mse,
-                   metrics=None, seed=42, record_weights=None, progress=False, rule=None, **hypers):
-    "`compare_optimizers` for `opt` in `MODERN`: its authors' code, its rule by `rule_opt`, your `rule`, and fastai's AdamW"
-    mod,cls,mrule,_ = MODERN[opt]
-    rule_opt(mrule, **hypers)                          # a `TypeError` naming any the rule does not take
-    if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
-    lr,_,wd = check_hypers(lr, 0., wd)
-    epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
-    if schedule not in ('fit','one_cycle'): raise ValueError(f"`schedule` must be 'fit' or 'one_cycle', got {schedule!r}")
-    if dls_fn is None: dls_fn = partial(linear_dls, bs=10, seed=seed)
-    if model_fn is None: model_fn = lambda dls: LinearModel(dls.train.dataset.tensors[0].shape[1])
-    def fresh():
-        with no_random(seed, reproducible=False): return dls_fn()
-    dls = fresh()
-    set_seed(seed); m0 = model_fn(dls)
-    named = [(n,p) for n,p in m0.named_parameters() if p.requires_grad]
-    names,numels = [n for n,_ in named],[p.numel() for _,p in named]
-    if record_weights is None: record_weights = sum(numels) <= 10_000
-    sf = [ScheduleFreeEval] if opt == 'schedulefree' else []
-    ref_name = f'{mod}.{cls}'
-    runs = {ref_name: (modern_reference(opt, **hypers), sf), f'rule_opt({mrule.__name__})': (rule_opt(mrule, **hypers), sf),
-            **({f'rule {_rule_name(rule)}': (rule_opt(rule, **hypers), sf)} if rule is not None else {}),
-            'fastai Adam (AdamW)': (partial(Adam, decouple_wd=True), [])}
-    a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL) else None
-    rows,res = [],{}
-    _warm_up()
-    for name,(opt_func,cbs) in runs.items():
-        tr = StepTrack(record_weights)
-        learn = Learner(fresh(), copy.deepcopy(m0), loss_func=loss_func, lr=lr, opt_func=opt_func, wd_bn_bias=True, # the references decay all
-                        cbs=[EpochShuffle(seed), tr, *[c() for c in cbs]])
-        t0 = time.perf_counter(); _fit(learn, epochs, {} if schedule == 'fit' else dict(lr_max=lr), wd, progress)
-        res[name] = (learn.model, tr, time.perf_counter()-t0)
-    ref,rtr,_ = res[ref_name]
-    for name,(m,tr,secs) in res.items():
-        (vl,*ms),mnames = _validate(fresh(), m, loss_func, metrics)
-        div = first_divergence(dict(prints=rtr.prints, ws=rtr.ws), dict(prints=tr.prints, ws=tr.ws), names, numels)
-        same,steps = same_weights(ref, m) and div is None,len(tr.losses)
-        rows.append(dict(contender=name, train_loss=float(np.mean(tr.losses[-(steps//epochs):])), valid_loss=vl, **dict(zip(mnames, ms)),
-                         dist_opt=float((m.a.detach().cpu()-a_opt).norm()) if a_opt is not None else float('nan'),
-                         max_dw=max_weight_diff(ref, m), identical=same, first_step=div[0] if div else '-', first_param=div[1] if div else '-',
-                         first_dw=div[2] if div else float('nan'), expected=name != 'fastai Adam (AdamW)' and not name.startswith('rule '),
-                         epochs=epochs, steps=steps, s_per_step=secs/max(steps, 1),
-                         note='' if same else "fastai's nearest: another update" if name.startswith('fastai') else
-                              "your rule: see first_step, first_param and first_dw for where it leaves the reference"))
-    df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+mnames+COLUMNS[3:])
-    return CompareResult(df, {k: torch.tensor(t.losses) for k,(_,t,_) in res.items()},
-                         {k: torch.stack(t.ws) if t.ws else None for k,(_,t,_) in res.items()}, {k: m for k,(m,_,_) in res.items()}, a_opt, dls)
+def _check_modern(opt, lr, hypers):
+    "`hypers` if the rule takes them all (a `TypeError` naming the first it does not) and the reference accepts their values (a `ValueError`)"
+    rule_opt(MODERN[opt].rule, **hypers)
+    ps = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))] # a matrix and a vector: both halves of Muon
+    try: modern_reference(opt, **hypers)(ps, lr=lr)
+    except (ValueError, TypeError) as e: raise ValueError(f"{MODERN[opt].name} refuses these hyper-parameters ({hypers}): {e}") from None
+    return hypers
+
+def _modern_contenders(opt, hypers, rule):
+    "The authors' code (the reference), the rule by `rule_opt`, your `rule`, and fastai's nearest (AdamW)"
+    r = MODERN[opt]
+    def cbs(): return [c() for c in r.cbs]
+    cs = [Contender(r.name, modern_reference(opt, **hypers), cbs(), expected=True),
+          Contender(f'rule_opt({r.rule.__name__})', rule_opt(r.rule, **hypers), cbs(), expected=True,
+                    why="should be bit-identical: first_step, first_param and first_dw say where it left the reference")]
+    if rule is not None: cs.append(Contender(f'rule {_rule_name(rule)}', rule_opt(rule, **hypers), cbs(),
+                                             why="your rule: see first_step, first_param and first_dw for where it leaves the reference"))
+    return cs + [Contender('fastai Adam (AdamW)', partial(Adam, decouple_wd=True), why="fastai's nearest: another update")]

@@ -10,7 +10,9 @@ BAD = {'data': ['--data', 'mnist'], 'lr0': ['--lr', '0'], 'lrneg': ['--lr', '-1'
        'lrinf': ['--lr', 'inf'], 'epochs': ['--epochs', '0'], 'bs0': ['--bs', '0'], 'bsword': ['--bs', 'many'],
        'bsbig': ['--bs', '1000'], 'size': ['--size', '16'], 'sizesmall': ['--data', 'digits', '--size', '4'],
        'sizeword': ['--data', 'digits', '--size', 'big'], 'schedule': ['--schedule', 'cosine'], 'lrword': ['--lr', 'abc'], 'epochsword': ['--epochs', 'two'], 'outfile': ['--out', '{d}/afile'], 'outunder': ['--out', '{d}/afile/sub'],
-       'opt': ['--opt', 'adagrad'], 'optkw': ['--opt', 'adam', '--k', '3'], 'rule': ['--rule', 'mine'], 'eps': ['--opt', 'adam', '--eps', 'tiny']}
+       'opt': ['--opt', 'adagrad'], 'optkw': ['--opt', 'adam', '--k', '3'], 'rule': ['--rule', 'mine'], 'eps': ['--opt', 'adam', '--eps', 'tiny'],
+       'modernkw': ['--opt', 'lion', '--beta3', '0.9'], 'modernl2': ['--opt', 'lion', '--l2'],
+       'modernval': ['--opt', 'muon', '--adjust_lr_fn', 'sideways'], 'moderntype': ['--opt', 'ademamix', '--t_alpha_beta3', 'soon']}
 
 # Every process pays fastai's import (~10 s on 2 busy cores): the console script runs for the default, --out
 # runs; the bad arguments go through the same `call_parse` parser and function in one more process.
@@ -125,6 +127,34 @@ def test_other_optimizers_and_the_lesson_rule():
     assert cli.run_compare(rule='lesson', epochs='3', file=out, err=err) == 0
     row = next(l.split() for l in out.getvalue().splitlines() if l.startswith('rule lesson_rule'))
     assert row[6:9] == ['False', '2', 'a'], row   # apart at step 2, in `a`, yet not a mismatch: a rule is not expected to match
+
+def test_modern_optimizer_against_its_reference():
+    "--opt lion: the authors' Lion, the rule through rule_opt (bit-identical: exit 0) and fastai's AdamW, which leaves it at step 1"
+    import sgd_callbacks.cli as cli
+    out,err = io.StringIO(),io.StringIO()
+    assert cli.run_compare(opt='lion', lr='0.05', sqr_mom='0.98', wd='0.1', epochs='2', file=out, err=err) == 0, err.getvalue()
+    lines = out.getvalue().splitlines()
+    assert 'opt=lion' in lines[0] and 'mom=0.9 sqr_mom=0.98 wd=0.1' in lines[0]
+    rows = {l.split()[0]: l.split() for l in lines[2:5]}
+    assert list(rows) == ['lion_pytorch.Lion', 'rule_opt(lion_rule)', 'fastai']
+    from sgd_callbacks.all import LinearModel, linear_dls, lstsq_weights
+    start = float((LinearModel(2).a.detach() - lstsq_weights(*linear_dls(bs=10, seed=42).train.dataset.tensors)).norm())
+    assert rows['rule_opt(lion_rule)'][4:6] == ['0', 'True'] and float(rows['lion_pytorch.Lion'][3]) < start - 0.1 # it moved, towards a_opt
+    assert rows['fastai'][7:10] == ['False', '1', 'a'] # 'fastai Adam (AdamW)' is three words and "fastai's nearest" in lines[4]
+    assert "all 2 rows that do lion_pytorch.Lion's update are bit-identical to it" == lines[-1]
+
+def test_a_modern_mismatch_exits_1(monkeypatch):
+    "The rule one float32 ulp off in one weight: exit code 1, the row named"
+    import torch
+    import sgd_callbacks.cli as cli, sgd_callbacks.compare as compare
+    from sgd_callbacks.modern import lion_rule
+    def lion_ulp_off(p, g, state, lr, mom=0.9, sqr_mom=0.99, wd=0., do_wd=True):
+        lion_rule(p, g, state, lr, mom, sqr_mom, wd, do_wd)
+        p.view(-1)[:1] = torch.nextafter(p.view(-1)[:1], torch.tensor(float('inf')))
+    monkeypatch.setattr(compare.MODERN['lion'], 'rule', lion_ulp_off)
+    out,err = io.StringIO(),io.StringIO()
+    assert cli.run_compare(opt='lion', epochs='1', file=out, err=err) == 1
+    assert 'rule_opt(lion_ulp_off) is not bit-identical to lion_pytorch.Lion' in err.getvalue()
 
 def test_help_shows_what_to_type_for_every_option():
     import inspect

@@ -12,6 +12,7 @@ from sgd_callbacks.all import *
 from sgd_callbacks.scratch import mse
 from sgd_callbacks.rules import decay, moving_avg
 from sgd_callbacks.compare import modern_reference
+from sgd_callbacks import compare
 from sgd_callbacks.vision import digits_data
 
 AMIX_MAP = {'weight_decay': 'wd', 'betas__0': 'mom', 'betas__1': 'sqr_mom', 'betas__2': 'beta3'} # fastai's map calls `alpha` sqr_mom
@@ -194,6 +195,40 @@ def test_compare_locates_where_a_rule_leaves_the_reference():
     with pytest.raises(TypeError, match="rule `lion_rule` has no hyper-parameter `betas`"): compare_optimizers(opt='lion', betas=(0.9, 0.99))
     with pytest.raises(TypeError, match="rule `lion_rule` has no hyper-parameter `decouple_wd`"): compare_optimizers(opt='lion', decouple_wd=False)
     assert modern_reference('ademamix', decouple_wd=True).keywords['opt'].keywords['weight_decouple'] is True
+
+def _mlp(dls): return nn.Sequential(nn.Linear(dls.train.dataset.tensors[0].shape[1], 8), nn.ReLU(), nn.Linear(8, 1), nn.Flatten(0))
+
+@pytest.mark.parametrize('opt,ref,lr', [('muon', 'sgd_callbacks.muon_prodigy.MuonAdamW', 0.02), ('prodigy', 'prodigyopt.Prodigy', None)])
+def test_compare_muon_and_prodigy_against_their_references(opt, ref, lr):
+    "An MLP (matrices for Muon's orthogonalisation, biases for its AdamW) on diabetes: the rule's row is the reference's, bit for bit"
+    set_seed(42); m0 = _mlp(diabetes_dls())
+    res = compare_optimizers(diabetes_dls, _mlp, lr=lr, wd=0.01, epochs=2, opt=opt)
+    df = res.df.set_index('contender')
+    test_names = [ref, f'rule_opt({opt}_rule)', 'fastai Adam (AdamW)']
+    assert df.index.tolist() == test_names and df.expected.tolist() == [True, True, False]
+    assert res.mismatches() == [] and df.identical.tolist() == [True, True, False]
+    for k in test_names[:2]: assert torch.equal(res.losses[k], res.losses[ref])
+    assert not same_weights(res.models[ref], m0) # the parity is of weights that moved
+    assert all(not torch.equal(a, b) for a,b in zip(res.models[ref].parameters(), m0.parameters())) # every tensor moved
+    adamw = df.loc['fastai Adam (AdamW)']
+    assert adamw.first_step == 1 and adamw.first_param == '0.weight' and adamw.first_dw > 0 and adamw.note == "fastai's nearest: another update"
+
+def muon_ulp_off(p, g, state, **kw):
+    "Muon, then its first matrix weight one float32 ulp up (a ulp in a hyper-parameter is rounded away by the weights)"
+    muon_rule(p, g, state, **kw)
+    if p.ndim == 2: p.view(-1)[:1] = torch.nextafter(p.view(-1)[:1], torch.tensor(float('inf')))
+muon_ulp_off.__wrapped__ = muon_rule # its signature (hyper-parameters and defaults) is muon_rule's
+
+def test_compare_flags_a_muon_rule_one_ulp_off(monkeypatch):
+    "As a rule of one's own the runner says where it left; as the package's rule it is a mismatch"
+    res = compare_optimizers(diabetes_dls, _mlp, lr=0.02, epochs=1, opt='muon', rule=muon_ulp_off)
+    row = res.df.set_index('contender').loc['rule muon_ulp_off']
+    assert row.identical == False and row.expected == False and row.first_step == 1 and row.first_param == '0.weight'
+    assert 0 < row.first_dw < 1e-6 and 'your rule' in row.note and res.mismatches() == []
+    monkeypatch.setattr(compare.MODERN['muon'], 'rule', muon_ulp_off)
+    res = compare_optimizers(diabetes_dls, _mlp, lr=0.02, epochs=1, opt='muon')
+    assert [k for k,_ in res.mismatches()] == ['rule_opt(muon_ulp_off)']
+    assert 'should be bit-identical' in res.df.note[1] and res.df.first_step[1] == 1
 
 def test_the_guard_checks_your_rules_every_step_and_the_package_rules_first_step():
     "The package's rules run unguarded after a checked first step (their tests prove them); a rule of your own, every step"
