@@ -20,8 +20,9 @@ from .rules import ScratchStep
 from .fast import *
 
 # %% auto #0
-__all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'step_contenders', 'bench_step', 'bench_rules', 'bench_new_rules',
-           'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'main']
+__all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'step_contenders', 'bench_step', 'resnet34_params', 'bench_rules',
+           'bench_new_rules', 'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision', 'ddp_epoch_seconds',
+           'main']
 
 # %% ../nbs/08_bench.ipynb #d604134e
 CLOCKS = {'wall': time.perf_counter, # seconds as they pass
@@ -99,17 +100,21 @@ def _scratch_step(opt, check_finite=True):
     cb.before_fit()
     return cb.step
 
-def bench_rules(reps:int=10, lr:float=1e-3):
-    "`(optimizer, fastai ms, ScratchStep ms, ratio, ScratchStep ms with the check off, ratio)` of one step on resnet34's parameters"
+def resnet34_params():
+    "A function that returns a fresh copy of resnet34's parameters, each with the same small random gradient every time"
     from torchvision.models import resnet34
     src = [p.detach() for p in resnet34(weights=None).parameters()]
     g = torch.Generator().manual_seed(0)
-    grads = [torch.randn(p.shape, generator=g)*1e-2 for p in src]
+    grads = [torch.randn(p.shape, generator=g)*1e-2 for p in src] # scaled down, so the weights stay in range over the repetitions
     def params():
         ps = [torch.nn.Parameter(p.clone()) for p in src]
         for p,gr in zip(ps, grads): p.grad = gr.clone()
         return ps
-    rows = []
+    return params
+
+def bench_rules(reps:int=10, lr:float=1e-3):
+    "`(optimizer, fastai ms, ScratchStep ms, ratio, ScratchStep ms with the check off, ratio)` of one step on resnet34's parameters"
+    params,rows = resnet34_params(),[]
     for name,f in RULE_BENCH.items():
         ms = _medians({'fastai': f(params(), lr=lr).step, 'on': _scratch_step(f(params(), lr=lr)),
                        'off': _scratch_step(f(params(), lr=lr), check_finite=False)}, reps)
@@ -134,15 +139,7 @@ def _load(path, package=None):
 def bench_new_rules(reps:int=10, lr:float=1e-3):
     "`(rule, reference ms, rule_opt ms, guard=True ms, × reference, guard=True × reference)` of one step on resnet34's parameters"
     from .rules import rule_opt
-    from torchvision.models import resnet34
-    src = [p.detach() for p in resnet34(weights=None).parameters()]
-    g = torch.Generator().manual_seed(0)
-    grads = [torch.randn(p.shape, generator=g)*1e-2 for p in src]
-    def params():
-        ps = [torch.nn.Parameter(p.clone()) for p in src]
-        for p,gr in zip(ps, grads): p.grad = gr.clone()
-        return ps
-    rows = []
+    params,rows = resnet34_params(),[]
     for name,(rule,hypers,ref,kw) in NEW_RULE_BENCH.items():
         rule,ref = _load('.'+rule, __package__),_load(ref)
         if rule is None or ref is None: continue
