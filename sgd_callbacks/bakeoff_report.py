@@ -9,10 +9,10 @@ import numpy as np, pandas as pd, torch
 from pathlib import Path
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated') # raised by an import in fastai; stderr is for our messages
 from fastcore.basics import patch
-from fastcore.script import call_parse, store_true, Param
+from fastcore.script import call_parse, store_true
 from .bakeoff import *
 from .bakeoff import rosen, _desc, _entry
-from .cli import UsageError, _check_out, _atomic
+from .cli import UsageError, _check_out, _atomic, _arg
 
 # %% auto #0
 __all__ = ['PICTURES', 'DEFAULT_WHY', 'QUICK', 'run_bakeoff', 'sgd_bakeoff']
@@ -231,14 +231,15 @@ def _quick_help(): return (f"{len(QUICK_PROBLEMS)} problems ({_list(QUICK_PROBLE
                            f"({_list(QUICK_OPTS)}), {QUICK['trials']} lrs, {QUICK['seeds']} seeds")
 
 @call_parse # the help of --quick, --problems and --opts lists the registries, as they are when the command runs
-def sgd_bakeoff(quick:Param(_quick_help(), store_true)=False, # the quick problems and optimizers, fewer lrs and seeds
-                trials:int=None,  # int >= 1: learning rates tried per (problem, optimizer), log-spaced; default 7 (--quick: 4)
-                seeds:int=None,   # int >= 1: seeds the best learning rate is run with; default 3 (--quick: 2)
-                problems:Param(f"names, comma-separated, of {_list(BAKEOFF_PROBLEMS)}; default all", str)=None, # problems
-                opts:Param(f"names, comma-separated, of {_list(BAKEOFF_OPTS)}; default {_list(DEFAULT_OPTS)}", str)=None, # optimizers
-                lr_min:float=None, # float > 0: low end of every problem's lr range (with --lr_max; times an optimizer's lr_mult, prodigy keeps its own); default each problem's
-                lr_max:float=None, # float >= lr_min: high end of every problem's lr range (with --lr_min)
-                tau_max:float=4., # float > 1: the performance profile's right end (slower than tau_max × the best: unsolved)
-                out:str=None):    # a directory (made if missing): results.csv, trials.csv, profile.csv, scores.csv, PNGs, index.html
+def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
+                trials:_arg("int >= 1: learning rates tried per (problem, optimizer), log-spaced; default 7 (--quick: 4)", 'INT', int)=None,
+                seeds:_arg("int >= 1: seeds the best learning rate is run with; default 3 (--quick: 2)", 'INT', int)=None,
+                problems:_arg(f"names, comma-separated, of {_list(BAKEOFF_PROBLEMS)}; default all", 'NAMES')=None,
+                opts:_arg(f"names, comma-separated, of {_list(BAKEOFF_OPTS)}; default {_list(DEFAULT_OPTS)}", 'NAMES')=None,
+                lr_min:_arg("float > 0: low end of every problem's lr range (with --lr_max; times an optimizer's lr_mult, "
+                            "prodigy keeps its own); default each problem's", 'FLOAT', float)=None,
+                lr_max:_arg("float >= lr_min: high end of every problem's lr range (with --lr_min)", 'FLOAT', float)=None,
+                tau_max:_arg("float > 1: the performance profile's right end (slower than tau_max × the best: unsolved)", 'FLOAT', float)=4.,
+                out:_arg("a directory (made if missing): results.csv, trials.csv, profile.csv, scores.csv, PNGs, index.html", 'DIR')=None):
     "Which optimizer, tuned, reaches each problem's target in the fewest steps? Tables, performance profile and an HTML report"
     sys.exit(run_bakeoff(quick, trials, seeds, problems, opts, lr_min, lr_max, tau_max, out))

@@ -8,7 +8,10 @@ import os, sys, json, math, time, tempfile, warnings, contextlib
 import torch
 from pathlib import Path
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated') # raised by an import in fastai; stderr is for our messages
-from fastcore.script import call_parse, store_true, Param
+from typing import Annotated
+from fastcore.script import call_parse, store_true
+try: from fastcore.script import Param # fastcore 1 reads an option's help from a `Param` annotation
+except ImportError: Param = None       # fastcore 2 from `Annotated[type, help, {argparse keywords}]`
 from fastcore.basics import partial
 from fastprogress.fastprogress import ProgressBar, MasterBar, ConsoleMasterBar, format_time
 from .data import *
@@ -208,10 +211,11 @@ def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, 
     return 0
 
 # %% ../nbs/06_cli.ipynb #bb5ead1b
-def _arg(help, metavar):
-    "An option: its help line, and what a user types (`metavar`, without `|`, which fastcore reads as a Union); a string `_setup` checks"
-    p = Param(help, str)
-    p.metavar = metavar # passed on to argparse with Param's other settings
+def _arg(help, metavar=None, typ=str):
+    "An option: its help line, and what a user types (`metavar`, without `|`, which fastcore reads as a Union); by default a string `_setup` checks"
+    if Param is None: return Annotated[typ, help, {'metavar': metavar} if metavar else {}]
+    p = Param(help, typ)
+    if metavar: p.metavar = metavar # passed on to argparse with Param's other settings
     return p
 
 @call_parse

@@ -4,6 +4,10 @@ from pathlib import Path
 from PIL import Image
 
 def umask(): m = os.umask(0); os.umask(m); return m
+def flag(name):
+    "An option as the installed fastcore spells it: fastcore 1 keeps the parameter's underscores, fastcore 2 writes hyphens"
+    import fastcore
+    return '--' + (name if int(fastcore.__version__.split('.')[0]) < 2 else name.replace('_', '-'))
 
 exe = Path(sys.executable).parent/'sgd_compare'
 BAD = {'data': ['--data', 'mnist'], 'lr0': ['--lr', '0'], 'lrneg': ['--lr', '-1'], 'lrnan': ['--lr', 'nan'],
@@ -12,7 +16,7 @@ BAD = {'data': ['--data', 'mnist'], 'lr0': ['--lr', '0'], 'lrneg': ['--lr', '-1'
        'sizeword': ['--data', 'digits', '--size', 'big'], 'schedule': ['--schedule', 'cosine'], 'lrword': ['--lr', 'abc'], 'epochsword': ['--epochs', 'two'], 'outfile': ['--out', '{d}/afile'], 'outunder': ['--out', '{d}/afile/sub'],
        'opt': ['--opt', 'adagrad'], 'optkw': ['--opt', 'adam', '--k', '3'], 'rule': ['--rule', 'mine'], 'eps': ['--opt', 'adam', '--eps', 'tiny'],
        'modernkw': ['--opt', 'lion', '--beta3', '0.9'], 'modernl2': ['--opt', 'lion', '--l2'],
-       'modernval': ['--opt', 'muon', '--adjust_lr_fn', 'sideways'], 'moderntype': ['--opt', 'ademamix', '--t_alpha_beta3', 'soon']}
+       'modernval': ['--opt', 'muon', flag('adjust_lr_fn'), 'sideways'], 'moderntype': ['--opt', 'ademamix', flag('t_alpha_beta3'), 'soon']}
 
 # Every process pays fastai's import (~10 s on 2 busy cores): the console script runs for the default, --out
 # runs; the bad arguments go through the same `call_parse` parser and function in one more process.
