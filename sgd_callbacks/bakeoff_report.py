@@ -230,7 +230,8 @@ def _list(names): return ', '.join(names)
 def _quick_help(): return (f"{len(QUICK_PROBLEMS)} problems ({_list(QUICK_PROBLEMS)}), {len(QUICK_OPTS)} optimizers "
                            f"({_list(QUICK_OPTS)}), {QUICK['trials']} lrs, {QUICK['seeds']} seeds")
 
-@call_parse # the help of --quick, --problems and --opts lists the registries, as they are when the command runs
+# the help of --quick, --problems and --opts lists the registries, as they are when the command runs
+@call_parse
 def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                 trials:_arg("int >= 1: learning rates tried per (problem, optimizer), log-spaced; default 7 (--quick: 4)", 'INT', int)=None,
                 seeds:_arg("int >= 1: seeds the best learning rate is run with; default 3 (--quick: 2)", 'INT', int)=None,
