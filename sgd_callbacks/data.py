@@ -179,8 +179,8 @@ def _epoch_int(seed, epoch, phase):
 def _set_seed(s):
     "fastai's `set_seed(s)`, seeding only the accelerators in use: torch seeds one not yet started lazily, keeping a stack trace (a millisecond a call)"
     torch.default_generator.manual_seed(s)
-    for acc in (torch.cuda, torch.xpu, torch.mtia):
-        if acc.is_initialized(): acc.manual_seed_all(s)
+    for acc in (getattr(torch, k, None) for k in ('cuda', 'xpu', 'mtia')): # those this torch has (`torch>=2.0`: mtia came later)
+        if acc is not None and acc.is_initialized(): acc.manual_seed_all(s)
     if torch.backends.mps.is_available(): torch.mps.manual_seed(s)
     np.random.seed(s % (2**32-1))
     random.seed(s)
