@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_compare.ipynb #6c8bccf8
 from __future__ import annotations
-import copy, math, time, inspect
+import copy, math, time, inspect, warnings
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.basics import store_attr, partial, AttrDict
@@ -246,6 +246,9 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     set_seed(seed); m0 = model_fn(dls)
     if not isinstance(m0, nn.Module): raise TypeError(f"`model_fn` must return an nn.Module, got {type(m0).__name__}")
     if record_weights is None: record_weights = sum(p.numel() for p in m0.parameters() if p.requires_grad) <= 10_000
+    if opt == 'muon' and not any(p.ndim == 2 for p in m0.parameters() if p.requires_grad):
+        warnings.warn("Muon orthogonalises 2-D weight matrices only and this model has none: every parameter takes "
+                      "Muon's AdamW fallback, so the rows compare that AdamW")
     if modern:
         cs = _modern_contenders(opt, hypers, rule)
         cycle = dict(lr_max=lr) if schedule == 'one_cycle' else {}

@@ -1,6 +1,6 @@
 """Muon and Prodigy as rules: steps against torch's `Muon` + `AdamW` and prodigyopt's `Prodigy` over random shapes and
 options, whole fits in a `Learner` bit for bit (an MLP on diabetes, a CNN with BatchNorm on the digits), resume, bad input."""
-import copy
+import copy, warnings
 import pytest, torch
 from torch import nn
 from hypothesis import given, settings, strategies as st
@@ -185,3 +185,11 @@ def test_muon_refuses_unknown_lr_adjustment():
     with pytest.raises(RuleError, match=r"`adjust_lr_fn` must be 'original', 'match_rms_adamw' or 'spectral_unclamped', got 'rms'"):
         with learn.no_bar(), learn.no_logging(): learn.fit(1)
     assert all(torch.equal(p, p0) for p,p0 in zip(learn.model.parameters(), w0)) # the weights before the step
+
+def test_muon_without_a_matrix_says_so():
+    "On a model with no 2-D weight Muon is all AdamW fallback: the comparison warns; with a matrix it does not"
+    with pytest.warns(UserWarning, match="has none"): compare_optimizers(opt='muon', epochs=1)
+    mlp = lambda dls: nn.Sequential(nn.Linear(dls.train.dataset.tensors[0].shape[1], 4), nn.ReLU(), nn.Linear(4, 1))
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message='Muon orthogonalises')
+        compare_optimizers(opt='muon', epochs=1, model_fn=mlp)
