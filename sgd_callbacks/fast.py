@@ -31,10 +31,10 @@ _KEYS = frozenset(_events) | {'training'} # instance attributes a plan depends o
 _INNER = frozenset(_inner_loop) # the events a callback's `run_train`/`run_valid` gate
 _CANCELS = (CancelBatchException, CancelBackwardException, CancelEpochException, CancelFitException, CancelStepException,
             CancelTrainException, CancelValidException)
-_STOCK_CALL = (Callback.__call__, OwnEvents.__call__) # what these do for an event the callback defines, `_call_one` does inline
+_STOCK_CALL = (Callback.__call__, OwnEvents.__call__) # what these do for an event the callback defines, `__call__` does inline
 
 def _direct(cb):
-    "Whether `_call_one` may do `Callback.__call__`'s work for `cb` itself: its `__call__` is stock, and `training` is the learner's"
+    "Whether `__call__` may do `Callback.__call__`'s work for `cb` itself: its `__call__` is stock, and `training` is the learner's"
     return type(cb).__call__ in _STOCK_CALL and not _implements(cb, 'training')
 
 def _named(ex, cb, e):
@@ -84,6 +84,7 @@ class LeanLearner(Learner):
         ev = self._ev # the cached plan, if the callbacks are as when it was made
         plan = ev[2].get(e) if ev is not None and ev[0] == len(self.cbs.items) else None
         if plan is None: plan = self._plan(e)
+        if not plan: return
         if e == 'after_fit': return self._after_fit(plan)
         inner = e in _INNER
         for cb,direct in plan:
@@ -217,8 +218,9 @@ class LeanRecorder(Recorder):
     def before_validate(self):
         self._phase()
         for met in self._mets(False): met.reset()
-    def after_train(self): self._set(log=self.log + [self._item(m) for m in self._mets(True)])
-    def after_validate(self): self._set(log=self.log + [self._item(m) for m in self._mets(False)])
+    # `log` grows in place: fastai's `log += ...` makes a new `L` of the same items, and `before_epoch` starts a new one
+    def after_train(self): self.log.items.extend(self._item(m) for m in self._mets(True))
+    def after_validate(self): self.log.items.extend(self._item(m) for m in self._mets(False))
     def after_cancel_train(self): self._set(cancel_train=True)
     def after_cancel_validate(self): self._set(cancel_valid=True)
 
