@@ -109,6 +109,22 @@ class LeanLearner(Learner):
                 except Exception as ex: raise _named(ex, cb, 'after_fit')
             cb.__dict__['run'] = True
 
+    def _do_epoch_train(self):
+        "`Learner._do_epoch_train`, with `_with_events` for 'train' written out"
+        self.dl = self.dls.train
+        try: self('before_train'); self.all_batches()
+        except CancelTrainException: self('after_cancel_train')
+        self('after_train')
+
+    def _do_epoch_validate(self, ds_idx=1, dl=None):
+        "`Learner._do_epoch_validate`, with `_with_events` for 'validate' written out"
+        if dl is None: dl = self.dls[ds_idx]
+        self.dl = dl
+        with torch.no_grad():
+            try: self('before_validate'); self.all_batches()
+            except CancelValidException: self('after_cancel_validate')
+            self('after_validate')
+
     def one_batch(self, i, b):
         "`Learner.one_batch`, with `_with_events` for 'batch' written out"
         self.iter = i

@@ -98,7 +98,7 @@ class Probe(Callback):
     def __init__(self, log, order=0, run_valid=True): self.log,self.order,self.run_valid = log,order,run_valid
     def _see(self, e):
         l = self.learn
-        self.log.append((e, l.training, l.model.training, l.epoch, l.iter, l.train_iter, l.pct_train, type(l.xb[0]).__name__, torch.randint(1<<30, ()).item()))
+        self.log.append((e, l.training, l.model.training, l.epoch, l.iter, l.train_iter, l.pct_train, type(l.xb[0]).__name__, torch.is_grad_enabled(), torch.randint(1<<30, ()).item()))
     def before_batch(self): self._see('before_batch')
     def after_pred(self): self._see('after_pred')
     def after_batch(self): self._see('after_batch')
