@@ -43,7 +43,7 @@ def _named(ex, cb, e):
 
 class LeanLearner(Learner):
     "A fastai `Learner` that calls, at each event, only the callbacks that implement it, in fastai's order"
-    _ev = None # (len(cbs), {event: ((callback, direct), ...)}), rebuilt when the callbacks change
+    _ev = None # (len(cbs), the callbacks sorted, {event: ((callback, direct), ...)}), dropped when the callbacks change
 
     def add_cb(self, cb):
         self._ev = None
@@ -280,7 +280,7 @@ class LeanEpochShuffle(EpochShuffle):
         learn = self.learn; dl,epoch = learn.dl,learn.epoch
         if hasattr(dl, 'set_epoch'): dl.set_epoch(epoch)
         seed_epoch(self._seed, epoch, 0)
-        # a `SliceDL` shuffles by (seed, epoch) and never draws from `rng`: reseeding it would change nothing
+        # a `SliceDL` shuffles by (seed, epoch) and never draws from `rng`: reseeding it would change no batch
         if type(dl) is not SliceDL and isinstance(getattr(dl, 'rng', None), random.Random): dl.rng = random.Random(_epoch_int(self._seed, epoch, 2))
 
     def before_validate(self):
