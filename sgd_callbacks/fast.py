@@ -4,27 +4,46 @@
 
 # %% ../nbs/07_fast.ipynb #0237bedc
 from __future__ import annotations
+import time, random
 import torch
 from torch import Tensor
 from fastcore.foundation import L
 from fastcore.meta import delegates
-from fastai.torch_core import defaults
-from fastai.callback.core import Callback, event, CancelBackwardException, CancelStepException
+from fastcore.xtras import modify_exception
+from fastai.torch_core import defaults, find_bs, maybe_gather, num_distrib
+from fastai.callback.core import (Callback, event, _events, _inner_loop, CancelBatchException, CancelBackwardException, CancelEpochException,
+                                  CancelFitException, CancelStepException, CancelTrainException, CancelValidException)
 from fastai.optimizer import Optimizer
-from fastai.learner import Learner, Recorder, CastToTensor
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner, Recorder, CastToTensor, AvgLoss, AvgSmoothLoss, _maybe_item
 from fastai.callback.core import TrainEvalCallback
+from fastprogress.fastprogress import format_time
 from .data import *
-from .data import _implements # whether a callback defines an event itself
+from .data import _implements, _epoch_int # whether a callback defines an event itself; the seed of an epoch's phase
 from .scratch import *
 from .callback import *
 
 # %% auto #0
-__all__ = ['LeanLearner', 'LeanRecorder', 'LeanTrainEval', 'LeanCastToTensor', 'fast_learner']
+__all__ = ['LeanLearner', 'LeanRecorder', 'LeanTrainEval', 'LeanCastToTensor', 'LeanEpochShuffle', 'fast_learner']
 
 # %% ../nbs/07_fast.ipynb #fc28f222
+_KEYS = frozenset(_events) | {'training'} # instance attributes a plan depends on
+_INNER = frozenset(_inner_loop) # the events a callback's `run_train`/`run_valid` gate
+_CANCELS = (CancelBatchException, CancelBackwardException, CancelEpochException, CancelFitException, CancelStepException,
+            CancelTrainException, CancelValidException)
+_STOCK_CALL = (Callback.__call__, OwnEvents.__call__) # what these do for an event the callback defines, `__call__` does inline
+
+def _direct(cb):
+    "Whether `__call__` may do `Callback.__call__`'s work for `cb` itself: its `__call__` is stock, and `training` is the learner's"
+    return type(cb).__call__ in _STOCK_CALL and not _implements(cb, 'training')
+
+def _named(ex, cb, e):
+    "The exception `ex` raised by `cb` at event `e`, with the message `Callback.__call__` gives it"
+    return modify_exception(ex, f'Exception occured in `{cb.__class__.__name__}` when calling event `{e}`:\n\t{ex.args[0]}', replace=True)
+
 class LeanLearner(Learner):
     "A fastai `Learner` that calls, at each event, only the callbacks that implement it, in fastai's order"
-    _ev = None # (len(cbs), {event: callbacks}), rebuilt when the callbacks change
+    _ev = None # (len(cbs), the callbacks sorted, {event: ((callback, direct), ...)}), dropped when the callbacks change
 
     def add_cb(self, cb):
         self._ev = None
@@ -34,23 +53,94 @@ class LeanLearner(Learner):
         self._ev = None
         return super().remove_cb(cb)
 
+    def _plan(self, e):
+        "`(callback, direct)` for each callback called at event `e`, in order"
+        n = len(self.cbs.items) # the list inside fastcore's `L`: its own `len` costs a Python call at every event
+        if self._ev is None or self._ev[0] != n: self._ev = (n, *self._plans())
+        plan = self._ev[2].get(e)
+        if plan is None:
+            if not hasattr(event, e): raise Exception(f'missing {e}')
+            plan = self._ev[2][e] = tuple((cb, _direct(cb)) for cb in self._ev[1] if e=='after_fit' or _implements(cb, e))
+        return plan
+
+    def _plans(self):
+        "The callbacks sorted as `L.sorted('order')` sorts them, and their plans, kept for the last few sets of callbacks"
+        # `no_bar` takes the progress bar out and puts a new one back at every fit: the plans come back with the same callbacks
+        key = tuple((cb, type(cb), getattr(cb, 'order', 0), *[k for k in vars(cb) if k in _KEYS]) for cb in self.cbs.items)
+        memo = self.__dict__.setdefault('_memo', {})
+        if key not in memo:
+            if len(memo) >= 4: del memo[next(iter(memo))]
+            memo[key] = (sorted(self.cbs.items, key=lambda cb: getattr(cb, 'order', 0)), {})
+        return memo[key]
+
     def event_cbs(self, e):
         "The callbacks called at event `e`, in order"
-        n = len(self.cbs.items) # the list inside fastcore's `L`: its own `len` costs a Python call at every event
-        if self._ev is None or self._ev[0] != n: self._ev = (n, {})
-        cbs = self._ev[1].get(e)
-        if cbs is None:
-            if not hasattr(event, e): raise Exception(f'missing {e}')
-            srt = self.cbs.sorted('order')
-            cbs = self._ev[1][e] = tuple(srt if e=='after_fit' else [cb for cb in srt if _implements(cb, e)])
-        return cbs
+        return tuple(cb for cb,_ in self._plan(e))
 
-    def __call__(self, event_name):
-        if isinstance(event_name, str): return self._call_one(event_name)
-        for e in L(event_name): self._call_one(e)
+    def __call__(self, e):
+        if type(e) is not str:
+            for o in L(e): self(o)
+            return
+        ev = self._ev # the cached plan, if the callbacks are as when it was made
+        plan = ev[2].get(e) if ev is not None and ev[0] == len(self.cbs.items) else None
+        if plan is None: plan = self._plan(e)
+        if not plan: return
+        if e == 'after_fit': return self._after_fit(plan)
+        inner = e in _INNER
+        for cb,direct in plan:
+            if not direct: cb(e); continue
+            # `Callback.__call__`, for an event `cb` defines: the same gates, the same errors
+            if not cb.run: continue
+            if inner and not ((cb.run_train and getattr(self, 'training', True)) or (cb.run_valid and not getattr(self, 'training', False))): continue
+            try: getattr(cb, e)()
+            except _CANCELS: raise
+            except Exception as ex: raise _named(ex, cb, e)
 
-    def _call_one(self, event_name):
-        for cb in self.event_cbs(event_name): cb(event_name)
+    def _call_one(self, e): self(e)
+
+    def _after_fit(self, plan):
+        "`after_fit` for every callback, and `run` set back to True on each, as `Callback.__call__` does"
+        stock = hasattr(self, 'run') # then `Callback.__setattr__` warns that `run` shadows the learner's
+        for cb,direct in plan:
+            if stock or not direct: cb('after_fit'); continue
+            if cb.run and _implements(cb, 'after_fit'):
+                try: cb.after_fit()
+                except _CANCELS: raise
+                except Exception as ex: raise _named(ex, cb, 'after_fit')
+            cb.__dict__['run'] = True
+
+    def _do_epoch_train(self):
+        "`Learner._do_epoch_train`, with `_with_events` for 'train' written out"
+        self.dl = self.dls.train
+        try: self('before_train'); self.all_batches()
+        except CancelTrainException: self('after_cancel_train')
+        self('after_train')
+
+    def _do_epoch_validate(self, ds_idx=1, dl=None):
+        "`Learner._do_epoch_validate`, with `_with_events` for 'validate' written out"
+        if dl is None: dl = self.dls[ds_idx]
+        self.dl = dl
+        with torch.no_grad():
+            try: self('before_validate'); self.all_batches()
+            except CancelValidException: self('after_cancel_validate')
+            self('after_validate')
+
+    def one_batch(self, i, b):
+        "`Learner.one_batch`, with `_with_events` for 'batch' written out"
+        self.iter = i
+        b = self._set_device(b)
+        self._split(b)
+        try: self('before_batch'); self._do_one_batch()
+        except CancelBatchException: self('after_cancel_batch')
+        self('after_batch')
+
+    def _split(self, b):
+        "`Learner._split`, reading the training loader's own `n_inp` directly, where fastai's `DataLoaders` would find it"
+        dls = self.dls
+        dl = dls.loaders[0] if type(dls) is DataLoaders and 'n_inp' not in vars(dls) else None
+        i = vars(dl).get('n_inp') if dl is not None and not hasattr(type(dl), 'n_inp') else None
+        if type(i) is not int: return super()._split(b)
+        self.xb,self.yb = b[:i],b[i:]
 
     def _set_device(self, b):
         "fastai's `_set_device`, skipping the copy of a tuple of plain tensors already on the device"
@@ -61,33 +151,121 @@ class LeanLearner(Learner):
         return super()._set_device(b)
 
     def _do_grad_opt(self):
-        if type(self.opt).zero_grad is not Optimizer.zero_grad: return super()._do_grad_opt()
-        self._with_events(self._backward, 'backward', CancelBackwardException)
-        self._with_events(self._step, 'step', CancelStepException)
+        "`Learner._do_grad_opt`, with `_with_events` for 'backward' and 'step' written out"
+        try: self('before_backward'); self._backward()
+        except CancelBackwardException: self('after_cancel_backward')
+        self('after_backward')
+        try: self('before_step'); self._step()
+        except CancelStepException: self('after_cancel_step')
+        self('after_step')
+        if type(self.opt).zero_grad is not Optimizer.zero_grad: return self.opt.zero_grad()
         for pg in self.opt.param_lists: # `Optimizer.zero_grad`, without building `all_params`
             for p in pg:
                 if p.grad is not None: p.grad.detach_(); p.grad.zero_()
 
 # %% ../nbs/07_fast.ipynb #32c0bb52
 class LeanRecorder(Recorder):
-    "fastai's `Recorder`, with less bookkeeping per training batch and the same records"
+    "fastai's `Recorder`, with less bookkeeping per batch and per epoch and the same records"
+    _plain_now,_single,_last = False,False,None # until a phase starts: fastai's own accumulation
+
+    def before_fit(self):
+        self._set(_plain={}, _last=None)
+        super().before_fit()
+
+    def _set(self, **kw): self.__dict__.update(kw) # not `Callback.__setattr__`, which looks each name up on the learner and its model
+
+    def _mets(self, train):
+        "`_train_mets` or `_valid_mets` as a list"
+        if self.__dict__.get('cancel_train' if train else 'cancel_valid', False): return []
+        if train: return [self.smooth_loss, *(self.learn.metrics if self.train_metrics else ())]
+        return [self.loss, *self.learn.metrics] if self.valid_metrics else []
+
+    def _phase(self):
+        "Checked once a phase (fastai checks them at every batch): `learn.to_detach` is fastai's `to_detach`; one process"
+        learn = self.learn; dl = learn.dl
+        memo = self.__dict__.setdefault('_plain', {}) # per loader: its attributes don't change during a fit
+        seen = memo.get(id(dl))
+        if seen is None or seen[0] is not dl:
+            seen = memo[id(dl)] = (dl, type(learn).to_detach is Learner.to_detach and not hasattr(dl, 'to_detach'))
+        self._set(_plain_now=seen[1], _single=num_distrib() <= 1)
+
+    def _detach(self, t):
+        "fastai's `to_detach(t)` of a plain tensor: detached, gathered across processes, on the CPU"
+        t = t.detach()
+        return (t if self._single else maybe_gather(t)).cpu()
+
+    def _accumulate(self, met, learn):
+        "`met.accumulate(learn)`, done here for the smooth loss and the loss when they are plain tensors"
+        t = type(met)
+        if t is AvgSmoothLoss and type(learn.loss) is Tensor:
+            met.count += 1
+            met.val = torch.lerp(self._detach(learn.loss.mean()), met.val, met.beta)
+        elif t is AvgLoss and type(learn.loss) is Tensor and self._plain_now:
+            bs = find_bs(learn.yb)
+            met.total += self._detach(learn.loss.mean())*bs
+            met.count += bs
+        else: met.accumulate(learn)
+
     def after_batch(self):
         learn = self.learn # the learner's attributes read directly, not through the callback's `GetAttr`
-        if not learn.training or len(learn.yb) == 0: return super().after_batch()
-        if not getattr(self, 'cancel_train', False):
-            self.smooth_loss.accumulate(learn)
-            if self.train_metrics:
-                for met in self.metrics: met.accumulate(learn)
+        if len(learn.yb) == 0: return
+        for met in self._mets(learn.training): self._accumulate(met, learn)
+        if not learn.training: return
         self.lrs.append(learn.opt.hypers[-1]['lr'])
-        self.losses.append(v := self.smooth_loss.value)
+        sl = self.smooth_loss
+        self.losses.append(v := sl.value) # computed once, for both, and kept for `after_train`
         learn.smooth_loss = v
+        self._set(_last=(sl.val, sl.count, v))
 
+    def _item(self, met):
+        "`_maybe_item(met)`, reusing the smooth loss's last value"
+        last = self._last
+        if met is self.smooth_loss and last is not None and last[0] is met.val and last[1] == met.count: return last[2].item()
+        return _maybe_item(met)
+
+    def before_epoch(self):
+        self._set(cancel_train=False, cancel_valid=False)
+        if self.add_time: self._set(start_epoch=time.time())
+        self._set(log=L(getattr(self.learn, 'epoch', 0)))
+
+    def before_train(self):
+        self._phase()
+        for met in self._mets(True)[1:]: met.reset()
+    def before_validate(self):
+        self._phase()
+        for met in self._mets(False): met.reset()
+    # `log` grows in place: fastai's `log += ...` makes a new `L` of the same items, and `before_epoch` starts a new one
+    def after_train(self): self.log.items.extend(self._item(m) for m in self._mets(True))
+    def after_validate(self): self.log.items.extend(self._item(m) for m in self._mets(False))
+    def after_cancel_train(self): self._set(cancel_train=True)
+    def after_cancel_validate(self): self._set(cancel_valid=True)
+
+    def after_epoch(self):
+        learn = self.learn
+        learn.final_record = L(self.log.items[1:]) # a copy, as `log[1:].copy()`
+        self.values.append(learn.final_record)
+        if self.add_time: self.log.append(format_time(time.time() - self.start_epoch))
+        learn.logger(self.log)
+        self.iters.append(self.smooth_loss.count)
+
+# %% ../nbs/07_fast.ipynb #9a1e5c42
 class LeanTrainEval(TrainEvalCallback):
-    "fastai's `TrainEvalCallback`, counting the training batches with the learner's attributes read directly"
+    "fastai's `TrainEvalCallback`, with the learner's attributes read directly"
     def after_batch(self):
         learn = self.learn
         learn.pct_train += 1./(learn.n_iter*learn.n_epoch)
         learn.train_iter += 1
+
+    def before_train(self):
+        learn = self.learn
+        learn.pct_train = learn.epoch/learn.n_epoch
+        learn.model.train()
+        learn.training = True
+
+    def before_validate(self):
+        learn = self.learn
+        learn.model.eval()
+        learn.training = False
 
 class LeanCastToTensor(CastToTensor):
     "fastai's `CastToTensor`, leaving a batch that holds plain tensors only as it is"
@@ -96,8 +274,20 @@ class LeanCastToTensor(CastToTensor):
         if all(type(t) is Tensor for t in (*learn.xb, *learn.yb)): return
         super().before_batch()
 
+class LeanEpochShuffle(EpochShuffle):
+    "`EpochShuffle`, with the learner's attributes read directly"
+    def before_train(self):
+        learn = self.learn; dl,epoch = learn.dl,learn.epoch
+        if hasattr(dl, 'set_epoch'): dl.set_epoch(epoch)
+        seed_epoch(self._seed, epoch, 0)
+        # a `SliceDL` shuffles by (seed, epoch) and never draws from `rng`: reseeding it would change no batch
+        if type(dl) is not SliceDL and isinstance(getattr(dl, 'rng', None), random.Random): dl.rng = random.Random(_epoch_int(self._seed, epoch, 2))
+
+    def before_validate(self):
+        if self._states is not None: seed_epoch(self._seed, self.learn.epoch, 1)
+
 # %% ../nbs/07_fast.ipynb #c31b6e45
-_LEAN = {Recorder: LeanRecorder, CastToTensor: LeanCastToTensor, TrainEvalCallback: LeanTrainEval}
+_LEAN = {Recorder: LeanRecorder, CastToTensor: LeanCastToTensor, TrainEvalCallback: LeanTrainEval, EpochShuffle: LeanEpochShuffle}
 
 @delegates(scratch_learner)
 def fast_learner(dls, model, lr:float=0.1, mom:float=0., wd:float=0., decouple_wd:bool=True, **kwargs):
