@@ -171,10 +171,17 @@ def linear_dls(n:int=100, a=(3.,2.), noise:float=0.25,
     return tensor_dls(*linear_data(n, a, noise, seed, noise_kind), bs=bs, valid_pct=valid_pct, seed=seed, device=device)
 
 # %% ../nbs/00_data.ipynb #5e70380e
+@functools.lru_cache(maxsize=1024) # a pure function, called twice an epoch; `SeedSequence` costs some 12 µs a call
 def _epoch_int(seed, epoch, phase):
     "A 63-bit integer drawn from `(seed, epoch, phase)` alone"
     st = np.random.SeedSequence([seed, epoch, phase]).generate_state(2, dtype=np.uint32)
     return (int(st[0]) << 31) ^ int(st[1]) # below 2**63, as `torch.manual_seed` takes it
+
+def _random_states():
+    "fastai's `get_random_states()`, asking CUDA for its generators only once it has started (an unstarted one loads its driver at every call)"
+    return {'random_state': random.getstate(), 'numpy_state': np.random.get_state(), 'torch_state': torch.get_rng_state(),
+            'torch_cuda_state': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [], # none of the caller's to put back
+            'torch_deterministic': torch.backends.cudnn.deterministic, 'torch_benchmark': torch.backends.cudnn.benchmark}
 
 def _set_seed(s):
     "fastai's `set_seed(s)`, seeding only the accelerators in use: torch seeds one not yet started lazily, keeping a stack trace (a millisecond a call)"
@@ -218,7 +225,7 @@ class EpochShuffle(OwnEvents, Callback):
     def before_fit(self):
         s = getattr(self.dls.train, 'seed', None) if self.seed is None else self.seed
         self._seed = s if isinstance(s, (int, np.integer)) and s >= 0 else 0
-        self._states = get_random_states() # the caller's generators, put back when the fit ends
+        self._states = _random_states() # the caller's generators, put back when the fit ends
         # fastai calls no event when a fit raises, so an exception that leaves an epoch (a callback's error,
         # KeyboardInterrupt while a checkpoint is written) would leave the generators seeded by the fit. `Learner`
         # looks up `_with_events` at every epoch, after this event: an instance attribute wraps it from here on,

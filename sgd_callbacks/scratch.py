@@ -8,8 +8,9 @@ import math, time
 import torch
 from torch import nn
 from fastcore.basics import AttrDict
-from fastai.torch_core import tensor, to_np, get_random_states, set_random_states
+from fastai.torch_core import tensor, to_np, set_random_states
 from .data import *
+from .data import _random_states # the caller's generators, without waking CUDA
 
 # %% auto #0
 __all__ = ['mse', 'sgd_update', 'check_hypers', 'fingerprint', 'fit_scratch', 'plot_fit']
@@ -93,7 +94,7 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
     snap = lambda: torch.cat([p.detach().flatten() for p in ps]).clone()
     losses,weights,prints,secs = [],[snap()] if record_weights else None,[fingerprint(ps)],[]
     step,pct = bs or n,0.
-    st = get_random_states() # the caller's generators, put back at the end
+    st = _random_states() # the caller's generators, put back at the end
     try:
         for epoch in range(epochs):
             seed_epoch(rng_seed, epoch, 0) # dropout's masks as a `Learner` with `EpochShuffle` draws them

@@ -1,6 +1,6 @@
 "Data: shapes, reproducibility, the loaders' interface, and bad input."
 import random
-import pytest, torch
+import pytest, torch, numpy as np
 from sgd_callbacks.all import *
 from sgd_callbacks.scratch import mse  # the lesson's loss, which the star import leaves to fastai
 
@@ -66,3 +66,12 @@ def test_loader_interface():
     assert dl.seed == 42 and not dl.shuffle
     empty = dls.new_empty()
     assert len(empty.train.dataset) == 0
+
+def test_random_states_are_fastais_without_waking_cuda():
+    "`_random_states` holds what fastai's `get_random_states` holds; CUDA's generators only once CUDA has started"
+    from fastai.torch_core import get_random_states
+    from sgd_callbacks.data import _random_states
+    a,b = get_random_states(),_random_states()
+    assert a.keys() == b.keys() and a['random_state'] == b['random_state'] and torch.equal(a['torch_state'], b['torch_state'])
+    assert all(np.array_equal(x, y) for x,y in zip(a['numpy_state'], b['numpy_state']))
+    assert len(b['torch_cuda_state']) == (len(a['torch_cuda_state']) if torch.cuda.is_initialized() else 0)
