@@ -105,16 +105,15 @@ def test_bad_argument(runs, k):
     assert not [p for p in d.iterdir() if p.name.startswith('.')]  # no probe or temporary file left
 
 def test_mismatch_exit_code(monkeypatch, tmp_path):
-    import sgd_callbacks.cli as cli
-    real = cli.compare_optimizers
-    def broken(**kw):
-        res = real(**kw)
-        res.df.loc[1, ['identical', 'max_dw']] = [False, 2.5e-7]
-        return res
-    monkeypatch.setattr(cli, 'compare_optimizers', broken)
+    "A `ScratchSGD` that really differs (its lr 1e-6 off): exit code 1, the row and its distance named, the report still written"
+    import sgd_callbacks.compare as compare, sgd_callbacks.cli as cli
+    real,sl,seen = compare.compare_optimizers,compare.scratch_learner,[]
+    monkeypatch.setattr(compare, 'scratch_learner', lambda dls, model, lr, *a, **kw: sl(dls, model, lr*1.000001, *a, **kw))
+    monkeypatch.setattr(cli, 'compare_optimizers', lambda **kw: seen.append(real(**kw)) or seen[-1])
     out,err = io.StringIO(),io.StringIO()
     assert cli.run_compare(epochs=1, out=tmp_path/'r', file=out, err=err) == 1
-    assert 'ScratchSGD' in err.getvalue() and '2.5e-07' in err.getvalue()
+    (name,dw), = seen[0].mismatches()
+    assert name == 'ScratchSGD' and 0 < dw < 1e-5 and 'ScratchSGD' in err.getvalue() and f'{dw:.3g}' in err.getvalue()
     assert (tmp_path/'r'/'table.csv').exists()  # the report is still written, to look at
 
 def test_other_optimizers_and_the_lesson_rule():
