@@ -20,7 +20,7 @@ from .rules import ScratchStep
 from .fast import *
 
 # %% auto #0
-__all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'step_contenders', 'bench_step', 'resnet34_params', 'bench_rules',
+__all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'resnet34_params', 'step_contenders', 'bench_step', 'bench_rules',
            'bench_new_rules', 'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision', 'ddp_epoch_seconds',
            'main']
 
@@ -60,26 +60,31 @@ def _naive(ps, lr, mom):
             p.sub_(lr*g)
     return f
 
-def step_contenders(mom:float, lr:float=0.01):
-    "Step functions of each contender, each over its own copy of resnet34's parameters with random grads"
+def resnet34_params(scale:float=1e-2): # the gradients' scale: small, so the weights stay in range over many steps
+    "A function that returns a fresh copy of resnet34's parameters, each with the same random gradient every time"
     from torchvision.models import resnet34
     src = [p.detach() for p in resnet34(weights=None).parameters()]
     g = torch.Generator().manual_seed(0)
-    grads = [torch.randn(p.shape, generator=g) for p in src]
+    grads = [torch.randn(p.shape, generator=g)*scale for p in src]
     def params():
         ps = [torch.nn.Parameter(p.clone()) for p in src]
         for p,gr in zip(ps, grads): p.grad = gr.clone()
         return ps
+    return params
+
+def step_contenders(mom:float, lr:float=0.01):
+    "Step functions of each contender, each over its own copy of resnet34's parameters with random grads"
+    params = resnet34_params(scale=1.)
+    n = sum(p.numel() for p in params())
+    flat = torch.nn.Parameter(torch.zeros(n)); flat.grad = torch.randn(n, generator=torch.Generator().manual_seed(1))
     def torch_sgd(**kw): return torch.optim.SGD(params(), lr=lr, momentum=mom, **kw).step
-    n = sum(p.numel() for p in src)
-    flat = torch.nn.Parameter(torch.zeros(n)); flat.grad = torch.randn(n, generator=g)
     return {'fastai SGD': SGD(params(), lr=lr, mom=mom).step,
             'torch for-loop': torch_sgd(foreach=False), 'torch foreach': torch_sgd(foreach=True),
             'torch fused': torch_sgd(fused=True), 'naive lesson': _naive(params(), lr, mom),
             'ScratchSGD per-tensor': _scratch(params(), lr, mom, False),
             'ScratchSGD foreach': _scratch(params(), lr, mom, True),
             'ScratchSGD default, check on': _scratch(params(), lr, mom, not mom, check_finite=True), # what a user gets on the CPU
-            'the check alone': partial(check_finite_step, _FakeLearner(None), grads), # one more read of the gradients
+            'the check alone': partial(check_finite_step, _FakeLearner(None), [p.grad for p in params()]), # one more read of the gradients
             'floor (fused, 1 flat tensor)': torch.optim.SGD([flat], lr=lr, momentum=mom, fused=True).step}
 
 def bench_step(reps:int=50):
@@ -100,18 +105,6 @@ def _scratch_step(opt, check_finite=True):
     cb.learn = _FakeLearner(opt); cb.learn.model = torch.nn.Module()
     cb.before_fit()
     return cb.step
-
-def resnet34_params():
-    "A function that returns a fresh copy of resnet34's parameters, each with the same small random gradient every time"
-    from torchvision.models import resnet34
-    src = [p.detach() for p in resnet34(weights=None).parameters()]
-    g = torch.Generator().manual_seed(0)
-    grads = [torch.randn(p.shape, generator=g)*1e-2 for p in src] # scaled down, so the weights stay in range over the repetitions
-    def params():
-        ps = [torch.nn.Parameter(p.clone()) for p in src]
-        for p,gr in zip(ps, grads): p.grad = gr.clone()
-        return ps
-    return params
 
 def bench_rules(reps:int=10, lr:float=1e-3):
     "`(optimizer, fastai ms, ScratchStep ms, ratio, ScratchStep ms with the check off, ratio)` of one step on resnet34's parameters"

@@ -17,7 +17,7 @@ from fastprogress.fastprogress import ProgressBar, MasterBar, ConsoleMasterBar, 
 from .data import *
 from .scratch import *
 from .compare import *
-from .compare import _hypers, _opt_name, _check_opt, _modern_kw, _check_modern
+from .compare import _hypers, _opt_name, _check_opt, _modern_kw, _check_modern, _default_lr
 from .rules import rule_opt, rule_hypers
 from .rules import lesson_rule
 
@@ -79,7 +79,7 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
         else: _check_opt(opt, hypers)
     except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`opt`', '--opt')) from None
     if mom is None: mom = _opt_hypers(opt, 0.1, {}).get('mom', 0.)  # the optimizer's default
-    if lr is None: lr = MODERN[opt].lr if opt in MODERN else 0.1
+    if lr is None: lr = _default_lr(opt)
     lr,mom,wd,seed = (_parse(k, v, t) for k,v,t in (('lr',lr,float), ('mom',mom,float), ('wd',wd,float), ('seed',seed,int)))
     if epochs is not None: epochs = _parse('epochs', epochs, int)
     if schedule is None: schedule = DIGITS['schedule'] if data=='digits' else 'fit'

@@ -229,7 +229,7 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     modern = opt in MODERN
     if not modern: _check_opt(opt, opt_kw)
     if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
-    if lr is None: lr = MODERN[opt].lr if modern else 0.1
+    if lr is None: lr = _default_lr(opt)
     if modern: hypers = _check_modern(opt, lr, _modern_kw(opt, mom, decouple_wd, opt_kw))
     if not modern:
         fkw = dict(opt_kw, decouple_wd=decouple_wd, **({} if mom is None else dict(mom=mom)))
@@ -355,6 +355,10 @@ MODERN = {'lion': Reference('lion_pytorch', 'Lion', lion_rule),
           'muon': Reference('sgd_callbacks.muon_prodigy', 'MuonAdamW', muon_rule, _muon_kw, hp_map=None), # torch's Muon + AdamW
           'prodigy': Reference('prodigyopt', 'Prodigy', prodigy_rule, _betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'),
                                hp_map=None, lr=1.)}
+
+def _default_lr(opt):
+    "The learning rate `compare_optimizers` and the command use when given none: the modern rule's own, else 0.1"
+    return MODERN[opt].lr if opt in MODERN else 0.1
 
 def modern_reference(opt:str, **hypers):
     "The authors' implementation of `MODERN[opt]` as an `opt_func` (in `OptimWrapper`), `hypers` in the rule's (fastai's) names"

@@ -239,14 +239,15 @@ class EpochShuffle(OwnEvents, Callback):
         self.learn._with_events = _with_events
 
     def before_train(self):
-        if hasattr(self.dl, 'set_epoch'): self.dl.set_epoch(self.epoch) # `SliceDL` shuffles by (its seed, epoch)
-        seed_epoch(self._seed, self.epoch, 0) # dropout, augmentation, any draw from the global generators
+        learn = self.learn; dl,epoch = learn.dl,learn.epoch # read from the learner directly, not through `GetAttr`
+        if hasattr(dl, 'set_epoch'): dl.set_epoch(epoch) # `SliceDL` shuffles by (its seed, epoch) and never draws from `rng`
+        seed_epoch(self._seed, epoch, 0) # dropout, augmentation, any draw from the global generators
         # fastai's loaders shuffle from `rng`, seeded once when they were created: reseed it from (seed, epoch)
-        if isinstance(getattr(self.dl, 'rng', None), random.Random): self.dl.rng = random.Random(_epoch_int(self._seed, self.epoch, 2))
+        if type(dl) is not SliceDL and isinstance(getattr(dl, 'rng', None), random.Random): dl.rng = random.Random(_epoch_int(self._seed, epoch, 2))
 
     def before_validate(self):
         # only inside a fit: `learn.validate` and `get_preds` also validate, and must not reseed the caller's generators
-        if self._states is not None: seed_epoch(self._seed, self.epoch, 1)
+        if self._states is not None: seed_epoch(self._seed, self.learn.epoch, 1)
 
     def after_fit(self): self._restore()
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_fast.ipynb #0237bedc
 from __future__ import annotations
-import time, random
+import time
 import torch
 from torch import Tensor
 from fastcore.foundation import L
@@ -19,12 +19,12 @@ from fastai.learner import Learner, Recorder, CastToTensor, AvgLoss, AvgSmoothLo
 from fastai.callback.core import TrainEvalCallback
 from fastprogress.fastprogress import format_time
 from .data import *
-from .data import _implements, _epoch_int # whether a callback defines an event itself; the seed of an epoch's phase
+from .data import _implements # whether a callback defines an event itself
 from .scratch import *
 from .callback import *
 
 # %% auto #0
-__all__ = ['LeanLearner', 'LeanRecorder', 'LeanTrainEval', 'LeanCastToTensor', 'LeanEpochShuffle', 'fast_learner']
+__all__ = ['LeanLearner', 'LeanRecorder', 'LeanTrainEval', 'LeanCastToTensor', 'fast_learner']
 
 # %% ../nbs/07_fast.ipynb #fc28f222
 _KEYS = frozenset(_events) | {'training'} # instance attributes a plan depends on
@@ -274,20 +274,8 @@ class LeanCastToTensor(CastToTensor):
         if all(type(t) is Tensor for t in (*learn.xb, *learn.yb)): return
         super().before_batch()
 
-class LeanEpochShuffle(EpochShuffle):
-    "`EpochShuffle`, with the learner's attributes read directly"
-    def before_train(self):
-        learn = self.learn; dl,epoch = learn.dl,learn.epoch
-        if hasattr(dl, 'set_epoch'): dl.set_epoch(epoch)
-        seed_epoch(self._seed, epoch, 0)
-        # a `SliceDL` shuffles by (seed, epoch) and never draws from `rng`: reseeding it would change no batch
-        if type(dl) is not SliceDL and isinstance(getattr(dl, 'rng', None), random.Random): dl.rng = random.Random(_epoch_int(self._seed, epoch, 2))
-
-    def before_validate(self):
-        if self._states is not None: seed_epoch(self._seed, self.learn.epoch, 1)
-
 # %% ../nbs/07_fast.ipynb #c31b6e45
-_LEAN = {Recorder: LeanRecorder, CastToTensor: LeanCastToTensor, TrainEvalCallback: LeanTrainEval, EpochShuffle: LeanEpochShuffle}
+_LEAN = {Recorder: LeanRecorder, CastToTensor: LeanCastToTensor, TrainEvalCallback: LeanTrainEval}
 
 @delegates(scratch_learner)
 def fast_learner(dls, model, lr:float=0.1, mom:float=0., wd:float=0., decouple_wd:bool=True, **kwargs):

@@ -91,7 +91,7 @@ from fastai.learner import Recorder, CastToTensor
 from fastai.torch_core import TensorBase
 from fastai.callback.training import GradientAccumulation, GradientClip
 import fastai.callback.schedule
-from sgd_callbacks.fast import LeanTrainEval, LeanCastToTensor, LeanEpochShuffle
+from sgd_callbacks.fast import LeanTrainEval, LeanCastToTensor
 
 class Probe(Callback):
     "Log what a callback can see at each event it implements: the counters, the batch's type, and a draw from torch's generator"
@@ -138,7 +138,7 @@ def _piece_run(swap, cancels, sub):
     assert not torch.equal(learn.model.a, a0) # the weights moved
     return learn, log
 
-_SWAPS = {Recorder: LeanRecorder, TrainEvalCallback: LeanTrainEval, CastToTensor: LeanCastToTensor, EpochShuffle: LeanEpochShuffle}
+_SWAPS = {Recorder: LeanRecorder, TrainEvalCallback: LeanTrainEval, CastToTensor: LeanCastToTensor}
 
 @pytest.mark.parametrize('swap', ['learner', *_SWAPS])
 @pytest.mark.parametrize('cancels,sub', [(False, False), (True, True)])
