@@ -14,8 +14,8 @@ from .plots import animate_fit, gif, plot_landscape, lesson_paths
 from .vision import ImageDL, digits_dls, create_cnn, digits_resnet34, train_digits_resnet34
 from .distributed import ddp_env, DDPShard, RankFailed # and `Learner.ddp_ctx`
 from .muon_prodigy import muon_rule, prodigy_rule
-from .bakeoff import (bakeoff, BakeoffResult, Problem, OptEntry, own_rule, add_problem, BAKEOFF_PROBLEMS, BAKEOFF_OPTS,
-                      performance_profile, run_trial)
+from .problems import Problem, add_problem, BAKEOFF_PROBLEMS
+from .bakeoff import bakeoff, BakeoffResult, OptEntry, own_rule, BAKEOFF_OPTS, performance_profile, run_trial
 from .bakeoff_report import run_bakeoff # and the pictures and `save` of `BakeoffResult`
 from .bakeoff import DEFAULT_OPTS
 

@@ -9,8 +9,8 @@ from fastai.learner import Learner
 from fastai.optimizer import SGD, Adam
 from sgd_callbacks.data import linear_dls, LinearModel
 from sgd_callbacks.scratch import mse
-from sgd_callbacks.bakeoff import (Problem, BAKEOFF_PROBLEMS, BAKEOFF_OPTS, DEFAULT_OPTS, OptEntry, bakeoff, own_rule, run_trial,
-                                   trial_seed, performance_profile, Rosenbrock, rosen_dls, rosen_loss)
+from sgd_callbacks.problems import Problem, BAKEOFF_PROBLEMS, Rosenbrock, rosen_dls, rosen_loss
+from sgd_callbacks.bakeoff import BAKEOFF_OPTS, DEFAULT_OPTS, OptEntry, bakeoff, own_rule, run_trial, trial_seed, performance_profile
 from sgd_callbacks.bakeoff_report import run_bakeoff, sgd_bakeoff
 
 def tiny(name='line', steps=40, lrs=(1e-2, 3.)):
