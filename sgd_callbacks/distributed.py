@@ -62,6 +62,10 @@ def _peer_gone(e):
     return isinstance(e, (RuntimeError, dist.DistBackendError)) and any(
         k in str(e) for k in ('Connection closed by peer', 'Connection reset by peer', 'Broken pipe', 'NCCL communicator was aborted'))
 
+def _close_group():
+    "Destroy the default process group if it is still up: at exit (before the interpreter's teardown, where gloo's threads can abort it), or when this rank fails"
+    if dist.is_initialized(): dist.destroy_process_group()
+
 def _device(learn):
     dev = getattr(learn.dls, 'device', None) or next(learn.model.parameters()).device
     return torch.device(dev)
@@ -80,7 +84,7 @@ def ddp_ctx(self:Learner,
         dev = torch.device('cuda', local); torch.cuda.set_device(dev); self.dls.to(dev); self.model.to(dev)
     if not dist.is_initialized(): # kept until the process ends: under `torchrun` fastai's metrics gather over it
         dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', timeout=timedelta(seconds=timeout))
-        atexit.register(dist.destroy_process_group)
+        atexit.register(_close_group)
     if self.opt is None: self.create_opt() # with the bare model, so splitters that index it still work
     if sync_bn: self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
     model,cb = self.model,DDPShard(rank, world)
@@ -90,7 +94,7 @@ def ddp_ctx(self:Learner,
     except RankFailed: raise
     except Exception as e:
         if _peer_gone(e): raise RankFailed(f"rank {rank}: another process of the run failed or left ({e})") from e
-        dist.destroy_process_group() # close this rank's connections, so the others' next collective fails at once
+        _close_group() # close this rank's connections, so the others' next collective fails at once
         raise
     finally:
         self.remove_cb(cb)
@@ -113,17 +117,20 @@ def main(data:str='lesson2', # lesson2 or diabetes
     mk = lambda: linear_dls(bs=bs, seed=seed) if data == 'lesson2' else diabetes_dls(bs=bs, seed=seed)
     rank,world,_ = ddp_env()
     if world > 1: torch.set_num_threads(max(1, (os.cpu_count() or 1)//world))
-    if world > 1 and not dist.is_initialized(): dist.init_process_group('gloo')
+    own = world > 1 and not dist.is_initialized()
+    if own: dist.init_process_group('gloo')
     rows = []
     for name in ('fastai SGD', 'ScratchSGD'):
         dls = mk(); model = LinearModel(dls.train.dataset.tensors[0].shape[1])
         if name == 'ScratchSGD': learn = scratch_learner(dls, model, lr=lr, mom=mom, wd=wd)
         else: learn = Learner(dls, model, loss_func=mse, lr=lr, opt_func=partial(SGD, mom=mom, wd=wd), cbs=EpochShuffle())
         with learn.ddp_ctx(), learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs)
+        with learn.no_bar(): vl = learn.validate()[0] # under torchrun, fastai gathers its losses over the ranks
         w = _flat(learn.model)
         ws = [w]*world
         if world > 1: ws = [torch.empty_like(w) for _ in range(world)]; dist.all_gather(ws, w)
-        rows.append((name, learn.validate()[0], all(torch.equal(ws[0], v) for v in ws), w))
+        rows.append((name, vl, all(torch.equal(ws[0], v) for v in ws), w))
+    if own: dist.barrier(); _close_group() # every rank is done with the group
     ok = all(r[2] for r in rows) and torch.equal(rows[0][3], rows[1][3])
     if rank == 0:
         print(f"{world} processes, data={data} bs={bs} (global) lr={lr:g} mom={mom:g} wd={wd:g}, {epochs} one-cycle epochs")
