@@ -12,7 +12,6 @@ from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
 from .bakeoff import *
 from .problems import *
-from .bakeoff import _desc, _entry
 from .cli import UsageError, _check_out, _atomic, _arg
 
 # %% auto #0
