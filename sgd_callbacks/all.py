@@ -2,39 +2,46 @@
 `from sgd_callbacks.all import *`. It adds names and never rebinds one that fastai's `*.all` modules define: the
 lesson's `mse` stays in `sgd_callbacks.scratch` (fastai's `mse` gives the same loss and gradients, bit for bit), and
 argument checks and dataset classes stay in their modules."""
-from .data import LinearModel, linear_data, lstsq_weights, epoch_order, SliceDL, seed_epoch, EpochShuffle, tensor_dls, linear_dls, diabetes_dls
+# shared machinery
+from .events import OwnEvents # a Callback mixin: only the events a callback defines reach it
+from .seeding import epoch_order, seed_epoch, EpochShuffle
+from .loaders import SliceDL, tensor_dls
+from .weights import same_weights, max_weight_diff
+from .divergence import DivergedError
+# the lesson and its Learner
+from .data import LinearModel, linear_data, lstsq_weights, linear_dls, diabetes_dls
 from .scratch import sgd_update, fit_scratch, plot_fit
-from .callback import DivergedError, ScratchSGD, scratch_learner, same_weights, max_weight_diff
-from .rules import (ScratchStep, RuleError, rule_for, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule,
-                    larc_rule, lamb_rule, lookahead_stage, lesson_rule, rule_opt, whole_step, RuleOptimizer)
-from .modern import lion_rule, schedulefree_adamw_rule, schedulefree_sgd_rule, ScheduleFreeEval, ademamix_rule
-from .fast import LeanLearner, LeanRecorder, fast_learner
-from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
+from .callback import ScratchSGD, scratch_learner
 from .plots import animate_fit, gif, plot_landscape, lesson_paths
 from .vision import ImageDL, digits_dls, create_cnn, digits_resnet34, train_digits_resnet34
+# optimizers
+from .optim.fastai_rules import (rule_for, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule, larc_rule, lamb_rule,
+                                 lookahead_stage)
+from .optim.step import ScratchStep, RuleError, lesson_rule, rule_opt, whole_step, RuleOptimizer
+from .optim.modern import lion_rule, schedulefree_adamw_rule, schedulefree_sgd_rule, ScheduleFreeEval, ademamix_rule
+from .optim.muon import muon_rule
+from .optim.prodigy import prodigy_rule
+# comparison
+from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
+# bake-off
+from .bakeoff.problems import Problem, add_problem, BAKEOFF_PROBLEMS
+from .bakeoff.run import bakeoff, BakeoffResult, OptEntry, own_rule, BAKEOFF_OPTS, DEFAULT_OPTS, performance_profile, run_trial
+from .bakeoff import report as _report # the pictures and `save` of `BakeoffResult`
+from .cli import run_bakeoff
+# scale and speed
+from .fast import LeanLearner, LeanRecorder, fast_learner
 from .distributed import ddp_env, DDPShard, RankFailed # and `Learner.ddp_ctx`
-from .muon_prodigy import muon_rule, prodigy_rule
-from .problems import Problem, add_problem, BAKEOFF_PROBLEMS
-from .bakeoff import bakeoff, BakeoffResult, OptEntry, own_rule, BAKEOFF_OPTS, performance_profile, run_trial
-from .bakeoff_report import run_bakeoff # and the pictures and `save` of `BakeoffResult`
-from .bakeoff import DEFAULT_OPTS
 
-__all__ = ['LinearModel', 'linear_data', 'lstsq_weights', 'epoch_order', 'SliceDL', 'seed_epoch', 'EpochShuffle', 'tensor_dls',
-           'linear_dls', 'diabetes_dls',
-           'sgd_update', 'fit_scratch', 'plot_fit',
-           'DivergedError', 'ScratchSGD', 'scratch_learner', 'same_weights', 'max_weight_diff',
-           'ScratchStep', 'RuleError', 'rule_for', 'sgd_rule', 'rmsprop_rule', 'adam_rule', 'radam_rule', 'qhadam_rule',
-           'larc_rule', 'lamb_rule', 'lookahead_stage', 'lesson_rule', 'rule_opt', 'whole_step', 'RuleOptimizer',
-           'lion_rule', 'schedulefree_adamw_rule', 'schedulefree_sgd_rule', 'ScheduleFreeEval', 'ademamix_rule',
-           'LeanLearner', 'LeanRecorder', 'fast_learner',
-           'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
-           'animate_fit', 'gif', 'plot_landscape', 'lesson_paths',
+__all__ = ['OwnEvents', 'epoch_order', 'seed_epoch', 'EpochShuffle', 'SliceDL', 'tensor_dls', 'same_weights', 'max_weight_diff',
+           'DivergedError',
+           'LinearModel', 'linear_data', 'lstsq_weights', 'linear_dls', 'diabetes_dls', 'sgd_update', 'fit_scratch', 'plot_fit',
+           'ScratchSGD', 'scratch_learner', 'animate_fit', 'gif', 'plot_landscape', 'lesson_paths',
            'ImageDL', 'digits_dls', 'create_cnn', 'digits_resnet34', 'train_digits_resnet34',
-           'ddp_env', 'DDPShard', 'RankFailed',
+           'rule_for', 'sgd_rule', 'rmsprop_rule', 'adam_rule', 'radam_rule', 'qhadam_rule', 'larc_rule', 'lamb_rule',
+           'lookahead_stage', 'ScratchStep', 'RuleError', 'lesson_rule', 'rule_opt', 'whole_step', 'RuleOptimizer',
+           'lion_rule', 'schedulefree_adamw_rule', 'schedulefree_sgd_rule', 'ScheduleFreeEval', 'ademamix_rule',
            'muon_rule', 'prodigy_rule',
-           'bakeoff', 'BakeoffResult', 'Problem', 'OptEntry', 'own_rule', 'add_problem', 'BAKEOFF_PROBLEMS', 'BAKEOFF_OPTS',
-           'performance_profile', 'run_trial', 'run_bakeoff',
-           'DEFAULT_OPTS']
-
-from .data import OwnEvents # a Callback mixin: only the events a callback defines reach it
-__all__ += ['OwnEvents']
+           'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
+           'Problem', 'add_problem', 'BAKEOFF_PROBLEMS', 'bakeoff', 'BakeoffResult', 'OptEntry', 'own_rule', 'BAKEOFF_OPTS',
+           'DEFAULT_OPTS', 'performance_profile', 'run_trial', 'run_bakeoff',
+           'LeanLearner', 'LeanRecorder', 'fast_learner', 'ddp_env', 'DDPShard', 'RankFailed']

@@ -9,9 +9,9 @@ from fastai.learner import Learner
 from fastai.optimizer import SGD, Adam
 from sgd_callbacks.data import linear_dls, LinearModel
 from sgd_callbacks.scratch import mse
-from sgd_callbacks.problems import Problem, BAKEOFF_PROBLEMS, Rosenbrock, rosen_dls, rosen_loss
-from sgd_callbacks.bakeoff import BAKEOFF_OPTS, DEFAULT_OPTS, OptEntry, bakeoff, own_rule, run_trial, trial_seed, performance_profile
-from sgd_callbacks.bakeoff_report import run_bakeoff, sgd_bakeoff
+from sgd_callbacks.bakeoff.problems import Problem, BAKEOFF_PROBLEMS, Rosenbrock, rosen_dls, rosen_loss
+from sgd_callbacks.bakeoff.run import BAKEOFF_OPTS, DEFAULT_OPTS, OptEntry, bakeoff, own_rule, run_trial, trial_seed, performance_profile
+from sgd_callbacks.cli import run_bakeoff, sgd_bakeoff
 
 def tiny(name='line', steps=40, lrs=(1e-2, 3.)):
     "A built-in problem with a small budget (the same data, model and target)"
@@ -99,7 +99,7 @@ def test_rerun_bit_identical_and_caller_state_untouched(run):
     assert before[3] == after[3]                                     # torch's thread count put back
 
 def test_trial_seed_is_stable():
-    out = subprocess.run([sys.executable, '-c', "from sgd_callbacks.bakeoff import trial_seed; print(trial_seed('line','sgd',0.1,0))"],
+    out = subprocess.run([sys.executable, '-c', "from sgd_callbacks.bakeoff.run import trial_seed; print(trial_seed('line','sgd',0.1,0))"],
                          capture_output=True, text=True, env={**dict(__import__('os').environ), 'PYTHONHASHSEED': '123'})
     assert int(out.stdout.split()[-1]) == trial_seed('line', 'sgd', 0.1, 0)
     assert trial_seed('line', 'sgd', 0.1, 0) != trial_seed('line', 'sgd', 0.1, 1) != trial_seed('line', 'adam', 0.1, 1)
@@ -158,7 +158,7 @@ def test_bad_input(case, tmp_path):
 def test_command_help_and_exit_code(tmp_path):
     "The console script as setuptools writes it (`settings.ini`: console_scripts), run as a file"
     exe = tmp_path/'sgd_bakeoff'
-    exe.write_text("import sys\nfrom sgd_callbacks.bakeoff_report import sgd_bakeoff\nif __name__ == '__main__': sys.exit(sgd_bakeoff())\n")
+    exe.write_text("import sys\nfrom sgd_callbacks.cli import sgd_bakeoff\nif __name__ == '__main__': sys.exit(sgd_bakeoff())\n")
     run = lambda *a: subprocess.run([sys.executable, str(exe), *a], capture_output=True, text=True, timeout=120)
     h = run('--help')
     assert h.returncode == 0, h.stderr

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from fastai.basics import Learner, SGD, Adam, RMSProp, OptimWrapper, Callback, partial
 import fastai.callback.schedule
 from sgd_callbacks.all import *
-from sgd_callbacks.scratch import mse  # the lesson's loss, which the star import leaves to fastai
+from sgd_callbacks.scratch import mse # the lesson's loss, which the star import leaves to fastai
 
 shapes = st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=3), min_size=1, max_size=4)
 lrs = st.floats(1e-4, 10., allow_nan=False)
@@ -125,9 +125,9 @@ def test_non_finite_gradient_with_finite_loss_is_caught():
 
 def test_huge_finite_gradients_are_not_called_divergence():
     big = torch.full((4,), 3e38)
-    from sgd_callbacks.callback import _finite
-    assert _finite([big]) and not _finite([torch.tensor([1., float("inf")])])
-    assert not _finite([big, torch.ones(3), torch.tensor([float("nan"), 1.])]) and _finite([big, torch.ones(3)])
+    from sgd_callbacks.divergence import all_finite
+    assert all_finite([big]) and not all_finite([torch.tensor([1., float("inf")])])
+    assert not all_finite([big, torch.ones(3), torch.tensor([float("nan"), 1.])]) and all_finite([big, torch.ones(3)])
 
 @pytest.mark.parametrize('step_cb', [ScratchSGD, ScratchStep])
 def test_divergence_names_the_parameter_and_writes_nothing(step_cb):

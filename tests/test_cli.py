@@ -150,7 +150,7 @@ def test_a_modern_mismatch_exits_1(monkeypatch):
     "The rule one float32 ulp off in one weight: exit code 1, the row named"
     import torch
     import sgd_callbacks.cli as cli, sgd_callbacks.compare as compare
-    from sgd_callbacks.modern import lion_rule
+    from sgd_callbacks.optim.modern import lion_rule
     def lion_ulp_off(p, g, state, lr, mom=0.9, sqr_mom=0.99, wd=0., do_wd=True):
         lion_rule(p, g, state, lr, mom, sqr_mom, wd, do_wd)
         p.view(-1)[:1] = torch.nextafter(p.view(-1)[:1], torch.tensor(float('inf')))

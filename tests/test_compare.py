@@ -4,7 +4,8 @@ from torch import nn
 import matplotlib.pyplot as plt
 from functools import partial
 from PIL import Image
-from sgd_callbacks.data import linear_dls, diabetes_dls, tensor_dls, LinearModel
+from sgd_callbacks.data import linear_dls, diabetes_dls, LinearModel
+from sgd_callbacks.loaders import tensor_dls
 from sgd_callbacks.compare import compare_optimizers, CONTENDERS
 from sgd_callbacks.callback import ScratchSGD
 import sgd_callbacks.compare as compare

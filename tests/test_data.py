@@ -2,7 +2,7 @@
 import random
 import pytest, torch, numpy as np
 from sgd_callbacks.all import *
-from sgd_callbacks.scratch import mse  # the lesson's loss, which the star import leaves to fastai
+from sgd_callbacks.scratch import mse # the lesson's loss, which the star import leaves to fastai
 
 def test_linear_data_shapes_and_ranges():
     x,y = linear_data(n=37, a=(1.5,-2.), noise=0., seed=3)
@@ -68,10 +68,10 @@ def test_loader_interface():
     assert len(empty.train.dataset) == 0
 
 def test_random_states_are_fastais_without_waking_cuda():
-    "`_random_states` holds what fastai's `get_random_states` holds; CUDA's generators only once CUDA has started"
+    "`random_states` holds what fastai's `get_random_states` holds; CUDA's generators only once CUDA has started"
     from fastai.torch_core import get_random_states
-    from sgd_callbacks.data import _random_states
-    a,b = get_random_states(),_random_states()
+    from sgd_callbacks.seeding import random_states
+    a,b = get_random_states(),random_states()
     assert a.keys() == b.keys() and a['random_state'] == b['random_state'] and torch.equal(a['torch_state'], b['torch_state'])
     assert all(np.array_equal(x, y) for x,y in zip(a['numpy_state'], b['numpy_state']))
     assert len(b['torch_cuda_state']) == (len(a['torch_cuda_state']) if torch.cuda.is_initialized() else 0)

@@ -6,8 +6,14 @@ from fastai.callback.core import Callback, CancelBatchException, CancelStepExcep
 from fastai.optimizer import SGD
 from fastai.learner import Learner
 from sgd_callbacks.data import *
+from sgd_callbacks.checks import *
+from sgd_callbacks.seeding import *
+from sgd_callbacks.loaders import *
+from sgd_callbacks.events import *
 from sgd_callbacks.scratch import mse
 from sgd_callbacks.callback import *
+from sgd_callbacks.divergence import *
+from sgd_callbacks.weights import *
 from sgd_callbacks.fast import *
 
 class Rec(Callback):

@@ -10,8 +10,8 @@ import fastai.callback.schedule, fastai.callback.core
 import lion_pytorch, schedulefree, pytorch_optimizer
 from sgd_callbacks.all import *
 from sgd_callbacks.scratch import mse
-from sgd_callbacks.rules import decay, moving_avg
-from sgd_callbacks.compare import modern_reference
+from sgd_callbacks.optim.fastai_rules import decay, moving_avg
+from sgd_callbacks.references import modern_reference
 from sgd_callbacks import compare
 from sgd_callbacks.vision import digits_data
 
@@ -198,7 +198,7 @@ def test_compare_locates_where_a_rule_leaves_the_reference():
 
 def _mlp(dls): return nn.Sequential(nn.Linear(dls.train.dataset.tensors[0].shape[1], 8), nn.ReLU(), nn.Linear(8, 1), nn.Flatten(0))
 
-@pytest.mark.parametrize('opt,ref,lr', [('muon', 'sgd_callbacks.muon_prodigy.MuonAdamW', 0.02), ('prodigy', 'prodigyopt.Prodigy', None)])
+@pytest.mark.parametrize('opt,ref,lr', [('muon', 'sgd_callbacks.optim.muon.MuonAdamW', 0.02), ('prodigy', 'prodigyopt.Prodigy', None)])
 def test_compare_muon_and_prodigy_against_their_references(opt, ref, lr):
     "An MLP (matrices for Muon's orthogonalisation, biases for its AdamW) on diabetes: the rule's row is the reference's, bit for bit"
     set_seed(42); m0 = _mlp(diabetes_dls())
@@ -232,7 +232,7 @@ def test_compare_flags_a_muon_rule_one_ulp_off(monkeypatch):
 
 def test_the_guard_checks_your_rules_every_step_and_the_package_rules_first_step():
     "The package's rules run unguarded after a checked first step (their tests prove them); a rule of your own, every step"
-    from sgd_callbacks.rules import shipped_rule
+    from sgd_callbacks.optim.step import shipped_rule
     def mine(p, g, state, lr, mom=0.9, sqr_mom=0.99, wd=0., do_wd=True): lion_rule(p, g, state, lr, mom, sqr_mom, wd, do_wd)
     assert shipped_rule(lion_rule) and shipped_rule(partial(lion_rule, mom=0.8)) and not shipped_rule(mine)
     def broken_at_step_2(rule, guard):

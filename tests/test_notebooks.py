@@ -16,5 +16,5 @@ def test_stored_outputs_are_light_and_need_no_javascript(nb):
             assert '<script' not in html and 'jshtml' not in html, f"{nb.name}: an output needs JavaScript"
 
 def test_the_fit_animation_is_stored_as_a_gif():
-    cells = json.loads((Path(__file__).parents[1]/'nbs'/'05_plots.ipynb').read_text())['cells']
+    cells = json.loads((Path(__file__).parents[1]/'nbs'/'13_plots.ipynb').read_text())['cells']
     assert any('image/gif' in o.get('data', {}) for c in cells for o in c.get('outputs', []))

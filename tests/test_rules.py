@@ -11,7 +11,7 @@ import fastai.callback.schedule, fastai.callback.core
 from fastai.callback.training import GradientClip
 from sgd_callbacks.all import *
 from sgd_callbacks.scratch import mse
-from sgd_callbacks.rules import decay
+from sgd_callbacks.optim.fastai_rules import decay
 from sgd_callbacks.vision import digits_data
 
 def damped_sgd(params, lr, mom=0.9, wd=0., decouple_wd=True):
@@ -137,7 +137,7 @@ def ulp_off(rule):
 @pytest.mark.parametrize('maker', sorted(MAKERS))
 def test_rule_off_by_one_ulp_is_caught(monkeypatch, maker):
     "Mutation: Adam's rule one ulp off in one weight per step; the fit no longer matches fastai's"
-    import sgd_callbacks.rules as rules
+    import sgd_callbacks.optim.fastai_rules as rules
     from fastai.optimizer import adam_step
     monkeypatch.setitem(rules.RULES, adam_step, ulp_off(rules.RULES[adam_step]))
     ref,ours = train(maker, Adam, False, 'fit', 0.),train(maker, Adam, True, 'fit', 0.)

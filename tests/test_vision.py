@@ -8,8 +8,10 @@ from fastai.metrics import error_rate
 from fastai.optimizer import SGD
 from torchvision import models
 from torchvision.models import get_model_weights
-from sgd_callbacks.data import linear_dls, EpochShuffle
-from sgd_callbacks.callback import ScratchSGD, same_weights, max_weight_diff
+from sgd_callbacks.data import linear_dls
+from sgd_callbacks.seeding import EpochShuffle
+from sgd_callbacks.callback import ScratchSGD
+from sgd_callbacks.weights import same_weights, max_weight_diff
 from sgd_callbacks.vision import digits_dls, create_cnn
 
 

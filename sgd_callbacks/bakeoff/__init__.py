@@ -1,0 +1,1 @@
+"""The bake-off: problems, trials and tuning, scoring, the report"""
