@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from fastcore.script import call_parse
 from fastcore.basics import partial
-from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger
+from fastai.optimizer import SGD
+from .references import OPTIMIZERS
 from fastai.learner import Learner
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
@@ -99,7 +100,7 @@ def bench_step(reps:int=50):
     return rows
 
 # %% ../nbs/80_bench.ipynb #ec5bd44d
-RULE_BENCH = dict(sgd=partial(SGD, mom=0.9), rmsprop=RMSProp, adam=Adam, radam=RAdam, qhadam=QHAdam, larc=Larc, lamb=Lamb, ranger=ranger)
+RULE_BENCH = {**OPTIMIZERS, 'sgd': partial(SGD, mom=0.9)} # fastai's optimizers, SGD with momentum (its per-tensor buffers are the costly case)
 
 def _scratch_step(opt, check_finite=True):
     "`ScratchStep.step` on `opt`, without a `Learner`; with the divergence check, as users get it, unless told otherwise"
@@ -119,11 +120,11 @@ def bench_rules(reps:int=10, lr:float=1e-3):
 
 # %% ../nbs/80_bench.ipynb #7edbf3fe
 NEW_RULE_BENCH = dict( # name: (rule in this package, its hypers, its reference as module.Class, the reference's arguments)
-    lion=('modern.lion_rule', {}, 'lion_pytorch.Lion', {}),
-    schedulefree=('modern.schedulefree_adamw_rule', dict(train_mode=True), 'schedulefree.AdamWScheduleFree', dict(foreach=False)),
-    ademamix=('modern.ademamix_rule', {}, 'pytorch_optimizer.AdEMAMix', {}),
-    muon=('muon_prodigy.muon_rule', {}, 'sgd_callbacks.optim.muon.MuonAdamW', {}),
-    prodigy=('muon_prodigy.prodigy_rule', {}, 'prodigyopt.Prodigy', {}))
+    lion=('optim.modern.lion_rule', {}, 'lion_pytorch.Lion', {}),
+    schedulefree=('optim.modern.schedulefree_adamw_rule', dict(train_mode=True), 'schedulefree.AdamWScheduleFree', dict(foreach=False)),
+    ademamix=('optim.modern.ademamix_rule', {}, 'pytorch_optimizer.AdEMAMix', {}),
+    muon=('optim.muon.muon_rule', {}, 'sgd_callbacks.optim.muon.MuonAdamW', {}),
+    prodigy=('optim.prodigy.prodigy_rule', {}, 'prodigyopt.Prodigy', {}))
 
 def _load(path, package=None):
     "The object at `module.name`, or None if its module is not installed"

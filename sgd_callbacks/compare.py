@@ -29,8 +29,6 @@ from .references import (OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers,
 __all__ = ['CONTENDERS', 'COLUMNS', 'StepTrack', 'first_divergence', 'Contender', 'compare_optimizers', 'CompareResult']
 
 # %% ../nbs/41_compare.ipynb #a5e7ca75
-def _snap(ps): return torch.cat([p.detach().flatten().cpu() for p in ps]).clone()
-
 class StepTrack(Callback):
     "Record every training step's loss, seconds, a `fingerprint` of the weights after it and, if `weights`, the flattened weights"
     order,run_valid = -100,False # first at every event: the clock starts before any other callback's `before_batch`
@@ -38,13 +36,13 @@ class StepTrack(Callback):
     def before_fit(self):
         self.ps = [p for p in self.model.parameters() if p.requires_grad]
         self.losses,self.prints,self.secs = [],[fingerprint(self.ps)],[]
-        self.ws = [_snap(self.ps)] if self.weights else None
+        self.ws = [flat_weights(self.ps, cpu=True)] if self.weights else None
     def before_batch(self): sync(self.ps[0]); self.t0 = time.perf_counter()
     def after_batch(self):
         sync(self.ps[0]); self.secs.append(time.perf_counter()-self.t0) # forward, backward, step, zero_grad: not what follows
         self.losses.append(self.learn.loss.item())
         self.prints.append(fingerprint(self.ps))
-        if self.weights: self.ws.append(_snap(self.ps))
+        if self.weights: self.ws.append(flat_weights(self.ps, cpu=True))
 
 
 # %% ../nbs/41_compare.ipynb #75a53e09
@@ -212,7 +210,7 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     "Train every contender from the same start on the same batches; a `CompareResult`"
     modern = opt in MODERN
     if not modern: check_opt(opt, opt_kw)
-    if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
+    if rule is not None: check_rule(rule)
     if lr is None: lr = default_lr(opt)
     if modern: hypers = check_modern(opt, lr, modern_kw(opt, mom, decouple_wd, opt_kw))
     if not modern:

@@ -18,6 +18,7 @@ from fastai.learner import Learner
 from .data import LinearModel, linear_dls, diabetes_dls
 from .seeding import EpochShuffle
 from .scratch import mse
+from .weights import flat_weights
 from .callback import ScratchSGD, scratch_learner
 
 # %% auto #0
@@ -102,7 +103,7 @@ def ddp_ctx(self:Learner,
         self.model = model
 
 # %% ../nbs/51_distributed.ipynb #3f7beed3
-def _flat(m): return torch.cat([v.detach().float().flatten().cpu() for v in m.state_dict().values()])
+def _flat(m): return flat_weights([v.float() for v in m.state_dict().values()], cpu=True) # buffers too: BatchNorm's statistics
 
 @call_parse
 def main(data:str='lesson2', # lesson2 or diabetes

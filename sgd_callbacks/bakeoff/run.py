@@ -11,16 +11,17 @@ from fastcore.basics import store_attr, partial
 from fastai.torch_core import no_random, trainable_params, norm_bias_params
 from fastai.optimizer import Optimizer, SGD, RMSProp, Adam, Lamb
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
-from ..checks import check_int, check_float
+from ..checks import check_int, check_float, check_rule
+from ..weights import flat_weights
 from ..seeding import seed_epoch, EpochShuffle
 from ..loaders import SliceDL
 from .problems import BAKEOFF_PROBLEMS, QUICK_PROBLEMS, Problem, check_lrs
-from .problems import check_lrs
 from ..optim.step import ScratchStep, rule_name, rule_opt
 from ..optim.modern import lion_rule, ademamix_rule, schedulefree_adamw_rule, ScheduleFreeEval
 from ..optim.muon import muon_rule
 from ..optim.prodigy import prodigy_rule
 from ..fast import LeanLearner
+from ..references import OPTIMIZERS
 
 # %% auto #0
 __all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'OptEntry', 'own_rule', 'trial_seed', 'Trace', 'run_trial',
@@ -50,7 +51,7 @@ class OptEntry:
 def own_rule(rule,              # `rule(p, g, state, **hypers)`, as `ScratchStep` takes it
              opt_func=SGD):     # the fastai optimizer whose hyper-parameters and state the rule gets
     "A bake-off optimizer that steps with your `rule`: `opt_func`'s hyper-parameters, `ScratchStep(rule=rule)`'s step"
-    if not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
+    check_rule(rule)
     return OptEntry(opt_func, [ScratchStep(rule=rule)])
 
 def _entry(o): return o if isinstance(o, OptEntry) else OptEntry(o)
@@ -65,7 +66,7 @@ def _desc(f):
 # The rules run unguarded (`guard=False`): the guard copies every weight and state at each step, which costs more than
 # these tiny steps, and it raises `RuleError` at a non-finite weight, which would stop the whole bake-off where the
 # trial's `Trace` records the trial as diverged and goes on.
-BAKEOFF_OPTS = dict(sgd=SGD, momentum=partial(SGD, mom=0.9), rmsprop=RMSProp, adam=Adam, lamb=Lamb,
+BAKEOFF_OPTS = dict(sgd=OPTIMIZERS['sgd'], momentum=partial(OPTIMIZERS['sgd'], mom=0.9), **{k: OPTIMIZERS[k] for k in ('rmsprop', 'adam', 'lamb')},
                     lion=OptEntry(rule_opt(lion_rule, guard=False), lr_mult=0.1), # a sign step moves every weight by lr
                     ademamix=OptEntry(rule_opt(ademamix_rule, guard=False)),
                     schedulefree=OptEntry(rule_opt(schedulefree_adamw_rule, guard=False), [ScheduleFreeEval()]), # judged at x
@@ -98,7 +99,7 @@ class Trace:
         finally: self.swap(True)
 
     def _record(self, model, step, ev):
-        if self.paths: self.ws.append(_flat(model))
+        if self.paths: self.ws.append(flat_weights(model.parameters()))
         return self.evaluate(model, step) if ev else True
 
     def start(self, model): return self._at_x(self._record, model, 0, True)
@@ -126,7 +127,6 @@ class Trace:
         self.secs = time.perf_counter()-self.t0
         return self
 
-def _flat(model): return torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
 
 # %% ../../nbs/61_bakeoff.run.ipynb #1ff4c9a5
 def _valid_tensors(dl):

@@ -74,7 +74,7 @@ class ScratchStep(Callback):
     order,run_valid = GradientClip.order+1,False
     def __init__(self, rule=None,         # `rule(p, g, state, **hypers)` (or a `whole_step` rule); None: the rule of `learn.opt`'s optimizer
                  check_finite:bool=True): # stop with `DivergedError` at the first non-finite loss or gradient
-        if rule is not None and not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
+        if rule is not None: check_rule(rule)
         store_attr()
 
     def before_fit(self):
@@ -125,7 +125,7 @@ def rule_hypers(rule):
 
 def _check_hypers(rule, hypers):
     "A `TypeError` naming the first of `hypers` that `rule` does not declare"
-    if not callable(rule): raise TypeError(f"`rule` must be a function `rule(p, g, state, **hypers)`, got {rule!r}")
+    check_rule(rule)
     _check_signature(rule, {}, hint="", partial=True) # it takes the tensors
     decl,kw = rule_hypers(rule)
     bad = [k for k in hypers if k not in decl and not kw]
