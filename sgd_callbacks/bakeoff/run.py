@@ -297,6 +297,53 @@ class _Progress:
     def close(self):
         if self.pb is not None: self.pb.on_iter_end()
 
+class _Trials:
+    "The trials of one bake-off, each run once: a trial is a pure function of its key (the seed is drawn from it), kept in `cache`"
+    def __init__(self, pbs, ops, cache, prog): store_attr(); self.rows = []
+    def run(self, p, o, lr, seed, stage, what):
+        "The trial `(p, o, lr, seed)`, from the cache or run now; a row of `trials.csv` for it"
+        k = p, o, lr, seed
+        if k not in self.cache: self.cache[k] = run_trial(self.pbs[p], self.ops[o], lr, trial_seed(*k), paths=p == 'rosenbrock')
+        tr = self.cache[k]
+        self.rows.append(dict(problem=p, optimizer=o, lr=lr, seed=seed, reached=tr.hit is not None, steps_to_target=tr.hit,
+                              final_loss=float('inf') if tr.diverged else tr.losses[-1], diverged=tr.diverged,
+                              final_metric=float('nan') if tr.diverged else tr.metrics[-1], stage=stage,
+                              seconds_to_target=tr.hit_s, seconds=tr.secs))
+        self.prog.step(what)
+        return tr
+
+def _tune(t, p, o, grid):
+    "Phase 1: every lr of `grid` on seed 0; the best lr (by `_key`) and its trial"
+    tuned = {lr: t.run(p, o, lr, 0, 'tune', f"{p} {o} lr={lr:g}") for lr in grid}
+    lr = min(tuned, key=lambda k: _key(tuned[k]))
+    return lr,tuned[lr]
+
+def _rerun(t, p, o, lr, first, seeds):
+    "Phase 2: the best lr with seeds 1 to `seeds`-1, after `first`, its tuning trial"
+    return [first] + [t.run(p, o, lr, s, 'seed', f"{p} {o} lr={lr:g} seed={s}") for s in range(1, seeds)]
+
+def _summarise(p, o, lr, trs):
+    "Phase 3: the row of `results.csv` for `(p, o)`: lower medians over the seeds' trials `trs`"
+    hits,fin = [t.hit for t in trs],lambda s: s if math.isfinite(s) else None
+    return dict(problem=p, optimizer=o, lr=lr, reached=sum(h is not None for h in hits)/len(trs),
+                steps_to_target=fin(lower_median(hits)), seconds_to_target=fin(lower_median([t.hit_s for t in trs])),
+                final_loss=float(np.median([float('inf') if t.diverged else t.losses[-1] for t in trs])),
+                final_metric=float(pd.Series([t.metrics[-1] for t in trs if not t.diverged], dtype=float).median()))
+
+def _describe(ops):
+    "Each optimizer as the report names it: its `opt_func`, its callbacks, its lr range"
+    return {o: _desc(e.opt_func) + ''.join(f" with {type(c).__name__}" + (f"(rule={rule_name(c.rule)})" if getattr(c, 'rule', None) else '')
+                                           for c in e.cbs) + (f" ({e.lr_note()})" if e.lr_note() else '') for o,e in ops.items()}
+
+def _result(res, rows, traces, pbs, ops, tau_max, meta, versions):
+    "The `BakeoffResult` of a run: its tables, typed, the profile and the scores"
+    results = pd.DataFrame(res)
+    results['steps_to_target'] = results.steps_to_target.astype('Int64')
+    trials_df = pd.DataFrame(rows).sort_values(['problem', 'optimizer', 'lr', 'seed'], kind='stable').reset_index(drop=True)
+    trials_df['steps_to_target'] = trials_df.steps_to_target.astype('Int64')
+    profile,scores = performance_profile(results, tau_max)
+    return BakeoffResult(results, trials_df, profile, scores, traces, pbs, dict(meta, opts=_describe(ops), **versions))
+
 def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None: all (`quick`: `QUICK_PROBLEMS`)
             opts=None,         # names in `BAKEOFF_OPTS`, or `{name: opt_func or OptEntry}`; None: `DEFAULT_OPTS` (`quick`: `QUICK_OPTS`)
             trials:int=7,      # learning rates tried per (problem, optimizer), log-spaced over the problem's range (`OptEntry.lr_range`)
@@ -314,52 +361,19 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
     nt = torch.get_num_threads()
     if threads is not None: torch.set_num_threads(check_int('threads', threads, lo=1))
     prog = _Progress(len(pbs)*len(ops)*(trials+seeds-1), progress, file)
-    rows,res,traces,t0 = [],[],{},time.perf_counter()
-    cache = {} if cache is None else cache
-    def trial(p, o, lr, seed): # a trial is a pure function of its key (the seed is drawn from it), so it can be reused
-        k = p, o, lr, seed
-        if k not in cache: cache[k] = run_trial(pbs[p], ops[o], lr, trial_seed(*k), paths=p == 'rosenbrock')
-        return cache[k]
-    def add(p, o, lr, seed, tr, stage):
-        rows.append(dict(problem=p, optimizer=o, lr=lr, seed=seed, reached=tr.hit is not None, steps_to_target=tr.hit,
-                         final_loss=float('inf') if tr.diverged else tr.losses[-1], diverged=tr.diverged,
-                         final_metric=float('nan') if tr.diverged else tr.metrics[-1], stage=stage,
-                         seconds_to_target=tr.hit_s, seconds=tr.secs))
+    t,res,traces,t0 = _Trials(pbs, ops, {} if cache is None else cache, prog),[],{},time.perf_counter()
     try:
         for p,pb in pbs.items():
             for o,e in ops.items():
-                tuned = {}
-                for lr in _grid(e.lr_range(lrs or pb.lrs), trials):
-                    tuned[lr] = tr = trial(p, o, lr, 0)
-                    add(p, o, lr, 0, tr, 'tune'); prog.step(f"{p} {o} lr={lr:g}")
-                lr = min(tuned, key=lambda k: _key(tuned[k]))
-                trs = [tuned[lr]]
-                for seed in range(1, seeds):
-                    trs.append(trial(p, o, lr, seed))
-                    add(p, o, lr, seed, trs[-1], 'seed'); prog.step(f"{p} {o} lr={lr:g} seed={seed}")
-                traces[p, o] = trs
-                hits = [t.hit for t in trs]
-                st = lower_median(hits)
-                res.append(dict(problem=p, optimizer=o, lr=lr, reached=sum(h is not None for h in hits)/len(trs),
-                                steps_to_target=st if math.isfinite(st) else None,
-                                seconds_to_target=(lambda s: s if math.isfinite(s) else None)(lower_median([t.hit_s for t in trs])),
-                                final_loss=float(np.median([float('inf') if t.diverged else t.losses[-1] for t in trs])),
-                                final_metric=float(pd.Series([t.metrics[-1] for t in trs if not t.diverged], dtype=float).median())))
-                r = res[-1]
+                lr,first = _tune(t, p, o, _grid(e.lr_range(lrs or pb.lrs), trials))
+                traces[p, o] = trs = _rerun(t, p, o, lr, first, seeds)
+                res.append(r := _summarise(p, o, lr, trs))
                 prog.line(f"{p} {o}: best lr {lr:g}, {r['reached']:.0%} of {len(trs)} seeds reach {pb.metric_name} {pb.goal}"
                           + (f" in {r['steps_to_target']} steps" if r['steps_to_target'] is not None else ''))
     finally:
         prog.close()
         torch.set_num_threads(nt)
-    results = pd.DataFrame(res)
-    results['steps_to_target'] = results.steps_to_target.astype('Int64')
-    trials_df = pd.DataFrame(rows).sort_values(['problem', 'optimizer', 'lr', 'seed'], kind='stable').reset_index(drop=True)
-    trials_df['steps_to_target'] = trials_df.steps_to_target.astype('Int64')
-    profile,scores = performance_profile(results, tau_max)
-    meta = dict(trials=trials, seeds=seeds, tau_max=tau_max, lrs=lrs, quick=quick, seconds=time.perf_counter()-t0,
-                opts={o: _desc(e.opt_func) + ''.join(f" with {type(c).__name__}" + (f"(rule={rule_name(c.rule)})" if getattr(c, 'rule', None) else '')
-                                                     for c in e.cbs) + (f" ({e.lr_note()})" if e.lr_note() else '')
-                      for o,e in ops.items()}, **_versions(threads or nt))
-    res = BakeoffResult(results, trials_df, profile, scores, traces, pbs, meta)
-    res.cache = cache
-    return res
+    meta = dict(trials=trials, seeds=seeds, tau_max=tau_max, lrs=lrs, quick=quick, seconds=time.perf_counter()-t0)
+    out = _result(res, t.rows, traces, pbs, ops, tau_max, meta, _versions(threads or nt))
+    out.cache = t.cache
+    return out
