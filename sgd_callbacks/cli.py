@@ -4,7 +4,7 @@
 
 # %% ../nbs/70_cli.ipynb #2caa388f
 from __future__ import annotations
-import os, sys, time, tempfile, warnings, contextlib
+import os, sys, time, inspect, tempfile, warnings, contextlib
 import torch
 from pathlib import Path
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated') # raised by an import in fastai; stderr is for our messages
@@ -26,8 +26,8 @@ from .bakeoff.run import bakeoff, check_bakeoff, BAKEOFF_OPTS, DEFAULT_OPTS, QUI
 import sgd_callbacks.bakeoff.report # `BakeoffResult.save` and its pictures
 
 # %% auto #0
-__all__ = ['DATA', 'DIGITS', 'QUICK', 'UsageError', 'atomic_write', 'write_report', 'run_compare', 'sgd_compare', 'run_bakeoff',
-           'sgd_bakeoff']
+__all__ = ['DATA', 'DIGITS', 'HYPER_TYPES', 'QUICK', 'UsageError', 'atomic_write', 'write_report', 'run_compare', 'sgd_compare',
+           'run_bakeoff', 'sgd_bakeoff']
 
 # %% ../nbs/70_cli.ipynb #68bdd1ed
 class UsageError(ValueError): "A bad command-line argument"
@@ -65,7 +65,6 @@ def _parse(name, v, typ):
     try: return typ(v)
     except ValueError: raise UsageError(f"--{name} must be {'an int' if typ is int else 'a number'}, got {v!r}") from None
 
-_TYPES = dict(k=int, warmup_steps=int, t_alpha_beta3=int, ns_steps=int, adjust_lr_fn=str) # the hyper-parameters that are no float
 
 def _opt_hypers(opt, lr, kw):
     "The hyper-parameters `opt` trains with: fastai's optimizer's, or the modern rule's defaults overridden by `kw`"
@@ -78,7 +77,7 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
     "Check every argument; the keyword arguments of `compare_optimizers`"
     if data not in DATA: raise UsageError(f"--data must be one of {', '.join(DATA)}, got {data!r}")
     if rule not in (None, 'lesson'): raise UsageError(f"--rule must be lesson (the lesson's literal p.sub_(lr*g)), got {rule!r}")
-    hypers = {k: _parse(k, v, _TYPES.get(k, float)) for k,v in (hypers or {}).items() if v is not None}
+    hypers = {k: _parse(k, v, HYPER_TYPES[k]) for k,v in (hypers or {}).items() if v is not None}
     try:
         if opt in MODERN: rule_opt(MODERN[opt].rule, **modern_kw(opt, None, not l2, hypers)) # names a keyword the rule does not take
         else: check_opt(opt, hypers)
@@ -261,12 +260,19 @@ def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (res
                 d_coef:_arg("prodigy: a factor on the estimate", 'FLOAT')=None,
                 growth_rate:_arg("prodigy: the estimate's largest growth per step (default inf)", 'FLOAT')=None):
     "Compare fastai's optimizer (SGD by default), its hand-written rule, torch.optim's counterpart and the plain loop side by side"
-    hypers = dict(sqr_mom=sqr_mom, eps=eps, beta=beta, nu_1=nu_1, nu_2=nu_2, trust_coeff=trust_coeff, k=k, alpha=alpha, beta3=beta3,
-                  t_alpha_beta3=t_alpha_beta3, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power, ns_steps=ns_steps,
-                  adjust_lr_fn=adjust_lr_fn, adam_lr_ratio=adam_lr_ratio, adam_mom=adam_mom, adam_sqr_mom=adam_sqr_mom,
-                  adam_eps=adam_eps, adam_wd=adam_wd, d0=d0, d_coef=d_coef, growth_rate=growth_rate)
+    hypers = {k: v for k,v in locals().items() if k in HYPER_TYPES} # the options after `--rule`, as declared above
     sys.exit(run_compare(data, bs, lr, mom, wd, epochs, seed, schedule, l2, out, size, opt=opt, rule=rule,
                          **{k: v for k,v in hypers.items() if v is not None}))
+
+def _metavar(anno):
+    "What a user types for an option: fastcore 1's `Param.metavar`, or fastcore 2's `Annotated[typ, help, {'metavar': ...}]`"
+    meta = getattr(anno, '__metadata__', None)
+    return meta[1].get('metavar') if meta else getattr(anno, 'metavar', None)
+
+# the optimizers' hyper-parameters are declared once, as `sgd_compare`'s options after `--rule`: their names, help and what a
+# user types; from that declaration, each one's type (INT, NAME or FLOAT), which `_setup` parses and checks
+_opts = list(inspect.signature(sgd_compare, eval_str=True).parameters.values())
+HYPER_TYPES = {q.name: dict(INT=int, NAME=str).get(_metavar(q.annotation), float) for q in _opts[[q.name for q in _opts].index('rule')+1:]}
 
 # %% ../nbs/70_cli.ipynb #09d8ad44
 QUICK = dict(trials=4, seeds=2) # with `QUICK_PROBLEMS` and `QUICK_OPTS`
