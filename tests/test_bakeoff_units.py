@@ -8,8 +8,8 @@ from torch import nn
 from fastai.optimizer import SGD
 from sgd_callbacks.all import *
 # private names, in one place
-from sgd_callbacks import bakeoff as bakeoff_module
-from sgd_callbacks.bakeoff import _grid, _key, Trace, trial_seed, DIVERGE
+from sgd_callbacks.bakeoff import run as bakeoff_module
+from sgd_callbacks.bakeoff.run import _grid, _key, Trace, trial_seed, DIVERGE
 
 def tr(hit=None, loss=1., diverged=False):
     "A finished trial as the bake-off reads it"

@@ -4,7 +4,7 @@ import math
 import pytest, torch
 from sgd_callbacks.all import *
 # private names, in one place
-from sgd_callbacks.scratch import fingerprint
+from sgd_callbacks.weights import fingerprint
 
 NAMES = ['a', 'b']                         # a: 2×2, b: 3 elements; flattened, a's four weights then b's three
 

@@ -9,9 +9,9 @@ from fastai.torch_core import norm_bias_params
 import schedulefree
 from sgd_callbacks.all import *
 # private names, in one place, so that a module's move is one edit here
-from sgd_callbacks.compare import MODERN, Reference, modern_reference
-from sgd_callbacks.rules import rule_hypers
-from sgd_callbacks.muon_prodigy import MuonAdamW
+from sgd_callbacks.references import MODERN, Reference, modern_reference
+from sgd_callbacks.optim.step import rule_hypers
+from sgd_callbacks.optim.muon import MuonAdamW
 from sgd_callbacks.vision import digits_data
 
 # Schedule-Free SGD is no contender of `compare_optimizers`; its reference in the same harness
