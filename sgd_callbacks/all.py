@@ -23,6 +23,8 @@ from .optim.muon import muon_rule
 from .optim.prodigy import prodigy_rule
 # comparison
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
+from .explain import Setup, explain_difference, Explanation, Cause, VOCAB, TorchSched, torch_adam_rule
+from .port import port, Port
 # bake-off
 from .bakeoff.problems import Problem, add_problem, BAKEOFF_PROBLEMS
 from .bakeoff.run import bakeoff, BakeoffResult, OptEntry, own_rule, BAKEOFF_OPTS, DEFAULT_OPTS, performance_profile, run_trial
@@ -42,6 +44,7 @@ __all__ = ['OwnEvents', 'epoch_order', 'seed_epoch', 'EpochShuffle', 'SliceDL', 
            'lion_rule', 'schedulefree_adamw_rule', 'schedulefree_sgd_rule', 'ScheduleFreeEval', 'ademamix_rule',
            'muon_rule', 'prodigy_rule',
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
+           'Setup', 'explain_difference', 'Explanation', 'Cause', 'VOCAB', 'TorchSched', 'torch_adam_rule', 'port', 'Port',
            'Problem', 'add_problem', 'BAKEOFF_PROBLEMS', 'bakeoff', 'BakeoffResult', 'OptEntry', 'own_rule', 'BAKEOFF_OPTS',
            'DEFAULT_OPTS', 'performance_profile', 'run_trial', 'run_bakeoff',
            'LeanLearner', 'LeanRecorder', 'fast_learner', 'ddp_env', 'DDPShard', 'RankFailed']

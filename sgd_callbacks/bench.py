@@ -25,7 +25,7 @@ from .fast import fast_learner
 # %% auto #0
 __all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'resnet34_params', 'step_contenders', 'bench_step', 'bench_rules',
            'bench_new_rules', 'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision', 'ddp_epoch_seconds',
-           'main']
+           'results_table', 'main']
 
 # %% ../nbs/80_bench.ipynb #d604134e
 CLOCKS = {'wall': time.perf_counter, # seconds as they pass
@@ -148,7 +148,7 @@ def bench_new_rules(reps:int=10, lr:float=1e-3):
     return rows
 
 def _print_new_rules(reps):
-    print(_table(bench_new_rules(reps or 10), ['rule', 'reference ms', 'rule_opt ms', 'guard=True ms', '× reference', 'guard=True ×'],
+    print(results_table(bench_new_rules(reps or 10), ['rule', 'reference ms', 'rule_opt ms', 'guard=True ms', '× reference', 'guard=True ×'],
                  ['{:<12}', '{:12.1f}', '{:11.1f}', '{:13.1f}', '{:11.2f}', '{:12.2f}']))
 
 # %% ../nbs/80_bench.ipynb #3d8e5860
@@ -234,38 +234,57 @@ def ddp_epoch_seconds(nproc:int, # processes, started by torchrun
     if out.returncode: raise RuntimeError(f"the {nproc}-process epoch failed:\n{out.stderr[-3000:]}")
     return float(re.search(r'epoch_s=([0-9.]+)', out.stdout).group(1))
 
+# %% ../nbs/80_bench.ipynb #96f73fe7
+from torch import nn
+from fastai.optimizer import Adam
+from .data import diabetes_dls
+from .explain import Setup, explain_difference, train_setup
+
+def _print_explain(reps):
+    "Seconds of one run of the pair (torch's AdamW recipe, fastai's Adam) against its explanation, 2 epochs on diabetes"
+    def mlp(): torch.manual_seed(0); return nn.Sequential(nn.Linear(11, 8), nn.ReLU(), nn.Linear(8, 1))
+    dls = diabetes_dls(bs=64)
+    a,b = Setup(partial(torch.optim.AdamW, weight_decay=0.1), lr=1e-2),Setup(Adam, lr=1e-2, wd=0.1)
+    def pair(): train_setup(a, dls, mlp()); train_setup(b, dls, mlp())
+    rep = []
+    def expl(): rep.append(explain_difference(a, b, dls, mlp()))
+    t = _medians({'pair': pair, 'explain': expl}, reps or 3, warmup=1)
+    print(results_table([('one run of the pair', t['pair'], 1.), ('explain_difference', t['explain'], t['explain']/t['pair'])],
+                 ['', 's', '× the pair'], ['{:<20}', '{:6.2f}', '{:6.2f}']))
+    print(f"causes: {', '.join(rep[-1].names)} ({rep[-1].n_runs} runs)")
+
 # %% ../nbs/80_bench.ipynb #8208c6ee
-def _table(rows, heads, fmts):
+def results_table(rows, heads, fmts):
     "Rows as a plain-text table"
     out = [' | '.join(heads)]
     return '\n'.join(out + [' | '.join(f.format(v) for f,v in zip(fmts, r)) for r in rows])
 
 def _print_step(reps):
-    print(_table(bench_step(reps or 50), ['mom', 'contender', 'ms/step', '× floor', '× fastai'],
+    print(results_table(bench_step(reps or 50), ['mom', 'contender', 'ms/step', '× floor', '× fastai'],
                  ['{:.1f}', '{:<28}', '{:8.2f}', '{:6.2f}', '{:6.2f}']))
-    print(_table(bench_rules(reps or 10), ['optimizer', 'fastai ms', 'ScratchStep ms', '× fastai', 'check off ms', '× fastai'],
+    print(results_table(bench_rules(reps or 10), ['optimizer', 'fastai ms', 'ScratchStep ms', '× fastai', 'check off ms', '× fastai'],
                  ['{:<9}', '{:9.1f}', '{:14.1f}', '{:8.2f}', '{:12.1f}', '{:8.2f}']))
     _print_new_rules(reps)
 
 def _print_loop(reps):
-    print(_table(bench_loop(reps or 5), ['bs', 'contender', 'ms/step', '× plain loop'],
+    print(results_table(bench_loop(reps or 5), ['bs', 'contender', 'ms/step', '× plain loop'],
                  ['{:>4}', '{:<22}', '{:8.3f}', '{:6.1f}']))
 
 def _print_vision(reps):
     from sgd_callbacks.vision import RESNET34_RUN
     run = RESNET34_RUN
     print(f"resnet34 on the digits, ScratchSGD: {run}")
-    print(_table(profile_vision(run['size'], run['bs'], reps or 4), ['phase', 'ms/step', 'share'], ['{:<8}', '{:8.0f}', '{:6.1%}']))
+    print(results_table(profile_vision(run['size'], run['bs'], reps or 4), ['phase', 'ms/step', 'share'], ['{:<8}', '{:8.0f}', '{:6.1%}']))
     err,secs = bench_vision()
     print(f"error={err:.4f} train_s={secs:.1f}") # the last line, read by scripts
 
 def _print_ddp(reps):
     rows = [(n, t, ddp_epoch_seconds(n, t)) for n,t in ((1,1), (1,2), (2,1))]
     base = rows[1][2]
-    print(_table([(n, t, s, s/base) for n,t,s in rows], ['processes', 'threads each', 's/epoch', '× 1 process, 2 threads'],
+    print(results_table([(n, t, s, s/base) for n,t,s in rows], ['processes', 'threads each', 's/epoch', '× 1 process, 2 threads'],
                  ['{:>9}', '{:>12}', '{:8.2f}', '{:6.2f}']))
 
-BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp}
+BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp, 'explain': _print_explain}
 
 @call_parse
 def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls) `vision` (resnet34's full run) or `ddp` (an epoch on 1 and 2 processes)
