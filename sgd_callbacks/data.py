@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from fastai.data.core import DataLoaders
 from .checks import check_int, check_float, as_weights
-from .loaders import Tensors, tensor_dls
+from .loaders import Tensors, tensor_dls, map_dls
 
 # %% auto #0
 __all__ = ['NOISE_KINDS', 'linear_data', 'lstsq_weights', 'LinearModel', 'linear_dls', 'diabetes_data', 'diabetes_dls']
@@ -72,7 +72,4 @@ def diabetes_dls(bs:int|None=64, valid_pct:float=0.2, seed:int=42, device=None):
     dls = tensor_dls(x, y, bs=bs, valid_pct=valid_pct, seed=seed) # split first, then standardise with train stats
     xt,yt = dls.train.dataset.tensors
     mx,sx,my,sy = xt.mean(0),xt.std(0),yt.mean(),yt.std()
-    def prep(ds):
-        xs,ys = ds.tensors
-        return Tensors(torch.cat([(xs-mx)/sx, torch.ones(len(xs),1)], 1), (ys-my)/sy)
-    return DataLoaders(*(dl.new(prep(dl.dataset)) for dl in dls.loaders), device=device)
+    return map_dls(dls, lambda xs,ys: (torch.cat([(xs-mx)/sx, torch.ones(len(xs),1)], 1), (ys-my)/sy), device)

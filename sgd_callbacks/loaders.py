@@ -16,7 +16,7 @@ from .checks import check_int, check_float, check_xy
 from .seeding import epoch_order
 
 # %% auto #0
-__all__ = ['Tensors', 'SliceDL', 'tensor_dls']
+__all__ = ['Tensors', 'SliceDL', 'tensor_dls', 'map_dls']
 
 # %% ../nbs/03_loaders.ipynb #39079798
 class Tensors(TensorDataset):
@@ -71,3 +71,8 @@ def tensor_dls(x, y,
     trn = SliceDL(Tensors(x[ti], y[ti]), bs=bs or n_train, shuffle=bs is not None and bs < n_train, seed=seed)
     val = SliceDL(Tensors(x[vi], y[vi]), bs=n_valid, seed=seed)
     return DataLoaders(trn, val, device=device)
+
+# %% ../nbs/03_loaders.ipynb #ad4076d9
+def map_dls(dls, f, device=None):
+    "`dls` with each loader's tensors `(x, y)` replaced by `f(x, y)`, the loaders' settings kept"
+    return DataLoaders(*(dl.new(Tensors(*f(*dl.dataset.tensors))) for dl in dls.loaders), device=device)

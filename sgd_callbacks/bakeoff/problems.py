@@ -11,9 +11,9 @@ from fastcore.basics import store_attr, partial
 from fastai.torch_core import no_random
 from fastai.data.core import DataLoaders
 from fastai.metrics import accuracy
-from ..data import as_weights, LinearModel, linear_dls, diabetes_dls
-from ..checks import check_int, check_float
-from ..loaders import Tensors, SliceDL, tensor_dls
+from ..data import LinearModel, linear_dls, diabetes_dls
+from ..checks import check_int, check_float, as_weights
+from ..loaders import Tensors, SliceDL, tensor_dls, map_dls
 from ..scratch import mse
 
 # %% auto #0
@@ -104,7 +104,7 @@ def _std_dls(x, y, bs, seed=42):
     dls = tensor_dls(x, y, bs=bs, seed=seed)
     xt = dls.train.dataset.tensors[0]
     m,s = xt.mean(0),xt.std(0).clamp_min(1e-6)
-    return DataLoaders(*(dl.new(Tensors((dl.dataset.tensors[0]-m)/s, dl.dataset.tensors[1])) for dl in dls.loaders))
+    return map_dls(dls, lambda x,y: ((x-m)/s, y))
 
 def cancer_dls(bs:int=32):
     "scikit-learn's breast cancer set (569×30, 2 classes), standardised"
@@ -119,7 +119,7 @@ def small_digits_dls(bs:int=64):
     dls = tensor_dls(torch.tensor(x, dtype=torch.float32).view(-1,1,8,8)/16., torch.tensor(y), bs=bs, seed=42)
     xt = dls.train.dataset.tensors[0]
     m,s = xt.mean(),xt.std()
-    return DataLoaders(*(dl.new(Tensors((dl.dataset.tensors[0]-m)/s, dl.dataset.tensors[1])) for dl in dls.loaders))
+    return map_dls(dls, lambda x,y: ((x-m)/s, y))
 
 def _mlp(n_in, n_hidden, n_out): return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
 def _small_cnn(): return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1),
