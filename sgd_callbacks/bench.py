@@ -135,7 +135,7 @@ def _load(path, package=None):
 
 def bench_new_rules(reps:int=10, lr:float=1e-3):
     "`(rule, reference ms, rule_opt ms, guard=True ms, × reference, guard=True × reference)` of one step on resnet34's parameters"
-    from .rules import rule_opt
+    from sgd_callbacks.optim.step import rule_opt
     params,rows = resnet34_params(),[]
     for name,(rule,hypers,ref,kw) in NEW_RULE_BENCH.items():
         rule,ref = _load('.'+rule, __package__),_load(ref)
