@@ -26,8 +26,8 @@ from .bakeoff.run import bakeoff, check_bakeoff, BAKEOFF_OPTS, DEFAULT_OPTS, QUI
 import sgd_callbacks.bakeoff.report # `BakeoffResult.save` and its pictures
 
 # %% auto #0
-__all__ = ['DATA', 'DIGITS', 'HYPER_TYPES', 'QUICK', 'UsageError', 'atomic_write', 'write_report', 'run_compare', 'sgd_compare',
-           'run_bakeoff', 'sgd_bakeoff']
+__all__ = ['DATA', 'DIGITS', 'HYPER_TYPES', 'QUICK', 'UsageError', 'write_report', 'run_compare', 'sgd_compare', 'run_bakeoff',
+           'sgd_bakeoff']
 
 # %% ../nbs/70_cli.ipynb #68bdd1ed
 class UsageError(ValueError): "A bad command-line argument"
@@ -119,15 +119,6 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
     return kw, dls
 
 # %% ../nbs/70_cli.ipynb #9d97fb59
-def atomic_write(path, write):
-    "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`"
-    fd,tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}-', suffix=path.suffix)
-    os.close(fd)
-    mask = os.umask(0); os.umask(mask)
-    try: write(tmp); os.chmod(tmp, 0o666 & ~mask); os.replace(tmp, path) # mkstemp makes it 0600: give the usual mode
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-
 def write_report(res, out, landscape:bool=True):
     "Write `res`'s table (CSV, JSON) and pictures into the directory `out`; the paths written"
     import matplotlib; matplotlib.use('Agg')
