@@ -1,0 +1,88 @@
+"""The lesson notebooks' stored outputs are what their code prints now.
+
+Each notebook of the lesson track is executed again, cell by cell, with execnb (as `nbdev_test` does), and each
+cell's text output is compared with the one stored in the file: printed text, returned values (`text/plain`), tables
+(`text/html`), and which outputs are pictures. Picture bytes are not compared (matplotlib's PNG encoder is not part
+of the lesson). Masked before comparing: the time column of fastai's training table (`00:03`) and memory addresses.
+
+`#| slow` cells run only with `SGD_SLOW_OUTPUTS=1` (CI sets it after `nbdev_test --flags slow`); in the default run
+their stored outputs are left as they are.
+
+Where the numbers depend on the CPU's convolution kernels (a resnet34's losses and error rate round differently on
+another processor), numbers are compared within `CONV_TOL`; the words around them must match exactly.
+"""
+import json, math, os, re
+from pathlib import Path
+import pytest
+
+nbs = Path(__file__).parents[1]/'nbs'
+LESSON = ['14_lesson', '13_plots', '22_beyond_sgd', '26_modern_by_hand', '30_vision', '41_compare', '44_pitfalls']
+CONV_TOL = {'30_vision': dict(rel=0.25, abs=0.02)} # losses within 25%, error rates within 2 points
+SLOW = os.environ.get('SGD_SLOW_OUTPUTS') == '1'
+
+_time = re.compile(r'\b\d\d:\d\d\b')
+_addr = re.compile(r'0x[0-9a-f]{6,}')
+_num = re.compile(r'[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?')
+
+def is_slow(src): return any(re.match(r'#\|\s*slow\b', l) for l in src.splitlines()[:5])
+
+def texts(outputs):
+    "What a reader reads of a cell's outputs: its text, its returned values and tables, and where pictures are"
+    res = []
+    for o in outputs:
+        if o.get('output_type') == 'stream':
+            if o.get('name') == 'stdout': res.append(''.join(o['text']))
+            continue
+        d = o.get('data', {})
+        if 'image/png' in d or 'image/gif' in d: res.append('<picture>')
+        elif 'text/html' in d: res.append(''.join(d['text/html']))
+        elif 'text/plain' in d: res.append(''.join(d['text/plain']))
+        if o.get('output_type') == 'error': res.append(f"{o['ename']}: {o['evalue']}")
+    return _addr.sub('0x…', _time.sub('mm:ss', '\n'.join(res)))
+
+def close(stored, now, rel, abs):
+    "The same words, and numbers within `rel` or `abs` of each other"
+    if _num.sub('#', stored) != _num.sub('#', now): return False
+    return all(math.isclose(float(a), float(b), rel_tol=rel, abs_tol=abs)
+               for a,b in zip(_num.findall(stored), _num.findall(now)))
+
+def differences(name):
+    "The cells whose output now differs from the stored one: `(cell index, source start, stored, now)`"
+    from execnb.nbio import read_nb
+    from execnb.shell import CaptureShell
+    path = nbs/f'{name}.ipynb'
+    stored = json.loads(path.read_text())['cells']
+    nb = read_nb(path)
+    skip = {i for i,c in enumerate(nb.cells) if c.cell_type == 'code' and is_slow(c.source) and not SLOW}
+    for i in skip: nb.cells[i].source = ''
+    cwd = os.getcwd(); os.chdir(nbs)
+    try:
+        sh = CaptureShell()
+        sh.run_cell("import warnings; warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')")
+        sh.run_all(nb, exc_stop=True)
+    finally: os.chdir(cwd)
+    tol = CONV_TOL.get(name)
+    diffs = []
+    for i,(old,new) in enumerate(zip(stored, nb.cells)):
+        if old['cell_type'] != 'code' or i in skip: continue
+        a,b = texts(old.get('outputs', [])),texts(new.get('outputs', []))
+        if a != b and not (tol and close(a, b, **tol)): diffs.append((i, ''.join(old['source'])[:60], a[:300], b[:300]))
+    return diffs
+
+@pytest.mark.parametrize('name', LESSON)
+def test_stored_outputs_are_fresh(name):
+    diffs = differences(name)
+    assert not diffs, f"{name}.ipynb: {len(diffs)} cell(s) store an output their code no longer prints; the first: {diffs[0]}"
+
+def test_lesson_notebooks_exist_and_store_outputs():
+    for name in LESSON:
+        cells = json.loads((nbs/f'{name}.ipynb').read_text())['cells']
+        assert any(c.get('outputs') for c in cells), f"{name}.ipynb stores no output"
+
+def test_comparison_masks_only_what_it_says():
+    out = lambda t: [{'output_type': 'stream', 'name': 'stdout', 'text': [t]}]
+    assert texts(out('epoch 0 00:03')) == texts(out('epoch 0 00:07'))
+    assert texts(out('loss 0.25')) != texts(out('loss 0.26'))
+    assert close('loss 0.25, error 0.031', 'loss 0.27, error 0.017', rel=0.25, abs=0.02)
+    assert not close('loss 0.25', 'loss 0.40', rel=0.25, abs=0.02)
+    assert not close('loss 0.25', 'error 0.25', rel=0.25, abs=0.02)
