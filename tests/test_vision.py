@@ -19,13 +19,15 @@ from sgd_callbacks.vision import digits_dls, create_cnn
 def dls(): return digits_dls(size=16, bs=32)
 
 
-@pytest.mark.parametrize('kw,name', [
-    (dict(size=7), 'size'), (dict(size=4), 'size'), (dict(size=1000), 'size'), (dict(size='32'), 'size'), (dict(size=16.), 'size'),
-    (dict(bs=0), 'bs'), (dict(bs=-1), 'bs'), (dict(bs=5000), 'bs'), (dict(bs=2.), 'bs'),
-    (dict(valid_pct=0.), 'valid_pct'), (dict(valid_pct=1.), 'valid_pct'), (dict(valid_pct=-0.1), 'valid_pct'),
-    (dict(valid_pct=1.5), 'valid_pct'), (dict(valid_pct='a'), 'valid_pct'), (dict(seed=-1), 'seed')])
-def test_digits_bad_input(kw, name):
-    with pytest.raises((ValueError, TypeError), match=f'`{name}`'): digits_dls(**kw)
+@pytest.mark.parametrize('kw,msg', [
+    (dict(size=7), '`size`'), (dict(size=4), '`size` must be between 8 and 224'), (dict(size=1000), '`size`'),
+    (dict(size='32'), '`size`'), (dict(size=16.), '`size`'),
+    (dict(bs=0), '`bs` must be between 1 and 1438'), (dict(bs=-1), '`bs`'), (dict(bs=5000), '`bs`'), (dict(bs=2.), '`bs`'),
+    (dict(valid_pct=0.), '`valid_pct`'), (dict(valid_pct=1.), '`valid_pct` must be > 0 and < 1'), (dict(valid_pct=-0.1), '`valid_pct`'),
+    (dict(valid_pct=1.5), '`valid_pct`'), (dict(valid_pct='a'), '`valid_pct`'), (dict(seed=-1), '`seed`')])
+def test_digits_bad_input(kw, msg):
+    "Each bad argument raises an error that names it"
+    with pytest.raises((ValueError, TypeError), match=msg): digits_dls(**kw)
 
 
 def test_digits_shapes_vocab(dls):
@@ -55,14 +57,14 @@ def test_digits_reproducible():
     assert not torch.equal(digits_dls(size=8, seed=4).valid_ds.tensors[1], digits_dls(size=8, seed=3).valid_ds.tensors[1])
 
 
-@pytest.mark.parametrize('args,kw,name', [
-    ((linear_dls(), models.resnet18), {}, 'dls'), ((None, models.resnet18), {}, 'dls'),
-    (('digits', 'resnet18'), {}, 'arch'), (('digits', None), {}, 'arch'),
-    (('digits', models.resnet18), dict(pretrained='yes'), 'pretrained'),
-    (('digits', models.resnet18), dict(n_in=1), 'n_in')])
-def test_create_cnn_bad_input(dls, args, kw, name):
+@pytest.mark.parametrize('args,kw,msg', [
+    ((linear_dls(), models.resnet18), {}, '`dls` must give image batches'), ((None, models.resnet18), {}, '`dls` must be fastai `DataLoaders`'),
+    (('digits', 'resnet18'), {}, '`arch` must be a model constructor'), (('digits', None), {}, '`arch`'),
+    (('digits', models.resnet18), dict(pretrained='yes'), '`pretrained`'),
+    (('digits', models.resnet18), dict(n_in=1), '`n_in`=1')])
+def test_create_cnn_bad_input(dls, args, kw, msg):
     args = tuple(dls if a == 'digits' else a for a in args)
-    with pytest.raises((ValueError, TypeError), match=f'`{name}`'): create_cnn(*args, **kw)
+    with pytest.raises((ValueError, TypeError), match=msg): create_cnn(*args, **kw)
 
 
 def _no_network(monkeypatch):
