@@ -255,3 +255,32 @@ def test_schedulefree_is_judged_at_x(fast):
             ref.train(); gap = max(gap, (w.detach() - wt).abs().max().item()) # y and x apart: the switch matters
             evals += 1
     assert evals == len(tr.losses) == 5 and gap > 1e-2
+
+def test_every_picture_gives_each_optimizer_its_own_colour():
+    "The default optimizers (Lion and Prodigy were red and brown): a colour and a marker each, the same in every picture; the slowest drawn under the rest"
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+    import sgd_callbacks.bakeoff.report # the pictures
+    from sgd_callbacks.plots import line_style
+    with redirect_stdout(io.StringIO()):
+        r = bakeoff([tiny(steps=8), tiny('rosenbrock', steps=20, lrs=(1e-4, 1e-2))], list(DEFAULT_OPTS), trials=2, seeds=1, progress=False)
+    opts = r._opts()
+    assert opts == list(DEFAULT_OPTS)
+    def styles(ax):
+        "{optimizer: (colour, marker)} of the lines labelled with an optimizer's name"
+        return {l.get_label().split()[0]: (to_hex(l.get_color()), l.get_marker()) for l in ax.lines if l.get_label().split()[0] in opts}
+    figs = r.figures()
+    assert set(figs) == {'profile', 'curves', 'lr_sensitivity', 'rosenbrock_paths'}
+    first = styles(figs['profile'].axes[0])
+    assert list(first) == opts and len({m for _,m in first.values()}) == len(opts)
+    assert [c for c,_ in first.values()] == [line_style(i)['color'] for i in range(len(opts))] # ten distinct colours, no brown
+    for name,fig in figs.items():
+        for ax in fig.axes:
+            st = styles(ax)
+            assert {o: c for o,(c,_) in st.items()} == {o: first[o][0] for o in st}, (name, st)  # one colour per optimizer everywhere
+    ax = figs['curves'].axes[0] # line: the last to reach the target lies lowest
+    z = {l.get_label().split()[0]: l.get_zorder() for l in ax.lines if l.get_label().split()[0] in opts}
+    steps = r.results[r.results.problem == 'line'].set_index('optimizer').steps_to_target.astype(float).fillna(np.inf)
+    assert sorted(opts, key=z.get) == sorted(opts, key=lambda o: -steps[o])
+    for f in figs.values(): plt.close(f)

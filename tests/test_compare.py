@@ -167,3 +167,12 @@ def test_plot_names_the_loss_and_fills_both_panels():
     fig = compare_optimizers(epochs=1).plot()
     assert fig.axes[0].get_ylabel() == 'training loss (mse)' and fig.axes[1].lines # the landscape's paths
     plt.close(fig)
+
+def test_plot_gives_each_contender_its_own_colour_and_marker(lesson):
+    "Bit-identical rows lie on one curve: each keeps a colour and a marker of its own, on both panels"
+    from matplotlib.colors import to_hex
+    fig = lesson.plot()
+    for ax in fig.axes:
+        ls = [l for l in ax.lines if l.get_label().split(' (')[0] in CONTENDERS]
+        assert len(ls) == 4 and len({to_hex(l.get_color()) for l in ls}) == 4 and len({l.get_marker() for l in ls}) == 4
+    plt.close(fig)

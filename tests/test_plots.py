@@ -5,7 +5,9 @@ from matplotlib.animation import PillowWriter
 from PIL import Image
 from sgd_callbacks.data import linear_dls, lstsq_weights
 from sgd_callbacks.scratch import fit_scratch, plot_fit
-from sgd_callbacks.plots import animate_fit, plot_landscape, lesson_paths
+from matplotlib.colors import to_hex
+from sgd_callbacks.data import linear_data
+from sgd_callbacks.plots import animate_fit, gif, plot_landscape, lesson_paths, line_style, COLORS
 
 @pytest.fixture(scope='module')
 def data(): return linear_dls().train.dataset.tensors
@@ -29,6 +31,34 @@ def test_animate_fit_gif(data, tmp_path):
     im = opened(tmp_path/'fit.gif')
     assert im.format == 'GIF' and im.n_frames == 12
     assert len(anim.to_jshtml()) > 1000
+
+def test_gif_is_the_same_bytes_twice():
+    "13_plots writes nbs/images/fit_animation.gif at every run: the same fit gives the same file"
+    x,y = linear_data()
+    w = fit_scratch(x, y, (-1., 1.), lr=0.1, epochs=100).weights
+    a,b = (gif(animate_fit(x, y, w)).data for _ in range(2))
+    assert a[:6] == b'GIF89a' and a == b and len(a) < 150_000
+
+def test_line_styles_are_distinct():
+    "Ten colours, none matplotlib's brown (a thin brown line reads as its red); a colour and marker of its own for each line"
+    assert len(set(COLORS)) == 10 and '#8c564b' not in COLORS
+    styles = [line_style(i) for i in range(20)]
+    assert len({s['color'] for s in styles[:10]}) == 10 and len({(s['color'], s['marker']) for s in styles}) == 20
+
+def test_landscape_colours_and_order(data):
+    "Each path its own colour, none the contours' grey; the longest path (stochastic GD) drawn under the others"
+    x,y = data
+    paths = lesson_paths(x, y)
+    ax = plot_landscape(x, y, paths)
+    lines = {l.get_label().split(' (')[0]: l for l in ax.lines if l.get_label() not in ('start', 'least squares')}
+    cols = [to_hex(l.get_color()) for l in lines.values()]
+    assert len(lines) == 4 and len(set(cols)) == 4
+    contours = [c for coll in ax.collections for c in coll.get_edgecolor()]
+    assert contours and all(c[0] == c[1] == c[2] for c in contours)  # grey: red = green = blue, the colour of no path
+    z = {k.split()[0]: l.get_zorder() for k,l in lines.items()}
+    assert z['stochastic'] < min(v for k,v in z.items() if k != 'stochastic')
+    assert all(z[k] < l.get_zorder() for k in z for l in ax.lines if l.get_label() in ('start', 'least squares'))
+    plt.close(ax.figure)
 
 def test_landscape_png(data, tmp_path):
     x,y = data
