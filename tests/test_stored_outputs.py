@@ -11,7 +11,7 @@ their stored outputs are left as they are.
 Where the numbers depend on the CPU's convolution kernels (a resnet34's losses and error rate round differently on
 another processor), numbers are compared within `CONV_TOL`; the words around them must match exactly.
 """
-import json, math, os, re
+import json, math, os, re, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -46,33 +46,45 @@ def close(stored, now, rel, abs):
     return all(math.isclose(float(a), float(b), rel_tol=rel, abs_tol=abs)
                for a,b in zip(_num.findall(stored), _num.findall(now)))
 
-def differences(name):
+_RUN = """
+import json, os, sys, warnings
+from execnb.nbio import read_nb, write_nb
+from execnb.shell import CaptureShell
+src,dest,skip = sys.argv[1],sys.argv[2],json.loads(sys.argv[3])
+nb = read_nb(src)
+for i in skip: nb.cells[i].source = ''
+os.chdir(os.path.dirname(src))
+sh = CaptureShell()
+# fastai.layers calls torch.jit.script at import, deprecated by torch 2.14: not the notebook's output
+sh.run_cell("import warnings; warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')")
+sh.run_all(nb, exc_stop=True)
+write_nb(nb, dest)
+"""
+
+def differences(name, tmp_path):
     "The cells whose output now differs from the stored one: `(cell index, source start, stored, now)`"
     pytest.importorskip('execnb', reason="execnb comes with the dev extras (the pinned set the outputs were stored with)")
-    from execnb.nbio import read_nb
-    from execnb.shell import CaptureShell
     path = nbs/f'{name}.ipynb'
     stored = json.loads(path.read_text())['cells']
-    nb = read_nb(path)
-    skip = {i for i,c in enumerate(nb.cells) if c.cell_type == 'code' and is_slow(c.source) and not SLOW}
-    for i in skip: nb.cells[i].source = ''
-    cwd = os.getcwd(); os.chdir(nbs)
-    try:
-        sh = CaptureShell()
-        sh.run_cell("import warnings; warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')")
-        sh.run_all(nb, exc_stop=True)
-    finally: os.chdir(cwd)
+    skip = [i for i,c in enumerate(stored) if c['cell_type'] == 'code' and is_slow(''.join(c['source'])) and not SLOW]
+    # a process of its own, as a reader's kernel is: nothing another test or notebook changed (threads, patches, print
+    # options) reaches it; torch's default threads, as when the outputs were stored
+    env = {k: v for k,v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
+    out = subprocess.run([sys.executable, '-c', _RUN, str(path), str(tmp_path/path.name), json.dumps(skip)],
+                         capture_output=True, text=True, env={**env, 'MPLBACKEND': 'Agg'})
+    assert out.returncode == 0, f"{name}.ipynb did not run: {out.stderr[-2000:]}"
+    now = json.loads((tmp_path/path.name).read_text())['cells']
     tol = CONV_TOL.get(name)
     diffs = []
-    for i,(old,new) in enumerate(zip(stored, nb.cells)):
+    for i,(old,new) in enumerate(zip(stored, now)):
         if old['cell_type'] != 'code' or i in skip: continue
         a,b = texts(old.get('outputs', [])),texts(new.get('outputs', []))
         if a != b and not (tol and close(a, b, **tol)): diffs.append((i, ''.join(old['source'])[:60], a[:300], b[:300]))
     return diffs
 
 @pytest.mark.parametrize('name', LESSON)
-def test_stored_outputs_are_fresh(name):
-    diffs = differences(name)
+def test_stored_outputs_are_fresh(name, tmp_path):
+    diffs = differences(name, tmp_path)
     assert not diffs, f"{name}.ipynb: {len(diffs)} cell(s) store an output their code no longer prints; the first: {diffs[0]}"
 
 def test_lesson_notebooks_exist_and_store_outputs():
