@@ -105,6 +105,11 @@ def ddp_ctx(self:Learner,
 # %% ../nbs/51_distributed.ipynb #3f7beed3
 def _flat(m): return flat_weights([v.float() for v in m.state_dict().values()], cpu=True) # buffers too: BatchNorm's statistics
 
+def _exit_now(code:int):
+    "End this `torchrun` process at once, its output flushed: no interpreter teardown racing gloo's threads"
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(code)
+
 @call_parse
 def main(data:str='lesson2', # lesson2 or diabetes
          epochs:int=4,       # one-cycle epochs
@@ -139,4 +144,5 @@ def main(data:str='lesson2', # lesson2 or diabetes
         print(f"{'contender':<12} {'valid_loss':>10} {'ranks agree':>11} {'identical':>9}")
         for i,(name,vl,agree,w) in enumerate(rows): # the first row is the reference: compared with itself it checks nothing
             print(f"{name:<12} {vl:>10.6g} {str(agree):>11} {'reference' if i == 0 else str(torch.equal(w, rows[0][3])):>9}")
+    if own and __name__ == '__main__': _exit_now(0 if ok else 1) # the process `torchrun` started, its group closed
     if not ok: sys.exit(1)

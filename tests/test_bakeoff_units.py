@@ -46,6 +46,13 @@ def test_a_diverged_trial_ranks_last_whatever_its_last_loss(monkeypatch):
     assert [(o.hit, o.losses[-1]) for o in order[:2]] == [(50, 0.9), (None, 0.3)]
     assert _key(order[2]) == _key(order[3]) == (math.inf, math.inf)   # diverged, or a NaN final loss: last
 
+def test_the_winner_on_equal_steps_is_the_lower_final_loss():
+    "`winners`: the fewest median steps to target, then the lowest final loss (not the first listed); '-' where none reached it"
+    res = pd.DataFrame(dict(problem=list('ppqqrr'), optimizer=list('ABABAB'), final_loss=[0.3, 0.2, 0.9, 0.1, 0.1, 0.5],
+                            steps_to_target=pd.array([10, 10, 5, 10, None, None], dtype='Int64')))
+    r = BakeoffResult(res, None, None, None, {}, dict.fromkeys('pqr'), {})
+    assert r.winners() == {'p': 'B', 'q': 'A', 'r': '-'}
+
 def test_a_trials_seed_comes_from_its_whole_key(monkeypatch):
     "Two problems alike but for their names: different seeds for the same optimizer, lr and seed number"
     by_lr = {0.001: tr(10, 0.5), 0.01: tr(20, 0.2), 0.1: tr(None, 0.01)}

@@ -124,6 +124,9 @@ def muon_groups(params, lr, **kw):
 
 WD = 0.05
 WD_HYPERS = dict(muon=dict(adam_wd=WD)) # Muon's fallback decays with its own adam_wd
+# each rule at its defaults, and the decay of the other kind where a rule has its own code for it (Prodigy's L2 into the
+# gradient) or a default other than decoupled (AdEMAMix's L2)
+WD_CASES = [(o, WD_HYPERS.get(o, {})) for o in sorted(LR)] + [('prodigy', dict(decouple_wd=False)), ('ademamix', dict(decouple_wd=True))]
 
 def fitted(opt_func, lr, cbs, **kw):
     learn = Learner(tensor_dls(*DATA, bs=32), copy.deepcopy(MODEL), loss_func=CrossEntropyLossFlat(), opt_func=opt_func, lr=lr,
@@ -131,9 +134,9 @@ def fitted(opt_func, lr, cbs, **kw):
     with learn.no_bar(), learn.no_logging(): learn.fit(2)
     return learn
 
-@pytest.mark.parametrize('opt', sorted(LR))
-def test_wd_bn_bias_false_matches_the_reference_with_per_group_decay(opt):
-    r,h = MODERN[opt],WD_HYPERS.get(opt, {})
+@pytest.mark.parametrize('opt,h', WD_CASES, ids=[o + ''.join(f'-{k}={v}' for k,v in h.items() if k != 'adam_wd') for o,h in WD_CASES])
+def test_wd_bn_bias_false_matches_the_reference_with_per_group_decay(opt, h):
+    r = MODERN[opt]
     cbs = lambda: [ScheduleFreeEval()] if opt in SF else []
     ours = fitted(rule_opt(r.rule, **h), LR[opt], cbs(), wd=WD)        # wd_bn_bias=False: fastai's default
     assert not ours.wd_bn_bias
