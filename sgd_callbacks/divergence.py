@@ -16,9 +16,12 @@ class DivergedError(ArithmeticError):
 
 # %% ../nbs/05_divergence.ipynb #efe88a6a
 def all_finite(ts):
-    "Whether every element of the tensors `ts` is finite: one multi-tensor norm, one synchronisation; element-wise only to confirm"
-    if not ts or math.isfinite(torch.stack(torch._foreach_norm(list(ts))).sum().item()): return True
-    return all(t.isfinite().all() for t in ts) # a norm that overflows on huge finite values is not divergence
+    "Whether every element of the tensors `ts` is finite: one sum per tensor, one synchronisation; element-wise only to confirm"
+    # A sum is finite only if every element is (an inf makes it inf or NaN, a NaN makes it NaN). Per-tensor sums run on
+    # every thread torch has, where `_foreach_norm` runs on one on the CPU; summed in float32 so that half-precision
+    # gradients do not overflow; stacked so that CUDA synchronises once a step, not once a tensor.
+    if not ts or math.isfinite(torch.stack([t.sum(dtype=torch.float32) for t in ts]).sum().item()): return True
+    return all(t.isfinite().all() for t in ts) # a sum that overflows on huge finite values is not divergence
 
 def _param_name(learn, g):
     "The name of the parameter of `learn.model` whose gradient is `g`, or its shape"
