@@ -15,13 +15,17 @@ class DivergedError(ArithmeticError):
     "Training produced a non-finite loss or gradient; the weights are those of the last finite step"
 
 # %% ../nbs/05_divergence.ipynb #efe88a6a
+def _total(ts):
+    "One number that is finite if every element of `ts` is (an inf makes a sum inf or NaN, a NaN makes it NaN)"
+    # On the CPU, `_foreach_norm` runs on one thread whatever torch is given, and a sum per tensor on all of them; on
+    # CUDA the multi-tensor kernel is the cheaper. Either way one synchronisation a step, not one a tensor.
+    if ts[0].device.type == 'cpu': return torch.stack([t.sum(dtype=torch.float32) for t in ts]).sum() # no fp16 overflow
+    return torch.stack(torch._foreach_norm(ts)).sum()
+
 def all_finite(ts):
-    "Whether every element of the tensors `ts` is finite: one sum per tensor, one synchronisation; element-wise only to confirm"
-    # A sum is finite only if every element is (an inf makes it inf or NaN, a NaN makes it NaN). Per-tensor sums run on
-    # every thread torch has, where `_foreach_norm` runs on one on the CPU; summed in float32 so that half-precision
-    # gradients do not overflow; stacked so that CUDA synchronises once a step, not once a tensor.
-    if not ts or math.isfinite(torch.stack([t.sum(dtype=torch.float32) for t in ts]).sum().item()): return True
-    return all(t.isfinite().all() for t in ts) # a sum that overflows on huge finite values is not divergence
+    "Whether every element of the tensors `ts` is finite: one reduction, one synchronisation; element-wise only to confirm"
+    if not ts or math.isfinite(_total(list(ts)).item()): return True
+    return all(t.isfinite().all() for t in ts) # a total that overflows on huge finite values is not divergence
 
 def _param_name(learn, g):
     "The name of the parameter of `learn.model` whose gradient is `g`, or its shape"
