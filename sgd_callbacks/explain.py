@@ -44,23 +44,26 @@ def torch_adam_rule(p, g, state, lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0
 class Setup:
     "A training recipe: an optimizer (fastai `opt_func` or `torch.optim` class/partial), the `Learner`'s keywords and the fit"
     def __init__(self, opt,                    # fastai `opt_func` (`Adam`, `partial(SGD, mom=0.9)`, `rule_opt(...)`) or a `torch.optim` class or partial
-                 lr:float|None=None,           # the `Learner`'s `lr` (peak of a schedule); None: torch's partial's `lr`, else fastai's 1e-3
-                 wd:float|None=None,           # the `Learner`'s `wd`; None: the optimizer's own
+                 lr:float|list|None=None,      # the `Learner`'s `lr` (peak of a schedule; a list: one a param group); None: torch's partial's `lr`, else fastai's 1e-3
+                 wd:float|list|None=None,      # the `Learner`'s `wd` (a list: one a param group); None: the optimizer's own
                  wd_bn_bias:bool=False,        # the `Learner`'s `wd_bn_bias` (a torch optimizer decays every tensor anyway)
                  fit:str='fit',                # 'fit', 'fit_one_cycle' or 'fit_flat_cos'
                  sched=None,                   # `sched(torch_opt) -> torch.optim.lr_scheduler`, stepped after every step (torch only)
                  cbs=(),                       # more callbacks (such as one that sets the hypers every step)
+                 splitter=None,                # `splitter(model)`: param groups, lists of parameters (fastai) or torch's dicts (`{'params': ..., 'lr': ...}`)
                  **fit_kw):                    # the fit's keywords (`pct_start`, `moms`, ...)
         store_attr(); self.fit_kw = fit_kw
         if fit not in _FITS: raise ValueError(f"`fit` must be one of {', '.join(_FITS)}, got {fit!r}")
         if sched is not None and not callable(sched): raise TypeError(f"`sched` must be a callable `torch_opt -> scheduler`, got {sched!r}")
+        if splitter is not None and not callable(splitter): raise TypeError(f"`splitter` must be a callable `model -> param groups`, got {splitter!r}")
     @property
     def is_torch(self): return torch_cls(self.opt) is not None
     def replace(self, **kw):
         "A copy with `kw` changed"
         s = copy.copy(self); s.__dict__.update(kw); return s
     def __repr__(self):
-        kw = {k: v for k,v in dict(lr=self.lr, wd=self.wd, wd_bn_bias=self.wd_bn_bias or None, sched=self.sched, **self.fit_kw).items() if v is not None}
+        kw = {k: v for k,v in dict(lr=self.lr, wd=self.wd, wd_bn_bias=self.wd_bn_bias or None, sched=self.sched,
+                                   splitter=getattr(self.splitter, '__name__', self.splitter), **self.fit_kw).items() if v is not None}
         return f"Setup({opt_name(self.opt)}, {', '.join(f'{k}={v!r}' for k,v in kw.items())}{', ' if kw else ''}fit={self.fit!r})"
 
 def opt_name(opt):
@@ -84,6 +87,10 @@ def check_setup(name, s):
     return s
 
 def _build(s): return partial(OptimWrapper, opt=s.opt) if s.is_torch else s.opt
+
+def _torch_groups(params, lr=None, opt=None):
+    "`OptimWrapper` over torch's param-group dicts, each with its own `lr` (the `Learner` passes its per-group list: not torch's)"
+    return OptimWrapper(params, opt=opt)
 
 # %% ../nbs/42_explain.ipynb #f25bcb9b
 class TorchSched(Callback):
@@ -195,8 +202,14 @@ def train_setup(s:Setup, dls, model, epochs:int=2, loss_func=None, seed:int=42, 
     "Train a copy of `model` with setup `s` on `dls` (batches fixed by `EpochShuffle(seed)`): a `Run`"
     tr,ht = StepTrack(),HyperTrack()
     cbs = [EpochShuffle(seed), tr, ht, *s.cbs, *cbs] + ([TorchSched(s.sched)] if s.sched else [])
-    learn = Learner(dls, copy.deepcopy(model), loss_func=loss_func or mse, opt_func=_build(s), lr=_lr_of(s), wd=s.wd,
-                    wd_bn_bias=s.wd_bn_bias, cbs=cbs)
+    m,opt,lr,kw = copy.deepcopy(model),_build(s),_lr_of(s),{}
+    if s.splitter:
+        gs = list(s.splitter(m))
+        if s.is_torch: # each group keeps its own lr: the `Learner` sets them again at every fit
+            gs = [{'lr': lr, **g} for g in gs]
+            opt,lr = partial(_torch_groups, opt=s.opt),[g['lr'] for g in gs]
+        kw['splitter'] = lambda _: gs
+    learn = Learner(dls, m, loss_func=loss_func or mse, opt_func=opt, lr=lr, wd=s.wd, wd_bn_bias=s.wd_bn_bias, cbs=cbs, **kw)
     with learn.no_bar(), learn.no_logging(): getattr(learn, s.fit)(epochs, **s.fit_kw)
     return Run(tr.losses, torch.stack(tr.ws), ht.steps, ht.family, ht.groups, ht.decayed)
 
@@ -251,8 +264,13 @@ class _Side:
     def __init__(self, s, cbs=()): self.s,self.cbs = s,list(cbs)
     def copy(self): return _Side(self.s, self.cbs)
 
-def _align(c, A, B, ra):
-    "`(A, B)` with cause `c` removed (B made like A where B can be, else A like B), or None where neither can"
+def _pin(x, steps, k):
+    "Side `x` with hyper-parameter `k` (and those pinned before) set to `steps`' values at every step"
+    pins = [cb for cb in x.cbs if isinstance(cb, PinHypers)]
+    x.cbs = [cb for cb in x.cbs if not isinstance(cb, PinHypers)] + [PinHypers(steps, (pins[0].keys if pins else []) + [k])]
+
+def _align(c, A, B, ra, rb=None):
+    "`(A, B)` with cause `c` removed (B made like A where B can be, else A like B; a scalar: A like `rb` if given), or None"
     A,B = A.copy(),B.copy()
     if c.name in ('decay_form', 'nesterov', 'dampening', 'decayed_params'):
         for x,y,val in ((B, A, c.a), (A, B, c.b)):
@@ -264,10 +282,8 @@ def _align(c, A, B, ra):
                 if not tc: x.s = x.s.replace(opt=partial(x.s.opt, decouple_wd=dec)); return A,B
             if c.name in ('nesterov', 'dampening') and tc: x.s = x.s.replace(opt=partial(x.s.opt, **{c.name: val})); return A,B
         return None
-    k = c.name.replace('_schedule', '')
-    pins = [cb for cb in B.cbs if isinstance(cb, PinHypers)]
-    keys = (pins[0].keys if pins else []) + [k]
-    B.cbs = [cb for cb in B.cbs if not isinstance(cb, PinHypers)] + [PinHypers(ra.steps, keys)]
+    if rb is None: _pin(B, ra.steps, c.name.replace('_schedule', ''))
+    else: _pin(A, rb.steps, c.name.replace('_schedule', ''))
     return A,B
 
 # %% ../nbs/42_explain.ipynb #474069d5
@@ -311,14 +327,20 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
     rep = Explanation(a, b, ra, rb)
     if same_run(ra, rb): return rep
     A,B,ca,cb,proven = _Side(a),_Side(b),ra,rb,[]
+    def rerun(A2, B2):
+        na = run(A2.s, cbs=A2.cbs) if (A2.s is not A.s or A2.cbs != A.cbs) else ca
+        nb = run(B2.s, cbs=B2.cbs) if (B2.s is not B.s or B2.cbs != B.cbs) else cb
+        return na,nb,(na is not ca) + (nb is not cb)
     for c in candidates(ra, rb):
         ab = _align(c, A, B, ra)
         if ab is None: continue
         A2,B2 = ab
-        na = run(A2.s, cbs=A2.cbs) if (A2.s is not A.s or A2.cbs != A.cbs) else ca
-        nb = run(B2.s, cbs=B2.cbs) if (B2.s is not B.s or B2.cbs != B.cbs) else cb
-        n_runs += (na is not ca) + (nb is not cb)
-        if same_run(na, ca) and same_run(nb, cb): continue # removing it changes nothing: not a cause
+        na,nb,k = rerun(A2, B2); n_runs += k
+        if same_run(na, ca) and same_run(nb, cb) and c.name in _SCALARS + ('lr_schedule', 'beta1_schedule'):
+            # b cannot take it (fastai's SGD without momentum has no `mom` to pin): make a like b instead
+            A2,B2 = _align(c, A, B, ra, cb)
+            na,nb,k = rerun(A2, B2); n_runs += k
+        if same_run(na, ca) and same_run(nb, cb): continue # removing it changes nothing, either way: not a cause
         c.before,c.after = rel_dist(ca, cb),rel_dist(na, nb)
         proven.append(c); A,B,ca,cb = A2,B2,na,nb
         if same_run(ca, cb): break
