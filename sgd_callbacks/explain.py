@@ -20,9 +20,9 @@ from fastai.metrics import mse
 from .compare import StepTrack
 
 # %% auto #0
-__all__ = ['VOCAB', 'torch_cls', 'torch_adam_rule', 'Setup', 'opt_name', 'check_setup', 'TorchSched', 'opt_family', 'hypers_of',
-           'HyperTrack', 'PinHypers', 'PinDecay', 'Run', 'train_setup', 'rel_dist', 'same_run', 'Cause', 'candidates',
-           'explain_difference', 'Explanation']
+__all__ = ['VOCAB', 'torch_cls', 'torch_adam_rule', 'Setup', 'opt_name', 'check_setup', 'setup_family', 'TorchSched',
+           'opt_family', 'hypers_of', 'HyperTrack', 'PinHypers', 'PinDecay', 'Run', 'train_setup', 'rel_dist',
+           'same_run', 'Cause', 'candidates', 'explain_difference', 'Explanation']
 
 # %% ../nbs/42_explain.ipynb #9a92cf7a
 VOCAB = ('lr', 'lr_schedule', 'beta1', 'beta1_schedule', 'beta2', 'eps', 'weight_decay', 'decay_form', 'decayed_params',
@@ -87,6 +87,7 @@ def check_setup(name, s):
     return s
 
 def _build(s): return partial(OptimWrapper, opt=s.opt) if s.is_torch else s.opt
+def setup_family(s): "The algorithm setup `s` runs (SGD, Adam, RMSProp, RAdam), as `opt_family` names it"; return opt_family(_build(s)([nn.Parameter(torch.zeros(2))], lr=1e-3))[0]
 
 def _torch_groups(params, lr=None, opt=None):
     "`OptimWrapper` over torch's param-group dicts, each with its own `lr` (the `Learner` passes its per-group list: not torch's)"
@@ -319,7 +320,7 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
     "Train `a` and `b` from the same weights on the same batches; name each cause of their difference and prove it by removing it"
     a,b = check_setup('a', a),check_setup('b', b)
     dls = _dls(dls); model = _check_model(model, dls)
-    fa,fb = (opt_family(_build(s)([nn.Parameter(torch.zeros(2))], lr=1e-3))[0] for s in (a, b))
+    fa,fb = setup_family(a),setup_family(b)
     if fa != fb: raise ValueError(f"`b` is {fb} where `a` is {fa}: another algorithm, not a difference of settings")
     run = partial(train_setup, dls=dls, model=model, epochs=epochs, loss_func=loss_func, seed=seed)
     ra,rb = run(a),run(b)
