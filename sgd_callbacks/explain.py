@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy, inspect, warnings
 import numpy as np, torch
 from torch import nn
-from fastcore.basics import store_attr, partial
+from fastcore.basics import store_attr, partial, patch
 from fastcore.foundation import L
 from fastai.callback.core import Callback
 from fastai.optimizer import Optimizer, OptimWrapper
@@ -17,18 +17,19 @@ from .optim.fastai_rules import decay
 from .optim.step import RuleOptimizer
 from .optim.muon import torch_adamw_rule
 from fastai.metrics import mse
-from .compare import StepTrack
+from .compare import StepTrack, CompareResult
 
 # %% auto #0
-__all__ = ['VOCAB', 'torch_cls', 'torch_adam_rule', 'Setup', 'opt_name', 'check_setup', 'setup_family', 'TorchSched',
-           'opt_family', 'hypers_of', 'HyperTrack', 'PinHypers', 'PinDecay', 'Run', 'train_setup', 'rel_dist',
-           'same_run', 'Cause', 'candidates', 'explain_difference', 'Explanation']
+__all__ = ['VOCAB', 'OP_ORDER_TOL', 'torch_cls', 'torch_adam_rule', 'Setup', 'opt_name', 'check_setup', 'setup_family',
+           'TorchSched', 'opt_family', 'hypers_of', 'HyperTrack', 'PinHypers', 'PinDecay', 'Run', 'train_setup',
+           'rel_dist', 'same_run', 'Cause', 'candidates', 'explain_difference', 'Explanation', 'contender_setup']
 
 # %% ../nbs/42_explain.ipynb #9a92cf7a
 VOCAB = ('lr', 'lr_schedule', 'beta1', 'beta1_schedule', 'beta2', 'eps', 'weight_decay', 'decay_form', 'decayed_params',
          'nesterov', 'dampening', 'op_order')
 _SCALARS = ('lr', 'beta1', 'beta2', 'eps', 'weight_decay') # hyper-parameters with a value at every step
 _FITS = ('fit', 'fit_one_cycle', 'fit_flat_cos')
+OP_ORDER_TOL = 1e-4 # the largest |w_a-w_b|/|w_a| that other roundings leave here; more is another update (torch's RMSprop momentum)
 
 def torch_cls(opt):
     "The `torch.optim.Optimizer` class `opt` builds (a class or a `partial` of one), or None"
@@ -347,11 +348,12 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
         if same_run(ca, cb): break
     rep.aligned = (ca, cb)
     if not same_run(ca, cb) and ra.family[1] != rb.family[1]: # only the implementation is left: swap it in and see
-        B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt)
+        B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt, wd_bn_bias=A.s.wd_bn_bias)
         keys = [k for k in _SCALARS if ra.steps[0][0][k] is not None]
-        B2.cbs = [x for x in B.cbs if not isinstance(x, PinHypers)] + [PinHypers(ra.steps, keys)]
+        B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))] + [x for x in A.cbs if isinstance(x, PinDecay)]
+                  + [PinHypers(ra.steps, keys)]) # a's implementation, with a's decayed tensors
         nb = run(B2.s, cbs=B2.cbs); n_runs += 1
-        if same_run(ca, nb): # a's implementation in b's recipe: bit-identical, so the rest was rounding
+        if same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL: # a's implementation in b's recipe: bit-identical, and the rest is rounding's size
             step = next(t for t in range(len(ca.ws)) if not torch.equal(ca.ws[t], cb.ws[t]))
             proven.append(Cause('op_order', ra.family[1], rb.family[1], 'all', step, rel_dist(ca, cb), 0.))
             rep.swapped = nb
@@ -407,3 +409,36 @@ class Explanation:
         ax1.set_title('distance of the weights (0: bit-identical)')
         fig.tight_layout()
         return fig
+
+# %% ../nbs/42_explain.ipynb #c9c26f6b
+def contender_setup(c, run):
+    "Contender `c` of a `compare_optimizers` run as a `Setup`, or None where it is not a `Learner` with an optimizer"
+    if c.na or c.learner or c.train or c.opt_func is None: return None
+    f,kw = getattr(c.opt_func, 'func', None),getattr(c.opt_func, 'keywords', {})
+    opt = kw['opt'] if f is OptimWrapper and 'opt' in kw else c.opt_func # torch's optimizer, as `Setup` takes it
+    cyc = run['cycle']
+    return Setup(opt, lr=run['lr'], wd=run['wd'], wd_bn_bias=run['wd_bn_bias'], fit='fit_one_cycle' if cyc else 'fit', cbs=list(c.cbs), **cyc)
+
+def _cause(rep):
+    "The `cause` column's entry for an `Explanation`: the proven names, and `unexplained` if they do not account for it all"
+    if rep.identical: return ''
+    return ', '.join(rep.names + ([] if rep.explained else ['unexplained']))
+
+@patch
+def explain(self:CompareResult):
+    "Add a `cause` column: for every contender that parts from the reference, the causes `explain_difference` proves"
+    run,cs = self.run,list(self.contenders)
+    if run is None or not cs: raise ValueError("this result has no contenders to explain: it was not made by `compare_optimizers`")
+    ref = contender_setup(cs[0], run)
+    causes = {}
+    for c,r in zip(cs, self.df.itertuples()):
+        if r.identical is True or r.identical == 'n/a': causes[c.name] = ''; continue
+        s = contender_setup(c, run)
+        if ref is None or s is None: causes[c.name] = '-'; continue
+        try: rep = explain_difference(ref, s, run['fresh'], run['m0'], epochs=run['epochs'], loss_func=self.loss_func, seed=run['seed'])
+        except ValueError: causes[c.name] = '-'; continue # another algorithm, or a model explain cannot check (class scores)
+        causes[c.name] = _cause(rep)
+    df = self.df.drop(columns='cause', errors='ignore')
+    df.insert(list(df.columns).index('first_dw')+1, 'cause', [causes[n] for n in df.contender])
+    self.df = df
+    return self
