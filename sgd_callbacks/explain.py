@@ -334,13 +334,13 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
         nb = run(B2.s, cbs=B2.cbs) if (B2.s is not B.s or B2.cbs != B.cbs) else cb
         return na,nb,(na is not ca) + (nb is not cb)
     for c in candidates(ra, rb):
-        ab = _align(c, A, B, ra)
+        ab = _align(c, A, B, ca) # b made like a as it runs now (with what was pinned on a before)
         if ab is None: continue
         A2,B2 = ab
         na,nb,k = rerun(A2, B2); n_runs += k
         if same_run(na, ca) and same_run(nb, cb) and c.name in _SCALARS + ('lr_schedule', 'beta1_schedule'):
             # b cannot take it (fastai's SGD without momentum has no `mom` to pin): make a like b instead
-            A2,B2 = _align(c, A, B, ra, cb)
+            A2,B2 = _align(c, A, B, ca, cb)
             na,nb,k = rerun(A2, B2); n_runs += k
         if same_run(na, ca) and same_run(nb, cb): continue # removing it changes nothing, either way: not a cause
         c.before,c.after = rel_dist(ca, cb),rel_dist(na, nb)
@@ -349,9 +349,9 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
     rep.aligned = (ca, cb)
     if not same_run(ca, cb) and ra.family[1] != rb.family[1]: # only the implementation is left: swap it in and see
         B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt, wd_bn_bias=A.s.wd_bn_bias)
-        keys = [k for k in _SCALARS if ra.steps[0][0][k] is not None]
+        keys = [k for k in _SCALARS if ca.steps[0][0][k] is not None]
         B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))] + [x for x in A.cbs if isinstance(x, PinDecay)]
-                  + [PinHypers(ra.steps, keys)]) # a's implementation, with a's decayed tensors
+                  + [PinHypers(ca.steps, keys)]) # a's implementation, with a's decayed tensors
         nb = run(B2.s, cbs=B2.cbs); n_runs += 1
         if same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL: # a's implementation in b's recipe: bit-identical, and the rest is rounding's size
             step = next(t for t in range(len(ca.ws)) if not torch.equal(ca.ws[t], cb.ws[t]))
