@@ -23,13 +23,13 @@ from .optim.muon import muon_rule
 from .optim.prodigy import prodigy_rule
 # comparison
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
-from .explain import Setup, explain_difference, Explanation, Cause, VOCAB, TorchSched, torch_adam_rule
+from .explain import Setup, explain_difference, Explanation, Cause, VOCAB, TorchSched, torch_adam_rule # and `CompareResult.explain`
 from .port import port, Port
 # bake-off
 from .bakeoff.problems import Problem, add_problem, BAKEOFF_PROBLEMS
 from .bakeoff.run import bakeoff, BakeoffResult, OptEntry, own_rule, BAKEOFF_OPTS, DEFAULT_OPTS, performance_profile, run_trial
 import sgd_callbacks.bakeoff.report # the pictures and `save` of `BakeoffResult`, patched onto it
-from .cli import run_bakeoff
+from .cli import run_bakeoff, run_explain
 # scale and speed
 from .fast import LeanLearner, LeanRecorder, fast_learner
 from .distributed import ddp_env, DDPShard, RankFailed # and `Learner.ddp_ctx`
@@ -46,5 +46,5 @@ __all__ = ['OwnEvents', 'epoch_order', 'seed_epoch', 'EpochShuffle', 'SliceDL', 
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
            'Setup', 'explain_difference', 'Explanation', 'Cause', 'VOCAB', 'TorchSched', 'torch_adam_rule', 'port', 'Port',
            'Problem', 'add_problem', 'BAKEOFF_PROBLEMS', 'bakeoff', 'BakeoffResult', 'OptEntry', 'own_rule', 'BAKEOFF_OPTS',
-           'DEFAULT_OPTS', 'performance_profile', 'run_trial', 'run_bakeoff',
+           'DEFAULT_OPTS', 'performance_profile', 'run_trial', 'run_bakeoff', 'run_explain',
            'LeanLearner', 'LeanRecorder', 'fast_learner', 'ddp_env', 'DDPShard', 'RankFailed']

@@ -145,7 +145,8 @@ def _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_
     df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+mnames+COLUMNS[3:])
     ok = [c.name for c in cs if not c.na]
     return CompareResult(df, {k: torch.tensor(runs[k][1]) for k in ok}, {k: torch.stack(runs[k][2]) if runs[k][2] else None for k in ok},
-                         {k: runs[k][0] for k in ok}, a_opt, dls, loss_func)
+                         {k: runs[k][0] for k in ok}, a_opt, dls, loss_func, cs, # and how each ran, for `CompareResult.explain`
+                         dict(fresh=fresh, m0=m0, lr=lr, epochs=epochs, wd=wd, cycle=cycle, seed=seed, wd_bn_bias=wd_bn_bias))
 
 # %% ../nbs/41_compare.ipynb #c0a1d2e6
 def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights, dl, no_wd):
@@ -248,8 +249,8 @@ def _loss_name(f):
     return getattr(f, '__name__', None) or type(f).__name__
 
 class CompareResult:
-    "The comparison table (`df`), per-step `losses`, weight trajectories (`weights`) and trained `models`"
-    def __init__(self, df, losses, weights, models, a_opt=None, dls=None, loss_func=mse): store_attr()
+    "The comparison table (`df`), per-step `losses`, weight trajectories (`weights`), trained `models`, and the `contenders` as they ran (`run`)"
+    def __init__(self, df, losses, weights, models, a_opt=None, dls=None, loss_func=mse, contenders=(), run=None): store_attr()
     def __repr__(self): return self.df.to_string(index=False, float_format=lambda v: f"{v:.6g}")
     def _repr_html_(self): return self.df.to_html(index=False)
 

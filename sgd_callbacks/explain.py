@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy, inspect, warnings
 import numpy as np, torch
 from torch import nn
-from fastcore.basics import store_attr, partial
+from fastcore.basics import store_attr, partial, patch
 from fastcore.foundation import L
 from fastai.callback.core import Callback
 from fastai.optimizer import Optimizer, OptimWrapper
@@ -17,18 +17,19 @@ from .optim.fastai_rules import decay
 from .optim.step import RuleOptimizer
 from .optim.muon import torch_adamw_rule
 from fastai.metrics import mse
-from .compare import StepTrack
+from .compare import StepTrack, CompareResult
 
 # %% auto #0
-__all__ = ['VOCAB', 'torch_cls', 'torch_adam_rule', 'Setup', 'opt_name', 'check_setup', 'TorchSched', 'opt_family', 'hypers_of',
-           'HyperTrack', 'PinHypers', 'PinDecay', 'Run', 'train_setup', 'rel_dist', 'same_run', 'Cause', 'candidates',
-           'explain_difference', 'Explanation']
+__all__ = ['VOCAB', 'OP_ORDER_TOL', 'torch_cls', 'torch_adam_rule', 'Setup', 'opt_name', 'check_setup', 'setup_family',
+           'TorchSched', 'opt_family', 'hypers_of', 'HyperTrack', 'PinHypers', 'PinDecay', 'Run', 'train_setup',
+           'rel_dist', 'same_run', 'Cause', 'candidates', 'explain_difference', 'Explanation', 'contender_setup']
 
 # %% ../nbs/42_explain.ipynb #9a92cf7a
 VOCAB = ('lr', 'lr_schedule', 'beta1', 'beta1_schedule', 'beta2', 'eps', 'weight_decay', 'decay_form', 'decayed_params',
          'nesterov', 'dampening', 'op_order')
 _SCALARS = ('lr', 'beta1', 'beta2', 'eps', 'weight_decay') # hyper-parameters with a value at every step
 _FITS = ('fit', 'fit_one_cycle', 'fit_flat_cos')
+OP_ORDER_TOL = 1e-4 # the largest |w_a-w_b|/|w_a| that other roundings leave here; more is another update (torch's RMSprop momentum)
 
 def torch_cls(opt):
     "The `torch.optim.Optimizer` class `opt` builds (a class or a `partial` of one), or None"
@@ -44,23 +45,26 @@ def torch_adam_rule(p, g, state, lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0
 class Setup:
     "A training recipe: an optimizer (fastai `opt_func` or `torch.optim` class/partial), the `Learner`'s keywords and the fit"
     def __init__(self, opt,                    # fastai `opt_func` (`Adam`, `partial(SGD, mom=0.9)`, `rule_opt(...)`) or a `torch.optim` class or partial
-                 lr:float|None=None,           # the `Learner`'s `lr` (peak of a schedule); None: torch's partial's `lr`, else fastai's 1e-3
-                 wd:float|None=None,           # the `Learner`'s `wd`; None: the optimizer's own
+                 lr:float|list|None=None,      # the `Learner`'s `lr` (peak of a schedule; a list: one a param group); None: torch's partial's `lr`, else fastai's 1e-3
+                 wd:float|list|None=None,      # the `Learner`'s `wd` (a list: one a param group); None: the optimizer's own
                  wd_bn_bias:bool=False,        # the `Learner`'s `wd_bn_bias` (a torch optimizer decays every tensor anyway)
                  fit:str='fit',                # 'fit', 'fit_one_cycle' or 'fit_flat_cos'
                  sched=None,                   # `sched(torch_opt) -> torch.optim.lr_scheduler`, stepped after every step (torch only)
                  cbs=(),                       # more callbacks (such as one that sets the hypers every step)
+                 splitter=None,                # `splitter(model)`: param groups, lists of parameters (fastai) or torch's dicts (`{'params': ..., 'lr': ...}`)
                  **fit_kw):                    # the fit's keywords (`pct_start`, `moms`, ...)
         store_attr(); self.fit_kw = fit_kw
         if fit not in _FITS: raise ValueError(f"`fit` must be one of {', '.join(_FITS)}, got {fit!r}")
         if sched is not None and not callable(sched): raise TypeError(f"`sched` must be a callable `torch_opt -> scheduler`, got {sched!r}")
+        if splitter is not None and not callable(splitter): raise TypeError(f"`splitter` must be a callable `model -> param groups`, got {splitter!r}")
     @property
     def is_torch(self): return torch_cls(self.opt) is not None
     def replace(self, **kw):
         "A copy with `kw` changed"
         s = copy.copy(self); s.__dict__.update(kw); return s
     def __repr__(self):
-        kw = {k: v for k,v in dict(lr=self.lr, wd=self.wd, wd_bn_bias=self.wd_bn_bias or None, sched=self.sched, **self.fit_kw).items() if v is not None}
+        kw = {k: v for k,v in dict(lr=self.lr, wd=self.wd, wd_bn_bias=self.wd_bn_bias or None, sched=self.sched,
+                                   splitter=getattr(self.splitter, '__name__', self.splitter), **self.fit_kw).items() if v is not None}
         return f"Setup({opt_name(self.opt)}, {', '.join(f'{k}={v!r}' for k,v in kw.items())}{', ' if kw else ''}fit={self.fit!r})"
 
 def opt_name(opt):
@@ -84,6 +88,11 @@ def check_setup(name, s):
     return s
 
 def _build(s): return partial(OptimWrapper, opt=s.opt) if s.is_torch else s.opt
+def setup_family(s): "The algorithm setup `s` runs (SGD, Adam, RMSProp, RAdam), as `opt_family` names it"; return opt_family(_build(s)([nn.Parameter(torch.zeros(2))], lr=1e-3))[0]
+
+def _torch_groups(params, lr=None, opt=None):
+    "`OptimWrapper` over torch's param-group dicts, each with its own `lr` (the `Learner` passes its per-group list: not torch's)"
+    return OptimWrapper(params, opt=opt)
 
 # %% ../nbs/42_explain.ipynb #f25bcb9b
 class TorchSched(Callback):
@@ -195,8 +204,14 @@ def train_setup(s:Setup, dls, model, epochs:int=2, loss_func=None, seed:int=42, 
     "Train a copy of `model` with setup `s` on `dls` (batches fixed by `EpochShuffle(seed)`): a `Run`"
     tr,ht = StepTrack(),HyperTrack()
     cbs = [EpochShuffle(seed), tr, ht, *s.cbs, *cbs] + ([TorchSched(s.sched)] if s.sched else [])
-    learn = Learner(dls, copy.deepcopy(model), loss_func=loss_func or mse, opt_func=_build(s), lr=_lr_of(s), wd=s.wd,
-                    wd_bn_bias=s.wd_bn_bias, cbs=cbs)
+    m,opt,lr,kw = copy.deepcopy(model),_build(s),_lr_of(s),{}
+    if s.splitter:
+        gs = list(s.splitter(m))
+        if s.is_torch: # each group keeps its own lr: the `Learner` sets them again at every fit
+            gs = [{'lr': lr, **g} for g in gs]
+            opt,lr = partial(_torch_groups, opt=s.opt),[g['lr'] for g in gs]
+        kw['splitter'] = lambda _: gs
+    learn = Learner(dls, m, loss_func=loss_func or mse, opt_func=opt, lr=lr, wd=s.wd, wd_bn_bias=s.wd_bn_bias, cbs=cbs, **kw)
     with learn.no_bar(), learn.no_logging(): getattr(learn, s.fit)(epochs, **s.fit_kw)
     return Run(tr.losses, torch.stack(tr.ws), ht.steps, ht.family, ht.groups, ht.decayed)
 
@@ -251,8 +266,13 @@ class _Side:
     def __init__(self, s, cbs=()): self.s,self.cbs = s,list(cbs)
     def copy(self): return _Side(self.s, self.cbs)
 
-def _align(c, A, B, ra):
-    "`(A, B)` with cause `c` removed (B made like A where B can be, else A like B), or None where neither can"
+def _pin(x, steps, k):
+    "Side `x` with hyper-parameter `k` (and those pinned before) set to `steps`' values at every step"
+    pins = [cb for cb in x.cbs if isinstance(cb, PinHypers)]
+    x.cbs = [cb for cb in x.cbs if not isinstance(cb, PinHypers)] + [PinHypers(steps, (pins[0].keys if pins else []) + [k])]
+
+def _align(c, A, B, ra, rb=None):
+    "`(A, B)` with cause `c` removed (B made like A where B can be, else A like B; a scalar: A like `rb` if given), or None"
     A,B = A.copy(),B.copy()
     if c.name in ('decay_form', 'nesterov', 'dampening', 'decayed_params'):
         for x,y,val in ((B, A, c.a), (A, B, c.b)):
@@ -264,10 +284,8 @@ def _align(c, A, B, ra):
                 if not tc: x.s = x.s.replace(opt=partial(x.s.opt, decouple_wd=dec)); return A,B
             if c.name in ('nesterov', 'dampening') and tc: x.s = x.s.replace(opt=partial(x.s.opt, **{c.name: val})); return A,B
         return None
-    k = c.name.replace('_schedule', '')
-    pins = [cb for cb in B.cbs if isinstance(cb, PinHypers)]
-    keys = (pins[0].keys if pins else []) + [k]
-    B.cbs = [cb for cb in B.cbs if not isinstance(cb, PinHypers)] + [PinHypers(ra.steps, keys)]
+    if rb is None: _pin(B, ra.steps, c.name.replace('_schedule', ''))
+    else: _pin(A, rb.steps, c.name.replace('_schedule', ''))
     return A,B
 
 # %% ../nbs/42_explain.ipynb #474069d5
@@ -303,7 +321,7 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
     "Train `a` and `b` from the same weights on the same batches; name each cause of their difference and prove it by removing it"
     a,b = check_setup('a', a),check_setup('b', b)
     dls = _dls(dls); model = _check_model(model, dls)
-    fa,fb = (opt_family(_build(s)([nn.Parameter(torch.zeros(2))], lr=1e-3))[0] for s in (a, b))
+    fa,fb = setup_family(a),setup_family(b)
     if fa != fb: raise ValueError(f"`b` is {fb} where `a` is {fa}: another algorithm, not a difference of settings")
     run = partial(train_setup, dls=dls, model=model, epochs=epochs, loss_func=loss_func, seed=seed)
     ra,rb = run(a),run(b)
@@ -311,24 +329,31 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
     rep = Explanation(a, b, ra, rb)
     if same_run(ra, rb): return rep
     A,B,ca,cb,proven = _Side(a),_Side(b),ra,rb,[]
-    for c in candidates(ra, rb):
-        ab = _align(c, A, B, ra)
-        if ab is None: continue
-        A2,B2 = ab
+    def rerun(A2, B2):
         na = run(A2.s, cbs=A2.cbs) if (A2.s is not A.s or A2.cbs != A.cbs) else ca
         nb = run(B2.s, cbs=B2.cbs) if (B2.s is not B.s or B2.cbs != B.cbs) else cb
-        n_runs += (na is not ca) + (nb is not cb)
-        if same_run(na, ca) and same_run(nb, cb): continue # removing it changes nothing: not a cause
+        return na,nb,(na is not ca) + (nb is not cb)
+    for c in candidates(ra, rb):
+        ab = _align(c, A, B, ca) # b made like a as it runs now (with what was pinned on a before)
+        if ab is None: continue
+        A2,B2 = ab
+        na,nb,k = rerun(A2, B2); n_runs += k
+        if same_run(na, ca) and same_run(nb, cb) and c.name in _SCALARS + ('lr_schedule', 'beta1_schedule'):
+            # b cannot take it (fastai's SGD without momentum has no `mom` to pin): make a like b instead
+            A2,B2 = _align(c, A, B, ca, cb)
+            na,nb,k = rerun(A2, B2); n_runs += k
+        if same_run(na, ca) and same_run(nb, cb): continue # removing it changes nothing, either way: not a cause
         c.before,c.after = rel_dist(ca, cb),rel_dist(na, nb)
         proven.append(c); A,B,ca,cb = A2,B2,na,nb
         if same_run(ca, cb): break
     rep.aligned = (ca, cb)
     if not same_run(ca, cb) and ra.family[1] != rb.family[1]: # only the implementation is left: swap it in and see
-        B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt)
-        keys = [k for k in _SCALARS if ra.steps[0][0][k] is not None]
-        B2.cbs = [x for x in B.cbs if not isinstance(x, PinHypers)] + [PinHypers(ra.steps, keys)]
+        B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt, wd_bn_bias=A.s.wd_bn_bias)
+        keys = [k for k in _SCALARS if ca.steps[0][0][k] is not None]
+        B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))] + [x for x in A.cbs if isinstance(x, PinDecay)]
+                  + [PinHypers(ca.steps, keys)]) # a's implementation, with a's decayed tensors
         nb = run(B2.s, cbs=B2.cbs); n_runs += 1
-        if same_run(ca, nb): # a's implementation in b's recipe: bit-identical, so the rest was rounding
+        if same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL: # a's implementation in b's recipe: bit-identical, and the rest is rounding's size
             step = next(t for t in range(len(ca.ws)) if not torch.equal(ca.ws[t], cb.ws[t]))
             proven.append(Cause('op_order', ra.family[1], rb.family[1], 'all', step, rel_dist(ca, cb), 0.))
             rep.swapped = nb
@@ -384,3 +409,36 @@ class Explanation:
         ax1.set_title('distance of the weights (0: bit-identical)')
         fig.tight_layout()
         return fig
+
+# %% ../nbs/42_explain.ipynb #c9c26f6b
+def contender_setup(c, run):
+    "Contender `c` of a `compare_optimizers` run as a `Setup`, or None where it is not a `Learner` with an optimizer"
+    if c.na or c.learner or c.train or c.opt_func is None: return None
+    f,kw = getattr(c.opt_func, 'func', None),getattr(c.opt_func, 'keywords', {})
+    opt = kw['opt'] if f is OptimWrapper and 'opt' in kw else c.opt_func # torch's optimizer, as `Setup` takes it
+    cyc = run['cycle']
+    return Setup(opt, lr=run['lr'], wd=run['wd'], wd_bn_bias=run['wd_bn_bias'], fit='fit_one_cycle' if cyc else 'fit', cbs=list(c.cbs), **cyc)
+
+def _cause(rep):
+    "The `cause` column's entry for an `Explanation`: the proven names, and `unexplained` if they do not account for it all"
+    if rep.identical: return ''
+    return ', '.join(rep.names + ([] if rep.explained else ['unexplained']))
+
+@patch
+def explain(self:CompareResult):
+    "Add a `cause` column: for every contender that parts from the reference, the causes `explain_difference` proves"
+    run,cs = self.run,list(self.contenders)
+    if run is None or not cs: raise ValueError("this result has no contenders to explain: it was not made by `compare_optimizers`")
+    ref = contender_setup(cs[0], run)
+    causes = {}
+    for c,r in zip(cs, self.df.itertuples()):
+        if r.identical is True or r.identical == 'n/a': causes[c.name] = ''; continue
+        s = contender_setup(c, run)
+        if ref is None or s is None: causes[c.name] = '-'; continue
+        try: rep = explain_difference(ref, s, run['fresh'], run['m0'], epochs=run['epochs'], loss_func=self.loss_func, seed=run['seed'])
+        except ValueError: causes[c.name] = '-'; continue # another algorithm, or a model explain cannot check (class scores)
+        causes[c.name] = _cause(rep)
+    df = self.df.drop(columns='cause', errors='ignore')
+    df.insert(list(df.columns).index('first_dw')+1, 'cause', [causes[n] for n in df.contender])
+    self.df = df
+    return self

@@ -4,22 +4,25 @@
 
 # %% ../nbs/43_port.ipynb #442fe75f
 from __future__ import annotations
-import warnings
+import copy, warnings
 import torch
 from torch import nn
 from fastcore.basics import store_attr, partial
 from fastai.optimizer import SGD, RMSProp, OptimWrapper
+from fastai.torch_core import norm_bias_params, trainable_params
 from .optim.step import rule_opt
 from .data import linear_dls, LinearModel
 from .explain import opt_family, Setup, check_setup, torch_cls, torch_adam_rule, hypers_of, PinHypers, train_setup, HyperTrack
 
 # %% auto #0
-__all__ = ['SUPPORTED_TORCH', 'SUPPORTED_SCHED', 'SUPPORTED_FASTAI', 'torch_steps', 'Port', 'port']
+__all__ = ['SUPPORTED_TORCH', 'SUPPORTED_SCHED', 'SUPPORTED_FASTAI', 'SUPPORTED_GROUPS', 'torch_groups', 'torch_steps', 'Port',
+           'port']
 
 # %% ../nbs/43_port.ipynb #eba88f25
 SUPPORTED_TORCH = "torch.optim SGD (no nesterov, no dampening), Adam, AdamW, RMSprop (no momentum, not centered)"
 SUPPORTED_SCHED = ('OneCycleLR', 'CosineAnnealingLR', 'LinearLR', 'SequentialLR', 'ConstantLR')
 SUPPORTED_FASTAI = "fastai SGD (L2 or no decay), RMSProp (no momentum), with fit, fit_one_cycle or fit_flat_cos"
+SUPPORTED_GROUPS = "torch param groups (dicts) with their own 'lr' and 'weight_decay' and nothing else per group"
 
 def _check_sched(sched):
     "A `ValueError` unless `sched` builds one of `SUPPORTED_SCHED` (SequentialLR of them)"
@@ -27,9 +30,21 @@ def _check_sched(sched):
     name = getattr(f, '__name__', repr(f))
     if name not in SUPPORTED_SCHED: raise ValueError(f"`setup.sched` is {name}: port supports {', '.join(SUPPORTED_SCHED)} (or none)")
 
-def torch_steps(s:Setup, n:int):
-    "The hypers (`hypers_of`) a torch setup's optimizer has at each of `n` steps under its scheduler, from a dry run on zeros"
-    ps = [nn.Parameter(torch.zeros(1))]
+def torch_groups(s:Setup, model):
+    "The param groups of torch setup `s` on `model` (one group without a splitter), checked against `SUPPORTED_GROUPS`"
+    if not s.splitter: return [dict(params=trainable_params(model))]
+    gs = list(s.splitter(model))
+    for i,g in enumerate(gs):
+        if not isinstance(g, dict) or 'params' not in g:
+            raise ValueError(f"`setup.splitter` gives {type(g).__name__} as group {i}: port supports {SUPPORTED_GROUPS}")
+        xtra = sorted(set(g) - {'params', 'lr', 'weight_decay'})
+        if xtra: raise ValueError(f"`setup.splitter`'s group {i} sets {', '.join(xtra)}: port supports {SUPPORTED_GROUPS}")
+    if s.wd is not None: raise ValueError(f"`setup.wd` would replace every group's weight_decay: port supports {SUPPORTED_GROUPS}")
+    return gs
+
+def torch_steps(s:Setup, n:int, model=None):
+    "The hypers (`hypers_of`, one dict a group) a torch setup's optimizer has at each of `n` steps under its scheduler, from a dry run"
+    ps = torch_groups(s, copy.deepcopy(model)) if s.splitter else [nn.Parameter(torch.zeros(1))]
     o = OptimWrapper(ps, opt=s.opt, lr=s.lr) if s.lr is not None else OptimWrapper(ps, opt=s.opt)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -40,11 +55,27 @@ def torch_steps(s:Setup, n:int):
             if sch: sch.step()
     return steps
 
-def _to_fastai(s, n):
+def _named(f, name): f.__name__ = name; return f
+
+def _fastai_groups(s, model, steps):
+    "fastai's `lr`, `wd`, `wd_bn_bias`, `splitter` and per-step hypers for torch setup `s`'s param groups"
+    g0 = steps[0]
+    lrs,wds = [g['lr'] for g in g0],[g['weight_decay'] for g in g0]
+    if not s.splitter: return lrs[0],wds[0],True,None,steps
+    gs,nb = torch_groups(s, model),{id(p) for p in norm_bias_params(model)}
+    dec = [i for i,w in enumerate(wds) if w]
+    if len(set(lrs)) == 1 and len({wds[i] for i in dec}) <= 1 and all(
+        all(id(p) in nb for p in g['params']) == (not w) for g,w in zip(gs, wds)) and {id(p) for p in trainable_params(model)} == {
+        id(p) for g in gs for p in g['params']}: # no decay on exactly the biases and norm layers: fastai's wd_bn_bias=False
+        j = dec[0] if dec else 0
+        return lrs[0],wds[j],False,None,[[st[j]] for st in steps]
+    split = _named(lambda m: [list(g['params']) for g in s.splitter(m)], f"lists_of_{getattr(s.splitter, '__name__', 'groups')}")
+    return lrs,wds,True,split,steps
+
+def _to_fastai(s, n, model=None):
     "fastai's `opt_func`, `Learner` keywords and how it must differ, for torch setup `s`"
     tc,kw = torch_cls(s.opt),dict(getattr(s.opt, 'keywords', {}))
-    h = torch_steps(s, 1)[0][0]
-    wd = h['weight_decay']
+    h = torch_steps(s, 1, model)[0][0]
     if tc is torch.optim.SGD and not kw.get('nesterov') and not kw.get('dampening'):
         opt,note = partial(SGD, mom=h['beta1'], decouple_wd=False),"fastai's SGD: the same operations as torch's"
     elif tc in (torch.optim.Adam, torch.optim.AdamW) and not kw.get('amsgrad'):
@@ -53,14 +84,17 @@ def _to_fastai(s, n):
     elif tc is torch.optim.RMSprop and not kw.get('momentum') and not kw.get('centered'):
         opt,note = partial(RMSProp, sqr_mom=h['beta2'], eps=h['eps'], mom=0., decouple_wd=False),"fastai's RMSProp: torch's operations"
     else: raise ValueError(f"port supports {SUPPORTED_TORCH}; got {tc.__name__}({kw})")
-    cbs,steps = [],torch_steps(s, n)
+    cbs,steps = [],torch_steps(s, n, model)
     if tc is torch.optim.RMSprop and any(g['beta1'] for st in steps for g in st):
         raise ValueError(f"`setup.sched` gives torch's RMSprop a momentum (cycle_momentum=True?): port supports {SUPPORTED_TORCH}")
+    lr,wd,wd_bn_bias,split,steps = _fastai_groups(s, model, steps)
+    if s.splitter: note += ("; no decay on the biases and norm layers: wd_bn_bias=False" if not wd_bn_bias else
+                            "; torch's param groups as the splitter, with per-group lr and wd")
     if s.sched:
         keys = ['lr'] + (['beta1'] if tc is not torch.optim.RMSprop else [])
         cbs = [PinHypers(steps, keys)]
         note += f"; {getattr(s.sched, 'func', s.sched).__name__}'s values set at every step (PinHypers)"
-    return Setup(opt, lr=h['lr'], wd=wd, wd_bn_bias=True, cbs=cbs), note
+    return Setup(opt, lr=lr, wd=wd, wd_bn_bias=wd_bn_bias, cbs=cbs, splitter=split), note
 
 def _to_torch(s, n, dls, model, epochs):
     "torch.optim's class and the per-step hypers that train as fastai setup `s` does"
@@ -70,15 +104,44 @@ def _to_torch(s, n, dls, model, epochs):
     wd,mom = (s.wd if s.wd is not None else h['weight_decay']),h['beta1'] or 0.
     if fam not in ('SGD', 'RMSProp') or (fam == 'RMSProp' and mom):
         raise ValueError(f"`setup` is fastai's {fam}: torch.optim has no class with its operations; port supports {SUPPORTED_FASTAI}")
-    if wd and h['decay_form'] == 'decoupled': raise ValueError(f"`setup` decays decoupled (fastai's default): torch.optim.{fam} has only L2; "
+    if _any(wd) and h['decay_form'] == 'decoupled': raise ValueError(f"`setup` decays decoupled (fastai's default): torch.optim.{fam} has only L2; "
                                                               f"port supports {SUPPORTED_FASTAI}")
-    if wd and not s.wd_bn_bias: raise ValueError("`setup` skips decay on biases and norm layers (wd_bn_bias=False): pass wd_bn_bias=True or wd=0")
-    if fam == 'SGD': cls = partial(torch.optim.SGD, momentum=mom, weight_decay=wd)
-    else: cls = partial(torch.optim.RMSprop, alpha=h['beta2'], eps=h['eps'], weight_decay=wd)
+    split,gmap = _torch_splitter(s, model, wd)
+    w = 0. if split else wd # with groups, each has its own
+    if fam == 'SGD': cls = partial(torch.optim.SGD, momentum=mom, weight_decay=w)
+    else: cls = partial(torch.optim.RMSprop, alpha=h['beta2'], eps=h['eps'], weight_decay=w)
     keys = ['lr'] + (['beta1'] if mom else []) # SGD without momentum ignores a scheduled `mom`; torch's would not
     steps = train_setup(s, dls, model, epochs).steps if s.fit != 'fit' else None
-    return Setup(cls, lr=s.lr or 1e-3, cbs=[PinHypers(steps, keys)] if steps else []), f"torch.optim.{fam}" + (
-        f"; fastai's {s.fit} values set at every step (PinHypers)" if steps else '')
+    if steps: steps = [[st[i] for i in gmap] for st in steps] # each torch group takes its fastai group's values
+    note = f"torch.optim.{fam}" + (f"; fastai's {s.fit} values set at every step (PinHypers)" if steps else '')
+    if not s.wd_bn_bias and _any(wd): note += "; the biases and norm layers in groups of their own without decay (wd_bn_bias=False)"
+    if s.splitter: note += "; the splitter's groups as torch's param groups, with their lr and weight_decay"
+    return Setup(cls, lr=1e-3 if s.lr is None else s.lr if not _is_seq(s.lr) else s.lr[0], cbs=[PinHypers(steps, keys)] if steps else [],
+                 splitter=split), note
+
+def _is_seq(x): return isinstance(x, (list, tuple))
+def _any(x): return any(x) if _is_seq(x) else bool(x)
+
+def _torch_splitter(s, model, wd):
+    "torch's param groups (a splitter of dicts) for fastai setup `s`: its splitter's groups, the biases and norm layers apart when they take no decay"
+    split = s.splitter or (lambda m: [trainable_params(m)])
+    n = len(split(model))
+    def each(x, name):
+        xs = list(x) if _is_seq(x) else [x]*n
+        if len(xs) != n: raise ValueError(f"`setup.{name}` has {len(xs)} values for {n} param groups")
+        return xs
+    if isinstance(s.lr, slice): raise ValueError(f"`setup.lr` is a slice: port supports a float or one a param group (a list)")
+    lrs,wds = each(1e-3 if s.lr is None else s.lr, 'lr'),each(wd, 'wd')
+    def groups(m, with_map=False):
+        nb = set() if s.wd_bn_bias else {id(p) for p in norm_bias_params(m)}
+        gs,gmap = [],[]
+        for i,(pl,lr,w) in enumerate(zip(split(m), lrs, wds)):
+            pl = list(pl)
+            for part,pw in (([p for p in pl if id(p) not in nb or not w], w), ([p for p in pl if id(p) in nb and w], 0.)):
+                if part: gs.append(dict(params=part, lr=lr, weight_decay=pw)); gmap.append(i)
+        return gmap if with_map else gs
+    if not s.splitter and (s.wd_bn_bias or not wd): return None,[0]
+    return _named(groups, 'torch_groups'),groups(model, True)
 
 # %% ../nbs/43_port.ipynb #9e020892
 class Port:
@@ -87,7 +150,9 @@ class Port:
     @property
     def opt_func(self): return self.setup.opt if not torch_cls(self.setup.opt) else partial(OptimWrapper, opt=self.setup.opt)
     @property
-    def learner_kw(self): return dict(opt_func=self.opt_func, lr=self.setup.lr, wd=self.setup.wd, wd_bn_bias=self.setup.wd_bn_bias)
+    def learner_kw(self):
+        return dict(opt_func=self.opt_func, lr=self.setup.lr, wd=self.setup.wd, wd_bn_bias=self.setup.wd_bn_bias,
+                    **({'splitter': self.setup.splitter} if self.setup.splitter else {}))
     @property
     def fit(self): return f"learn.{self.setup.fit}(n_epoch, cbs={self.setup.cbs!r})"
     def __repr__(self):
@@ -107,6 +172,6 @@ def port(setup:Setup,      # the recipe to port
     dls = dls if dls is not None else linear_dls(bs=10)
     model = model if model is not None else LinearModel(dls.one_batch()[0].shape[1])
     n = epochs*len(dls.train)
-    new,note = _to_fastai(setup, n) if to == 'fastai' else _to_torch(setup, n, dls, model, epochs)
+    new,note = _to_fastai(setup, n, model) if to == 'fastai' else _to_torch(setup, n, dls, model, epochs)
     ra,rb = train_setup(setup, dls, model, epochs),train_setup(new, dls, model, epochs)
     return Port(setup, new, note, torch.equal(ra.ws, rb.ws), not torch.equal(ra.ws[0], ra.ws[-1]))

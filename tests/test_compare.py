@@ -176,3 +176,26 @@ def test_plot_gives_each_contender_its_own_colour_and_marker(lesson):
         ls = [l for l in ax.lines if l.get_label().split(' (')[0] in CONTENDERS]
         assert len(ls) == 4 and len({to_hex(l.get_color()) for l in ls}) == 4 and len({l.get_marker() for l in ls}) == 4
     plt.close(fig)
+
+# `CompareResult.explain` (sgd_callbacks.explain patches it on): the proven cause of every row that parts, nothing unproven
+def mlp8(dls): torch.manual_seed(0); return nn.Sequential(nn.Linear(11, 8), nn.ReLU(), nn.Linear(8, 1))
+def causes(**kw):
+    import sgd_callbacks.explain # adds `CompareResult.explain`
+    res = compare_optimizers(diabetes_dls, mlp8, epochs=2, **kw).explain()
+    assert list(res.df.columns).index('cause') == list(res.df.columns).index('first_dw') + 1
+    return dict(zip(res.df.contender, res.df.cause))
+
+@pytest.mark.parametrize('kw,want', [
+    (dict(lr=0.01, wd=0.1, decouple_wd=False), {'torch.optim.SGD': 'decayed_params', 'plain loop': '-'}),   # wd_bn_bias=False: biases
+    (dict(opt='adam', lr=1e-2, wd=0.1), {'torch.optim.AdamW': 'decayed_params, op_order', 'plain loop': ''}), # and torch's roundings
+    (dict(opt='rmsprop', mom=0.9, lr=1e-3), {'torch.optim.RMSprop': 'unexplained'}),  # another update: not op_order, not proven
+    (dict(lr=0.1, rule=lambda p, g, state, lr, **_: p.sub_(lr*g)), {'rule <lambda>': 'unexplained'}), # your rule: nothing to name
+    (dict(opt='lion', lr=1e-3), {'fastai Adam (AdamW)': '-'})])  # another algorithm than the reference's
+def test_explain_names_only_proven_causes(kw, want):
+    got = causes(**kw)
+    assert {k: got[k] for k in want} == want, got
+    assert all(v == '' for k,v in got.items() if k not in want), got  # the rows bit-identical to the reference
+
+def test_explain_needs_a_comparison():
+    import sgd_callbacks.explain
+    with pytest.raises(ValueError, match='compare_optimizers'): compare.CompareResult(None, {}, {}, {}).explain()

@@ -30,6 +30,10 @@ PITFALLS = {
     'nesterov': (Setup(partial(TSGD, momentum=0.9), lr=0.05), Setup(partial(TSGD, momentum=0.9, nesterov=True), lr=0.05), ['nesterov']),
     'dampening': (Setup(partial(TSGD, momentum=0.9, dampening=0.5), lr=0.05), Setup(partial(SGD, mom=0.9), lr=0.05), ['dampening']),
     'torch vs fastai SGD': (Setup(partial(TSGD, momentum=0.9), lr=0.05), Setup(partial(SGD, mom=0.9), lr=0.05), []),
+    # fastai's SGD without momentum has no `mom` to pin: a's momentum is pinned to b's zero
+    'momentum against none': (Setup(partial(SGD, mom=0.9), lr=0.1), Setup(SGD, lr=0.1), ['beta1']),
+    'none against momentum': (Setup(SGD, lr=0.1), Setup(partial(SGD, mom=0.9), lr=0.1), ['beta1']),
+    'torch momentum against fastai none': (Setup(partial(TSGD, momentum=0.9), lr=0.1), Setup(SGD, lr=0.1), ['beta1']),
 }
 PITFALLS['fastai Adam wd=0.01 by default'] = (Setup(partial(Adam, wd=0.), lr=1e-2), Setup(Adam, lr=1e-2), ['weight_decay'])
 

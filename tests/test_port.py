@@ -43,3 +43,47 @@ def test_refused_naming_what_is_supported(dls):
     with pytest.raises(ValueError, match='no class with its operations'): port(Setup(Adam), to='torch')
     with pytest.raises(ValueError, match='decoupled'): port(Setup(SGD, wd=0.1), to='torch')
     with pytest.raises(ValueError, match='`to`'): port(Setup(SGD), to='jax')
+
+# torch's param groups: no decay on the biases and the norm layers, another lr for the head
+from fastai.torch_core import norm_bias_params
+def bn_mlp(): torch.manual_seed(0); return nn.Sequential(nn.Linear(11, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1))
+def no_decay(m):
+    nb = {id(p) for p in norm_bias_params(m)}
+    return [{'params': [p for p in m.parameters() if id(p) not in nb], 'weight_decay': 0.05},
+            {'params': [p for p in m.parameters() if id(p) in nb], 'weight_decay': 0.}]
+def head(m): return [{'params': [*m[0].parameters(), *m[1].parameters()], 'weight_decay': 0.01},
+                     {'params': list(m[3].parameters()), 'lr': 1e-2, 'weight_decay': 0.}]
+def body_head(m): return [[*m[0].parameters(), *m[1].parameters()], list(m[3].parameters())]
+
+@pytest.mark.parametrize('sched', ['constant', 'onecycle'])
+@pytest.mark.parametrize('groups', ['no_decay', 'head'])
+@pytest.mark.parametrize('opt', ['sgd', 'adamw', 'rmsprop'])
+def test_torch_param_groups_to_fastai_and_back(dls, opt, groups, sched):
+    if opt == 'rmsprop' and sched == 'onecycle': return # refused above: OneCycleLR gives RMSprop a momentum
+    o = dict(sgd=partial(T.SGD, momentum=0.9), adamw=T.AdamW, rmsprop=T.RMSprop)[opt]
+    p = port(Setup(o, lr=3e-3, splitter=dict(no_decay=no_decay, head=head)[groups], sched=SCHEDS[sched]), dls=dls, model=bn_mlp())
+    assert p.identical and p.moved, p
+    if groups == 'no_decay': # fastai's own form: wd_bn_bias=False, no splitter
+        assert p.setup.splitter is None and p.setup.wd_bn_bias is False and p.setup.wd == 0.05, p
+    else: assert p.setup.lr[1] == (1e-2 if sched == 'constant' else p.setup.lr[0]) and p.setup.wd == [0.01, 0.] and p.learner_kw['splitter']
+    if opt == 'sgd' and sched == 'constant': # and back to torch: groups again, the same weights
+        q = port(p.setup, to='torch', dls=dls, model=bn_mlp())
+        assert q.identical and q.moved and q.setup.splitter is not None, q
+
+@pytest.mark.parametrize('fit', ['fit', 'fit_one_cycle'])
+def test_fastai_groups_to_torch(dls, fit):
+    "A splitter with per-group lr and wd, and wd_bn_bias=False: torch param groups, the biases and norm layers apart"
+    p = port(Setup(partial(SGD, mom=0.9, decouple_wd=False), lr=[1e-2, 1e-3], wd=[0.01, 0.], splitter=body_head, fit=fit),
+             to='torch', dls=dls, model=bn_mlp())
+    assert p.identical and p.moved, p
+    gs = p.setup.splitter(bn_mlp())
+    assert [(g['lr'], g['weight_decay'], len(g['params'])) for g in gs] == [(1e-2, 0.01, 1), (1e-2, 0., 3), (1e-3, 0., 2)]
+
+def test_param_groups_refused_naming_what_is_supported(dls):
+    def betas(m): return [{'params': list(m.parameters()), 'betas': (0.8, 0.99)}]
+    with pytest.raises(ValueError, match="group 0 sets betas: port supports torch param groups.*'lr' and 'weight_decay'"):
+        port(Setup(T.AdamW, splitter=betas), dls=dls, model=bn_mlp())
+    with pytest.raises(ValueError, match="`setup.wd` would replace"): port(Setup(T.AdamW, wd=0.1, splitter=head), dls=dls, model=bn_mlp())
+    with pytest.raises(ValueError, match='slice'): port(Setup(partial(SGD, decouple_wd=False), lr=slice(1e-3, 1e-2)), to='torch', dls=dls, model=bn_mlp())
+    with pytest.raises(ValueError, match='3 values for 2 param groups'):
+        port(Setup(SGD, lr=[1e-2]*3, splitter=body_head), to='torch', dls=dls, model=bn_mlp())
