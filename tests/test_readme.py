@@ -10,13 +10,22 @@ def python_blocks(text): return re.findall(r"```python\n(.*?)```", text, re.S)
 def test_readme_examples_run():
     "The first example ends bit-identical; the second trains a rule of one's own, Lion and Prodigy through `rule_opt`"
     blocks = python_blocks(readme)
-    assert len(blocks) == 2
-    out = subprocess.run([sys.executable, '-c', '\n'.join(blocks)], capture_output=True, text=True, cwd=root, timeout=300)
+    assert len(blocks) == 3
+    out = subprocess.run([sys.executable, '-c', '\n'.join(blocks[:2])], capture_output=True, text=True, cwd=root, timeout=300)
     assert out.returncode == 0, out.stderr
     first,*rules = out.stdout.strip().splitlines()
     assert first.endswith('True'), out.stdout
     assert [l.split()[0] for l in rules] == ['sign_descent', 'lion_rule', 'prodigy_rule'], out.stdout
     assert all(float(l.split()[-1]) < 1. for l in rules), out.stdout # each fitted the line (from the start's valid mse of about 7)
+
+def test_readme_port_example_prints_what_the_readme_shows():
+    "The third example ports a torch AdamW recipe to fastai; the README shows exactly what it prints"
+    imports = '\n'.join(python_blocks(readme)[0].splitlines()[:2]) # `from fastai.basics import *`, `from sgd_callbacks.all import *`
+    shown = re.search(r"It prints the port and its proof:\n\n```text\n(.*?)```", readme, re.S)[1]
+    out = subprocess.run([sys.executable, '-c', imports + '\n' + python_blocks(readme)[2]], capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == shown, out.stdout
+    assert shown.rstrip().endswith('weights moved: True')
 
 def test_readme_commands():
     cmds = re.findall(r"```sh\n(.*?)\n```", readme, re.S)
