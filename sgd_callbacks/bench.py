@@ -4,7 +4,7 @@
 
 # %% ../nbs/80_bench.ipynb #e3f073e2
 from __future__ import annotations
-import time, statistics, copy, re, sys, subprocess, tempfile
+import math, time, statistics, copy, re, sys, subprocess, tempfile
 from pathlib import Path
 import torch
 from fastcore.script import call_parse
@@ -23,9 +23,9 @@ from .optim.step import ScratchStep
 from .fast import fast_learner
 
 # %% auto #0
-__all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'resnet34_params', 'step_contenders', 'bench_step', 'bench_rules',
-           'bench_new_rules', 'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision', 'ddp_epoch_seconds',
-           'results_table', 'main']
+__all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'resnet34_params', 'step_contenders', 'bench_step', 'bench_check',
+           'bench_rules', 'bench_new_rules', 'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision',
+           'ddp_epoch_seconds', 'results_table', 'main']
 
 # %% ../nbs/80_bench.ipynb #d604134e
 CLOCKS = {'wall': time.perf_counter, # seconds as they pass
@@ -98,6 +98,17 @@ def bench_step(reps:int=50):
         fl,fa = ms['floor (fused, 1 flat tensor)'],ms['fastai SGD']
         rows += [(mom, k, v, v/fl, v/fa) for k,v in ms.items()]
     return rows
+
+def bench_check(reps:int=15):
+    "The divergence check as the package runs it, against the multi-tensor norm, and a plain SGD step: `(name, ms, × step)` rows"
+    from .divergence import all_finite
+    ps = resnet34_params()(); gs = [p.grad for p in ps]
+    fns = {'SGD step, per tensor': lambda: [p.data.add_(g, alpha=-1e-9) for p,g in zip(ps, gs)],
+           'all_finite (a sum per tensor)': lambda: all_finite(gs),
+           'torch._foreach_norm, summed': lambda: math.isfinite(torch.stack(torch._foreach_norm(gs)).sum().item())}
+    ms = {k:v*1e3 for k,v in _medians(fns, reps).items()}
+    return [(k, v, v/ms['SGD step, per tensor']) for k,v in ms.items()]
+
 
 # %% ../nbs/80_bench.ipynb #ec5bd44d
 RULE_BENCH = {**OPTIMIZERS, 'sgd': partial(SGD, mom=0.9)} # fastai's optimizers, SGD with momentum (its per-tensor buffers are the costly case)
@@ -284,10 +295,13 @@ def _print_ddp(reps):
     print(results_table([(n, t, s, s/base) for n,t,s in rows], ['processes', 'threads each', 's/epoch', '× 1 process, 2 threads'],
                  ['{:>9}', '{:>12}', '{:8.2f}', '{:6.2f}']))
 
-BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp, 'explain': _print_explain}
+def _print_check(reps):
+    print(results_table(bench_check(reps or 15), ['', 'ms', '× step'], ['{:<30}', '{:6.2f}', '{:6.2f}']))
+
+BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp, 'explain': _print_explain, 'check': _print_check}
 
 @call_parse
-def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls), `vision` (resnet34's full run), `ddp` (an epoch on 1 and 2 processes) or `explain`
+def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls), `vision` (resnet34's full run), `ddp` (an epoch on 1 and 2 processes) `check` (the divergence check's read of the gradients) or `explain`
          reps:int=0,    # repetitions of each contender (0: the benchmark's default)
          threads:int=0, # torch threads (0: leave torch's default)
          clock:str='wall'): # `wall` (time as it passes) or `cpu` (this process's CPU time: with --threads 1, steady on a busy machine)
