@@ -16,12 +16,11 @@ from fastcore.basics import partial
 from fastprogress.fastprogress import ProgressBar, MasterBar, ConsoleMasterBar, format_time
 from .checks import check_int
 from .files import atomic_write
-from .data import linear_dls, diabetes_dls
+from .data import linear_dls, diabetes_dls, LinearModel
 from .scratch import check_hypers
 from .optim.step import rule_opt, rule_hypers, lesson_rule
 from .references import MODERN, opt_name, check_opt, fastai_hypers, default_lr, modern_kw, check_modern
 from .compare import compare_optimizers
-from .data import LinearModel
 from .explain import Setup, check_setup, explain_difference, setup_family
 from .bakeoff.problems import BAKEOFF_PROBLEMS, QUICK_PROBLEMS
 from .bakeoff.run import bakeoff, check_bakeoff, BAKEOFF_OPTS, DEFAULT_OPTS, QUICK_OPTS
@@ -39,9 +38,18 @@ DATA = ('lesson2', 'diabetes', 'digits')
 # resnet34 on the digits, chosen by measurement (see the notebook): 16-pixel images, channels_last, two one-cycle epochs
 DIGITS = dict(size=16, epochs=2, schedule='one_cycle')
 
-def _bs(bs, default):
-    "`default` if `bs` is None, `None` for 'full', else a positive int"
-    if bs is None: return default
+def _usage(e, name=None):
+    "A check's error as the shell reads it: `` `name` `` (by default the first name it quotes) written `--name`"
+    s = str(e)
+    return UsageError(s.replace(f'`{name}`', f'--{name}') if name else s.replace('`', '--', 1).replace('`', '', 1))
+
+def _dls_fn(data, bs, seed):
+    "A no-argument function that makes the loaders of `data`, the lesson's line or diabetes"
+    return partial(linear_dls if data == 'lesson2' else diabetes_dls, bs=bs, seed=seed)
+
+def _bs(bs, data):
+    "`data`'s default if `bs` is None (10 of the lesson's 80 points, else 64), `None` for 'full', else a positive int"
+    if bs is None: return 10 if data == 'lesson2' else 64
     if str(bs).lower() == 'full': return None
     try: v = int(str(bs))
     except ValueError: raise UsageError(f"--bs must be 'full' or a positive int, got {bs!r}") from None
@@ -84,7 +92,7 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
     try:
         if opt in MODERN: rule_opt(MODERN[opt].rule, **modern_kw(opt, None, not l2, hypers)) # names a keyword the rule does not take
         else: check_opt(opt, hypers)
-    except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`opt`', '--opt')) from None
+    except (TypeError, ValueError) as e: raise _usage(e, 'opt') from None
     if mom is None: mom = _opt_hypers(opt, 0.1, {}).get('mom', 0.)  # the optimizer's default
     if lr is None: lr = default_lr(opt)
     lr,mom,wd,seed = (_parse(k, v, t) for k,v,t in (('lr',lr,float), ('mom',mom,float), ('wd',wd,float), ('seed',seed,int)))
@@ -93,13 +101,13 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
     if schedule not in ('fit', 'one_cycle'): raise UsageError(f"--schedule must be fit or one_cycle, got {schedule!r}")
     if size is not None and data != 'digits': raise UsageError(f"--size is the side of the digits images: it needs --data digits, got --data {data}")
     size = DIGITS['size'] if size is None else _parse('size', size, int)
-    bs = _bs(bs, 10 if data=='lesson2' else 64)
+    bs = _bs(bs, data)
     try:
         lr,mom,wd = check_hypers(lr, mom, wd)
         seed = check_int('seed', seed, lo=0)
         if epochs is not None: epochs = check_int('epochs', epochs, lo=1)
         size = check_int('size', size, 8, 224)
-    except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`', '--', 1).replace('`', '', 1)) from None
+    except (TypeError, ValueError) as e: raise _usage(e) from None
     if opt in MODERN:
         try: check_modern(opt, lr, modern_kw(opt, None, not l2, hypers)) # the values, before any training
         except ValueError as e: raise UsageError(f"--opt {opt}: {e}") from None
@@ -115,10 +123,9 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
         kw.update(dls_fn=partial(digits_dls, size=size, bs=bs, seed=seed), loss_func=CrossEntropyLossFlat(), metrics=error_rate,
                   model_fn=model_fn, epochs=epochs or DIGITS['epochs'])
     else:
-        f = linear_dls if data == 'lesson2' else diabetes_dls
-        kw.update(dls_fn=partial(f, bs=bs, seed=seed), epochs=epochs or 10)
+        kw.update(dls_fn=_dls_fn(data, bs, seed), epochs=epochs or 10)
     try: dls = kw['dls_fn']() # checks the batch size against the data
-    except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`bs`', '--bs')) from None
+    except (TypeError, ValueError) as e: raise _usage(e, 'bs') from None
     return kw, dls
 
 # %% ../nbs/70_cli.ipynb #9d97fb59
@@ -327,10 +334,9 @@ def run_explain(a, b, data='lesson2', epochs='2', bs=None, seed='42', out='.', f
         if data not in ('lesson2', 'diabetes'): raise UsageError(f"--data must be lesson2 or diabetes, got {data!r}")
         epochs,seed = _parse('epochs', epochs, int),_parse('seed', seed, int)
         try: epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
-        except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`', '--', 1).replace('`', '', 1)) from None
-        f = linear_dls if data == 'lesson2' else diabetes_dls
-        try: dls = f(bs=_bs(bs, 10 if data == 'lesson2' else 64), seed=seed)
-        except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`bs`', '--bs')) from None
+        except (TypeError, ValueError) as e: raise _usage(e) from None
+        try: dls = _dls_fn(data, _bs(bs, data), seed)()
+        except (TypeError, ValueError) as e: raise _usage(e, 'bs') from None
         outp = _check_out(out)
     except UsageError as e:
         print(f"sgd_explain: error: {e}", file=err); return 2
@@ -370,7 +376,7 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
         if (lr_min is None) != (lr_max is None): raise UsageError("--lr_min and --lr_max go together (the tuning range of every problem)")
         lrs = None if lr_min is None else (lr_min, lr_max)
         try: args = check_bakeoff(_names(problems), _names(opts), trials, seeds, lrs, tau_max, quick)
-        except (TypeError, ValueError) as e: raise UsageError(str(e).replace('`', '--', 1).replace('`', '', 1)) from None
+        except (TypeError, ValueError) as e: raise _usage(e) from None
         outp = None if out is None else _check_out(out)
     except UsageError as e:
         print(f"sgd_bakeoff: error: {e}", file=err); return 2

@@ -88,7 +88,9 @@ def check_setup(name, s):
     return s
 
 def _build(s): return partial(OptimWrapper, opt=s.opt) if s.is_torch else s.opt
-def setup_family(s): "The algorithm setup `s` runs (SGD, Adam, RMSProp, RAdam), as `opt_family` names it"; return opt_family(_build(s)([nn.Parameter(torch.zeros(2))], lr=1e-3))[0]
+def setup_family(s):
+    "The algorithm setup `s` runs (SGD, Adam, RMSProp, RAdam), as `opt_family` names it"
+    return opt_family(_build(s)([nn.Parameter(torch.zeros(2))], lr=1e-3))[0]
 
 def _torch_groups(params, lr=None, opt=None):
     "`OptimWrapper` over torch's param-group dicts, each with its own `lr` (the `Learner` passes its per-group list: not torch's)"
