@@ -47,7 +47,7 @@ def close(stored, now, rel, abs):
                for a,b in zip(_num.findall(stored), _num.findall(now)))
 
 _RUN = """
-import json, os, sys, warnings
+import json, os, sys
 from execnb.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
 src,dest,skip = sys.argv[1],sys.argv[2],json.loads(sys.argv[3])
