@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_plots.ipynb #f559bdca
 from __future__ import annotations
-import tempfile
+import base64, tempfile
 from pathlib import Path
 import numpy as np, torch
 import matplotlib.pyplot as plt
@@ -16,7 +16,7 @@ from .checks import check_int
 from .scratch import mse, fit_scratch, plot_fit
 
 # %% auto #0
-__all__ = ['COLORS', 'MARKERS', 'animate_fit', 'gif', 'line_style', 'plot_landscape', 'lesson_paths']
+__all__ = ['COLORS', 'MARKERS', 'animate_fit', 'GIF', 'gif', 'line_style', 'plot_landscape', 'lesson_paths']
 
 # %% ../nbs/13_plots.ipynb #9721b65d
 def _frames(n, k): return np.unique(np.linspace(0, n-1, min(n, k)).round().astype(int))
@@ -44,15 +44,20 @@ def animate_fit(x, y,               # the data: `x` n×2 (the ones column second
     return FuncAnimation(fig, draw, frames=idx, interval=interval, blit=False)
 
 # %% ../nbs/13_plots.ipynb #2097a888
+class GIF:
+    "A GIF's bytes in `.data`; Jupyter shows it as an image (no IPython needed to make one)"
+    def __init__(self, data:bytes): self.data = data
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {'image/gif': base64.b64encode(self.data).decode('ascii')}
+
 def gif(anim,          # a matplotlib animation, e.g. from `animate_fit`
         fps:int=8,     # frames per second
         dpi:int=60):   # resolution: 60 keeps a 40-frame fit animation near 100 kB
-    "`anim` as a GIF `IPython.display.Image`, its bytes in `.data`"
-    from IPython.display import Image
+    "`anim` as a `GIF`, its bytes in `.data`"
     with tempfile.TemporaryDirectory() as d:
         fn = Path(d)/'anim.gif'
         anim.save(fn, writer=PillowWriter(fps=fps), dpi=dpi)
-        return Image(data=fn.read_bytes(), format='gif')
+        return GIF(fn.read_bytes())
 
 # %% ../nbs/13_plots.ipynb #c4d8e2f5
 COLORS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#17becf', '#bcbd22', '#e377c2', '#7f7f7f', '#000000')
