@@ -27,9 +27,9 @@ from .bakeoff.run import bakeoff, check_bakeoff, BAKEOFF_OPTS, DEFAULT_OPTS, QUI
 import sgd_callbacks.bakeoff.report # `BakeoffResult.save` and its pictures
 
 # %% auto #0
-__all__ = ['DATA', 'DIGITS', 'HYPER_TYPES', 'SPEC_OPTS', 'SPEC_SETUP', 'SPEC_CYCLE', 'SPEC_HELP', 'QUICK', 'UsageError',
-           'write_report', 'run_compare', 'sgd_compare', 'parse_spec', 'run_explain', 'sgd_explain', 'run_bakeoff',
-           'sgd_bakeoff']
+__all__ = ['DATA', 'DIGITS', 'HYPER_TYPES', 'SPEC_OPTS', 'SPEC_SETUP', 'SPEC_CYCLE', 'SPEC_HELP', 'QUICK', 'QUICK_TRIALS',
+           'UsageError', 'write_report', 'run_compare', 'sgd_compare', 'parse_spec', 'run_explain', 'sgd_explain',
+           'run_bakeoff', 'sgd_bakeoff']
 
 # %% ../nbs/70_cli.ipynb #68bdd1ed
 class UsageError(ValueError): "A bad command-line argument"
@@ -362,29 +362,38 @@ def sgd_explain(a:_arg(f"the first recipe: {SPEC_HELP}", 'A'),
     sys.exit(run_explain(a, b, data, epochs, bs, seed, out))
 
 # %% ../nbs/70_cli.ipynb #09d8ad44
-QUICK = dict(trials=4, seeds=2) # with `QUICK_PROBLEMS` and `QUICK_OPTS`
+QUICK = dict(trials=4, seeds=2, studies=2) # with `QUICK_PROBLEMS` and `QUICK_OPTS`; algoperf's --quick: 3 trials per study
+QUICK_TRIALS = dict(deepobs=4, algoperf=3, **{'self-tuning': 1})
 
 def _names(s): return None if s is None else [n.strip() for n in s.split(',') if n.strip()]
 
+def _tuning(a):
+    "The protocol in words, for the command's first line"
+    if a.protocol == 'deepobs': return f"{a.trials} lrs each, the best rerun with {a.seeds} fresh seeds"
+    return f"{a.protocol}: {a.studies} studies of {a.trials} trial(s) each"
+
 def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, lr_min=None, lr_max=None, tau_max=4.,
-                out=None, file=None, err=None, progress=None):
-    "The command's work: check every argument, run, print the results and the summary, write the report; the exit code"
+                out=None, file=None, err=None, progress=None, protocol='deepobs', studies=None, schedule='constant',
+                time='steps', reference=None):
+    "The command's work: check every argument, run, print the results, the warnings and the summary, write the report; the exit code"
     file,err = file or sys.stdout,err or sys.stderr
-    trials = (QUICK['trials'] if quick else 7) if trials is None else trials
+    if trials is None and quick: trials = QUICK_TRIALS.get(protocol)
     seeds = (QUICK['seeds'] if quick else 3) if seeds is None else seeds
+    studies = (QUICK['studies'] if quick else 3) if studies is None else studies
     try:
         if (lr_min is None) != (lr_max is None): raise UsageError("--lr_min and --lr_max go together (the tuning range of every problem)")
         lrs = None if lr_min is None else (lr_min, lr_max)
-        try: args = check_bakeoff(_names(problems), _names(opts), trials, seeds, lrs, tau_max, quick)
+        try: a = check_bakeoff(_names(problems), _names(opts), trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference)
         except (TypeError, ValueError) as e: raise _usage(e) from None
         outp = None if out is None else _check_out(out)
     except UsageError as e:
         print(f"sgd_bakeoff: error: {e}", file=err); return 2
-    pbs,ops,trials,seeds,lrs,tau_max = args
-    print(f"sgd_bakeoff: {len(pbs)} problems ({', '.join(pbs)}) × {len(ops)} optimizers ({', '.join(ops)}): "
-          f"{trials} lrs each, the best rerun with {seeds} seeds{' (--quick)' if quick else ''}", file=file, flush=True)
-    res = bakeoff(list(pbs.values()), {k: v for k,v in ops.items()}, trials, seeds, lrs, tau_max, quick, progress=progress, file=file)
+    print(f"sgd_bakeoff: {len(a.pbs)} problems ({', '.join(a.pbs)}) × {len(a.ops)} optimizers ({', '.join(a.ops)}): "
+          f"{_tuning(a)}, schedule {a.schedule}, time in {a.time}{' (--quick)' if quick else ''}", file=file, flush=True)
+    res = bakeoff(list(a.pbs.values()), dict(a.ops), a.trials, a.seeds, a.lrs, a.tau_max, quick, progress=progress, file=file,
+                  protocol=a.protocol, studies=a.studies, schedule=a.schedule, time=a.time, reference=a.reference)
     print(res.results_table().to_string(index=False, na_rep='-', float_format=lambda v: f"{v:.4g}"), file=file)
+    for w in res.edge_warnings(): print(f"sgd_bakeoff: warning: {w}: widen the range (--lr_min/--lr_max for the lr)", file=err)
     if outp is not None:
         for p in res.save(outp): print(f"wrote {p}", file=file)
     print(f"sgd_bakeoff: {res.summary()} ({res.meta['seconds']:.0f} s)", file=file)
@@ -392,13 +401,22 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
 
 def _list(names): return ', '.join(names)
 def _quick_help(): return (f"{len(QUICK_PROBLEMS)} problems ({_list(QUICK_PROBLEMS)}), {len(QUICK_OPTS)} optimizers "
-                           f"({_list(QUICK_OPTS)}), {QUICK['trials']} lrs, {QUICK['seeds']} seeds")
+                           f"({_list(QUICK_OPTS)}), {QUICK['trials']} lrs and {QUICK['seeds']} seeds (algoperf: {QUICK['studies']} studies of "
+                           f"{QUICK_TRIALS['algoperf']} trials)")
 
 # the help of --quick, --problems and --opts lists the registries, as they are when the command runs
 @call_parse
 def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
-                trials:_arg("int >= 1: learning rates tried per (problem, optimizer), log-spaced; default 7 (--quick: 4)", 'INT', int)=None,
-                seeds:_arg("int >= 1: seeds the best learning rate is run with; default 3 (--quick: 2)", 'INT', int)=None,
+                protocol:_arg("deepobs (an lr grid on one seed, the best rerun with fresh seeds), algoperf (quasi-random "
+                              "trials in studies, AlgoPerf's external tuning) or self-tuning (each optimizer's defaults); default deepobs", 'NAME')='deepobs',
+                trials:_arg("int >= 1: deepobs: learning rates tried per (problem, optimizer), log-spaced, default 7 (--quick: 4); "
+                            "algoperf: trials per study, default 5 (--quick: 3)", 'INT', int)=None,
+                seeds:_arg("int >= 1: deepobs: fresh seeds the best learning rate is rerun with; default 3 (--quick: 2)", 'INT', int)=None,
+                studies:_arg("int >= 1: algoperf and self-tuning: studies per (problem, optimizer); default 3 (--quick: 2)", 'INT', int)=None,
+                schedule:_arg("constant or warmup_cosine (linear warm-up, then cosine to zero over the budget; not for "
+                              "schedule-free optimizers); default constant", 'NAME')='constant',
+                time:_arg("steps (reproducible on any machine) or seconds (of training, evaluation excluded): the time to target scored; default steps", 'NAME')='steps',
+                reference:_arg("an optimizer run: score against its time instead of each problem's best, so adding a contender moves no score", 'NAME')=None,
                 problems:_arg(f"names, comma-separated, of {_list(BAKEOFF_PROBLEMS)}; default all", 'NAMES')=None,
                 opts:_arg(f"names, comma-separated, of {_list(BAKEOFF_OPTS)}; default {_list(DEFAULT_OPTS)}", 'NAMES')=None,
                 lr_min:_arg("float > 0: low end of every problem's lr range (with --lr_max; times an optimizer's lr_mult, "
@@ -406,5 +424,6 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                 lr_max:_arg("float >= lr_min: high end of every problem's lr range (with --lr_min)", 'FLOAT', float)=None,
                 tau_max:_arg("float > 1: the performance profile's right end (slower than tau_max × the best: unsolved)", 'FLOAT', float)=4.,
                 out:_arg("a directory (made if missing): results.csv, trials.csv, profile.csv, scores.csv, PNGs, index.html", 'DIR')=None):
-    "Which optimizer, tuned, reaches each problem's target in the fewest steps? Tables, performance profile and an HTML report"
-    sys.exit(run_bakeoff(quick, trials, seeds, problems, opts, lr_min, lr_max, tau_max, out))
+    "Which optimizer, tuned, reaches each problem's target first? Tables, performance profile and an HTML report"
+    sys.exit(run_bakeoff(quick, trials, seeds, problems, opts, lr_min, lr_max, tau_max, out, protocol=protocol, studies=studies,
+                         schedule=schedule, time=time, reference=reference))

@@ -39,11 +39,12 @@ def lower_median(xs): xs = sorted(xs); return xs[(len(xs)-1)//2]
 def test_results_are_lower_medians_of_the_seeds(run):
     d = run[0]/'a'
     res,tr = pd.read_csv(d/'results.csv'),pd.read_csv(d/'trials.csv')
-    assert len(res) == 4 and len(tr) == 4*(4+3)
+    assert len(res) == 4 and len(tr) == 4*(4+4)
     spread = 0
     for r in res.itertuples():
-        t = tr[(tr.problem == r.problem) & (tr.optimizer == r.optimizer) & (tr.lr == r.lr)]
-        assert len(t) == 4 and sorted(t.seed) == [0, 1, 2, 3]
+        t = tr[(tr.problem == r.problem) & (tr.optimizer == r.optimizer) & tr.scored]
+        assert len(t) == 4 and sorted(t.seed) == [1, 2, 3, 4] and (t.lr == r.lr).all() # fresh seeds: the tuning trial (seed 0) is not scored
+        assert (t.stage == 'seed').all() and not tr[tr.stage == 'tune'].scored.any()
         tune = tr[(tr.problem == r.problem) & (tr.optimizer == r.optimizer) & (tr.stage == 'tune')]
         key = tune.assign(s=tune.steps_to_target.fillna(np.inf), f=tune.final_loss).sort_values(['s', 'f'])
         assert key.lr.iloc[0] == r.lr                                  # the fewest steps, then the lowest final loss
@@ -55,32 +56,46 @@ def test_results_are_lower_medians_of_the_seeds(run):
         spread += len(set(steps)) > 1
     assert spread, "the seeds never disagree: the median is not tested"
 
+def algoperf_scores(times, n_problems, tau_max=4., points=100):
+    """AlgoPerf's scoring (scoring/performance_profile.py, compute_performance_profiles and compute_leaderboard_score
+    with normalize=True), written out: `times` {(problem, optimizer): time or inf}"""
+    pbs,ops = sorted({p for p,_ in times}),sorted({o for _,o in times})
+    best = {p: min(times[p, o] for o in ops) for p in pbs}
+    cut = {k: (np.inf if v > 4*best[k[0]] else v) for k,v in times.items()}    # over 4x the fastest: not solved
+    ratio = {k: (v/best[k[0]] if np.isfinite(best[k[0]]) else np.inf) for k,v in cut.items()}
+    taus = np.linspace(1., tau_max, points)
+    rho = {o: np.array([sum(ratio[p, o] <= t for p in pbs)/n_problems for t in taus]) for o in ops}
+    return taus, rho, {o: np.trapezoid(rho[o], taus)/(taus.max()-taus.min()) for o in ops}, ratio
+
 def test_profile_and_scores_from_results_csv(run):
+    "AlgoPerf's definitions recomputed from results.csv alone give the report's profile and scores; the CSVs round-trip exactly"
     d = run[0]/'a'
     res,prof,sc = (pd.read_csv(d/f'{k}.csv') for k in ('results', 'profile', 'scores'))
-    tau_max = 4.
     st = {(r.problem, r.optimizer): (np.inf if pd.isna(r.steps_to_target) else r.steps_to_target) for r in res.itertuples()}
-    pbs,ops = sorted(set(res.problem)),sorted(set(res.optimizer))
-    best = {p: min(st[p, o] for o in ops) for p in pbs}
-    ratio = {(p, o): st[p, o]/best[p] if np.isfinite(best[p]) else np.inf for p in pbs for o in ops}
-    assert all(np.isfinite(best[p]) for p in pbs) and len(set(ratio.values())) > 2 # a profile with steps in it
-    for r in prof.itertuples():
-        assert r.rho == pytest.approx(np.mean([ratio[p, r.optimizer] <= r.tau for p in pbs]), abs=1e-9)
-    assert prof.tau.min() == 1 and prof.tau.max() == tau_max
+    taus,rho,score,ratio = algoperf_scores(st, len(set(res.problem)))
+    assert len(set(ratio.values())) > 2                                   # a profile with steps in it
+    assert np.array_equal(np.sort(prof.tau.unique()), taus)
+    for o in rho: assert np.array_equal(prof[prof.optimizer == o].sort_values('tau').rho.values, rho[o])
     for r in sc.itertuples():
-        taus = np.linspace(1, tau_max, 300001)          # the area by brute force, not by the formula the code uses
-        rho = np.mean([[ratio[p, r.optimizer] <= t for t in taus[::100]] for p in pbs], axis=0)
-        assert r.score == pytest.approx(np.trapezoid(rho, taus[::100])/(tau_max-1), abs=2e-3)
-        assert r.solved == sum(np.isfinite(ratio[p, r.optimizer]) for p in pbs)
+        assert r.score == pytest.approx(score[r.optimizer], rel=1e-12)
+        assert r.solved == sum(np.isfinite(ratio[p, r.optimizer]) for p in set(res.problem))
+        exact = np.mean([max(4. - max(ratio[p, r.optimizer], 1.), 0.)/3 for p in set(res.problem)]) # the step function's area
+        assert r.area == pytest.approx(exact, rel=1e-12)
     assert list(sc.score) == sorted(sc.score, reverse=True)
+    p2,s2 = performance_profile(res)                                      # read back: the same numbers, to the last bit
+    assert p2.equals(prof) and np.array_equal(s2.score.values, sc.score.values) and np.array_equal(s2.area.values, sc.area.values)
 
 def test_profile_by_hand():
     "Two problems: a solves both first; b solves one 2x slower and never the other"
     res = pd.DataFrame(dict(problem=['p', 'p', 'q', 'q'], optimizer=['a', 'b']*2, steps_to_target=[10, 20, 5, None]))
     prof,sc = performance_profile(res, tau_max=3.)
-    assert dict(zip(sc.optimizer, sc.score)) == {'a': 1., 'b': pytest.approx(0.5*(3-2)/2)}
+    s = sc.set_index('optimizer')
+    assert s.score['a'] == 1. and s.area['b'] == 0.5*(3-2)/2 and s.score['b'] == pytest.approx(0.25, abs=0.01)
     rho = prof.set_index(['optimizer', 'tau']).rho
-    assert rho['b', 1.] == 0 and rho['b', 2.] == 0.5 and rho['b', 3.] == 0.5 and rho['a', 1.] == 1
+    assert rho['b', 1.] == 0 and rho['b', 3.] == 0.5 and rho['a', 1.] == 1 and prof.tau.max() == 3.
+    # AlgoPerf's 4x cut: 5 steps against the best's 1 is unsolved, 4 is solved at tau 4
+    res = pd.DataFrame(dict(problem=['p']*3, optimizer=['a', 'b', 'c'], steps_to_target=[1, 4, 5]))
+    assert performance_profile(res)[1].set_index('optimizer').solved.to_dict() == {'a': 1, 'b': 1, 'c': 0}
 
 def test_diverging_lr_marked_and_kept(run):
     tr = pd.read_csv(run[0]/'a'/'trials.csv')
@@ -220,7 +235,7 @@ def test_a_rule_that_blows_up_is_recorded_diverged():
 def test_lr_grid_per_optimizer():
     "Lion tunes over the problem's range ×0.1, Prodigy over its own 0.25..4, Adam over the problem's; the header says so"
     with redirect_stdout(io.StringIO()): r = bakeoff([tiny(steps=6)], ['adam', 'lion', 'prodigy'], trials=3, seeds=1, progress=False)
-    lrs = r.trials.groupby('optimizer').lr.apply(sorted).to_dict()
+    lrs = r.trials[r.trials.stage == 'tune'].groupby('optimizer').lr.apply(sorted).to_dict()
     assert lrs['adam'] == pytest.approx([1e-2, math.sqrt(3e-2), 3.], rel=1e-3)
     assert lrs['lion'] == pytest.approx([1e-3, math.sqrt(3e-4), 0.3], rel=1e-3)
     assert lrs['prodigy'] == [0.25, 1., 4.]

@@ -20,7 +20,7 @@ def problem(name, lrs=(1e-3, 1e-1)): return Problem(name, dls_fn=lambda: None, m
 def fake_bakeoff(monkeypatch, by_lr, names=('a',), seeds=1, trials=3):
     "`bakeoff` with `run_trial` answering from `by_lr` (lr -> trace); the `(problem, lr, seed)` it was asked for"
     asked = []
-    def run_trial(pb, entry, lr, s, paths=False):
+    def run_trial(pb, entry, lr, s, paths=False, **kw):
         asked.append((pb.name, lr, s)); return by_lr[lr]
     monkeypatch.setattr(bakeoff_module, 'run_trial', run_trial)
     res = bakeoff(problems=[problem(n) for n in names], opts={'sgd': SGD}, trials=trials, seeds=seeds, progress=False, file=io.StringIO())
@@ -60,7 +60,7 @@ def test_a_trials_seed_comes_from_its_whole_key(monkeypatch):
     for p,lr,s in asked[:3]: assert s == trial_seed(p, 'sgd', lr, 0) == zlib.crc32(repr((p, 'sgd', lr, 0)).encode())
     assert asked[3] == ('a', 0.001, trial_seed('a', 'sgd', 0.001, 1))      # the best lr, seed 1
     a,b = ({s for q,_,s in asked if q == p} for p in ('a', 'b'))
-    assert len(a) == len(b) == 4 and not a & b
+    assert len(a) == len(b) == 5 and not a & b                          # 3 lrs on seed 0, the best on fresh seeds 1 and 2
     assert trial_seed('a', 'sgd', 0.01, 0) != trial_seed('b', 'sgd', 0.01, 0) != trial_seed('b', 'sgd', 0.01, 1)
 
 # ---- divergence: a finite validation loss growing past DIVERGE × its first value
@@ -94,14 +94,16 @@ def test_a_non_finite_training_loss_diverges():
 def results(rows): return pd.DataFrame(rows, columns=['problem', 'optimizer', 'steps_to_target']).astype({'steps_to_target': 'Int64'})
 
 def test_the_profile_ends_at_tau_max():
-    "τ_max = 2: A best on both problems, B 1.5× on one and unsolved on the other; ρ evaluated from 1 to 2, the area over [1, 2]"
+    "τ_max = 2: A best on both problems, B 1.5× on one and unsolved on the other; ρ on 100 points from 1 to 2, the area over [1, 2]"
     res = results([('p', 'A', 10), ('p', 'B', 15), ('q', 'A', 20), ('q', 'B', None)])
     prof,scores = performance_profile(res, tau_max=2.)
     for o,df in prof.groupby('optimizer'):
-        assert df.tau.min() == 1. and df.tau.max() == 2. and 1.5 in df.tau.values and len(df) == 21
-    rho = prof.set_index(['optimizer', 'tau']).rho
-    assert rho['B', 1.45] == 0 and rho['B', 1.5] == 0.5 and rho['B', 2.] == 0.5 and rho['A', 1.] == 1.
+        assert df.tau.min() == 1. and df.tau.max() == 2. and len(df) == 100
+    b = prof[prof.optimizer == 'B']
+    assert (b.rho[b.tau < 1.5] == 0).all() and (b.rho[b.tau >= 1.5] == 0.5).all()
+    assert (prof[prof.optimizer == 'A'].rho == 1.).all()
     s = scores.set_index('optimizer')
-    assert s.score['A'] == 1. and s.score['B'] == 0.25 and s.solved['B'] == 1 and s.problems['B'] == 2
+    assert s.score['A'] == 1. and s.area['B'] == 0.25 and s.solved['B'] == 1 and s.problems['B'] == 2
+    assert s.score['B'] == pytest.approx(np.trapezoid(b.rho, b.tau))      # AlgoPerf's trapezoids ÷ (2 - 1)
     assert scores.optimizer.tolist() == ['A', 'B']
-    assert performance_profile(res, tau_max=3.)[1].set_index('optimizer').score['B'] == 0.75/2
+    assert performance_profile(res, tau_max=3.)[1].set_index('optimizer').area['B'] == 0.75/2

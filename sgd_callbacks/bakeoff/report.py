@@ -41,9 +41,10 @@ def plot_profile(self:BakeoffResult, ax=None):
         ax.step(d.tau, d.rho, where='post', lw=2.2-0.2*i, ms=6, mfc='none', markevery=(i*every//len(self._opts()), every),
                 label=f"{o} (score {sc[o]:.2f})", **line_style(i))
     ax.set_xlim(1, self.meta['tau_max']); ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("τ: steps to target ÷ the best optimizer's on that problem")
+    what = f"{self.meta['time']} to target"
+    ax.set_xlabel(f"τ: {what} ÷ " + (f"{self.meta['reference']}'s" if self.meta.get('reference') else "the best optimizer's on that problem"))
     ax.set_ylabel('ρ(τ): fraction of problems solved'); ax.legend(loc='lower right')
-    ax.set_title(f"performance profile over {len(self.problems)} problems (score: area ÷ {self.meta['tau_max']-1:g})")
+    ax.set_title(f"performance profile over {len(self.problems)} problems (score: trapezoid area ÷ {self.meta['tau_max']-1:g})")
     ax.figure.tight_layout()
     return ax.figure
 
@@ -93,9 +94,10 @@ def plot_curves(self:BakeoffResult, ncols:int=3):
 # %% ../../nbs/62_bakeoff.report.ipynb #c0957aa0
 @patch
 def plot_lr(self:BakeoffResult, ncols:int=3):
-    "Final validation loss vs learning rate of every tuning trial, per optimizer; diverged trials as × at the top"
+    "Final validation loss vs learning rate of every tuning trial (AlgoPerf: every trial, as points), per optimizer; diverged trials as × at the top"
     fig,axs = _axes(len(self.problems), ncols)
-    tune = self.trials[self.trials.stage == 'tune']
+    grid = self.meta['protocol'] == 'deepobs' # one lr per trial on a grid: a line; else a cloud over the other hyper-parameters
+    tune = self.trials[self.trials.stage == 'tune'] if grid else self.trials
     best = {(r.problem, r.optimizer): r.lr for r in self.results.itertuples()}
     for ax,p in zip(axs, self.problems):
         d = tune[tune.problem == p]
@@ -104,13 +106,14 @@ def plot_lr(self:BakeoffResult, ncols:int=3):
         for i,o in enumerate(self._opts()):
             g = d[d.optimizer == o]
             s = line_style(i); div = g.diverged.values
-            ax.plot(g.lr[~div], g.final_loss[~div], color=s['color'], marker=s['marker'], ms=5, mfc='none', label=o)
+            ax.plot(g.lr[~div], g.final_loss[~div], color=s['color'], marker=s['marker'], ms=5, mfc='none', label=o, ls='-' if grid else 'none')
             if div.any(): ax.plot(g.lr[div], np.full(div.sum(), top*1.4**i), ls='none', marker='x', ms=8, color=s['color']) # apart
-            b = g[g.lr == best[p, o]]
+            b = g[g.lr == best[p, o]].head(1)
             ax.plot(b.lr, b.final_loss.clip(upper=top), ls='none', marker=s['marker'], ms=7, color=s['color'])
         ax.set_xscale('log'); ax.set_yscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('final validation loss')
         ax.set_title(f"{p} (filled: chosen lr; ×: diverged)", fontsize=10); ax.legend(fontsize=7)
-    fig.suptitle(f"learning-rate sensitivity: {self.meta['trials']} tuning trials per optimizer, seed 0")
+    fig.suptitle(f"learning-rate sensitivity: {self.meta['trials']} tuning trials per optimizer, seed 0" if grid else
+                 f"learning-rate sensitivity: {self.meta['studies']} studies × {self.meta['trials']} trials per optimizer")
     fig.tight_layout()
     return fig
 
@@ -153,10 +156,10 @@ def _png(fig):
     b = io.BytesIO(); fig.savefig(b, format='png', dpi=90); plt.close(fig)
     return b.getvalue()
 
-def _csv(df): return df.to_csv(index=False, float_format='%.6g', na_rep='')
+def _csv(df): return df.to_csv(index=False, na_rep='') # every float at full precision: read back, the same profile and scores
 
 @patch
-def results_table(self:BakeoffResult): return self.results.astype({'steps_to_target': float}) # prints as the other numbers, NaN as na_rep
+def results_table(self:BakeoffResult): return self.results.astype({'steps_to_target': float}).drop(columns='at_edge') # NaN as na_rep
 
 DEFAULT_WHY = ("one of each kind of step: plain, heavy ball, per-coordinate scaling, sign of a momentum, "
                "iterate averaging (judged at its average x), an estimated step size (its lr a multiplier)")
@@ -168,7 +171,14 @@ def header(self:BakeoffResult):
     pbs = pd.DataFrame([dict(problem=p, target=f"{pb.metric_name} {pb.goal}", steps=pb.steps, every=pb.every,
                              lr_range=f"{(m['lrs'] or pb.lrs)[0]:g} .. {(m['lrs'] or pb.lrs)[1]:g}", about=pb.about)
                         for p,pb in self.problems.items()])
-    run = {'trials (lrs per optimizer)': m['trials'], 'seeds of the best lr': m['seeds'], 'τ_max': m['tau_max'],
+    tuning = (f"deepobs: {m['trials']} lrs on seed 0 (never scored), the best rerun with {m['seeds']} fresh seeds, their lower median"
+              if m['protocol'] == 'deepobs' else f"{m['protocol']}: {m['studies']} studies × {m['trials']} trial(s), "
+              "the best trial of each study, the median over studies" + (" (1.5× the step budget)" if m['protocol'] == 'self-tuning' else ''))
+    run = {'protocol': tuning, 'schedule': m['schedule'], 'time to target': m['time'] + ('' if m['time'] == 'steps' else ' of training, evaluation excluded'),
+           'score': f"AlgoPerf's: ρ on linspace(1, {m['tau_max']:g}, 100), trapezoid area ÷ {m['tau_max']-1:g}"
+                    + (f", ratios to {m['reference']}" if m.get('reference') else ", ratios to each problem's best") + "; `area`: the exact area",
+           'trials run per optimizer and problem': ', '.join(f"{o} {n}" for o,n in self.results.groupby('optimizer', sort=False).trials.first().items()),
+           'best settings at the edge of their range': '; '.join(self.edge_warnings()) or 'none', 'quick': m['quick'],
            'quick': m['quick'], 'optimizers': '; '.join(f"{k} = {v}" for k,v in m['opts'].items()),
            'default optimizers': f"{', '.join(DEFAULT_OPTS)}: {DEFAULT_WHY}; the others ({', '.join(k for k in BAKEOFF_OPTS if k not in DEFAULT_OPTS)}) by --opts",
            'torch': m['torch'], 'fastai': m['fastai'], 'python': m['python'], 'machine': m['machine'],
@@ -181,15 +191,15 @@ def to_html(self:BakeoffResult, pngs:dict):
     pbs,run = self.header()
     e = html.escape
     imgs = ''.join(f'<h2>{e(k)}</h2><img alt="{e(k)}" src="data:image/png;base64,{base64.b64encode(v).decode()}">' for k,v in pngs.items())
-    cols = ['problem', 'optimizer', 'lr', 'reached', 'steps_to_target', 'seconds_to_target', 'final_loss', 'final_metric']
+    cols = [c for c in self.results_table().columns if c != 'trials']
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>sgd_bakeoff</title><style>
 body{{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}} table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}} img{{max-width:100%}}</style></head><body>
 <h1>sgd_bakeoff: which optimizer, tuned, reaches the target first?</h1>
-<p>Each optimizer's learning rate is tuned on a log grid (one seed), the best (fewest steps to target, then lowest final
-validation loss) is rerun with more seeds; steps to target is the lower median over the seeds (not reached when fewer than
-half reach it). The performance profile ρ(τ) is the fraction of problems an optimizer solves within τ times the best
-optimizer's steps; the score is its area over τ in [1, τ_max] divided by τ_max−1.</p>
+<p>Each optimizer is tuned by the protocol below and its time to target on each problem compared with the best
+optimizer's. The performance profile ρ(τ) is the fraction of problems an optimizer solves within τ times the best
+(a time over τ_max times the best counts as unsolved); the score is AlgoPerf's: the trapezoid area under ρ on 100
+points of τ in [1, τ_max], divided by τ_max−1.</p>
 <p><b>{e(self.summary())}</b></p><h2>problems</h2>{pbs.to_html(index=False)}
 <h2>run</h2>{pd.DataFrame(list(run.items()), columns=['setting', 'value']).to_html(index=False)}
 <h2>results</h2>{self.results_table()[cols].to_html(index=False, na_rep='', float_format=lambda v: f'{v:.4g}')}

@@ -4,7 +4,9 @@
 
 # %% ../../nbs/61_bakeoff.run.ipynb #9d5cbfea
 from __future__ import annotations
-import sys, math, time, copy, zlib, platform
+import sys, math, time, copy, zlib, inspect, platform
+from time import perf_counter
+from typing import NamedTuple
 from types import SimpleNamespace
 import numpy as np, pandas as pd, torch
 from fastcore.basics import store_attr, partial
@@ -16,37 +18,75 @@ from ..weights import flat_weights
 from ..seeding import seed_epoch, EpochShuffle
 from ..loaders import SliceDL
 from .problems import BAKEOFF_PROBLEMS, QUICK_PROBLEMS, Problem, check_lrs
-from ..optim.step import ScratchStep, rule_name, rule_opt
+from ..optim.step import ScratchStep, rule_name, rule_opt, rule_hypers
 from ..optim.modern import lion_rule, ademamix_rule, schedulefree_adamw_rule, ScheduleFreeEval
 from ..optim.muon import muon_rule
 from ..optim.prodigy import prodigy_rule
 from ..fast import LeanLearner
 from ..references import OPTIMIZERS
+from .score import Hyper, sample_space, at_edge, lower_median, study_best, problem_time, performance_profile
 
 # %% auto #0
-__all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'OptEntry', 'own_rule', 'trial_seed', 'Trace', 'run_trial',
-           'lower_median', 'performance_profile', 'check_bakeoff', 'BakeoffResult', 'bakeoff']
+__all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'SCHEDULES', 'PROTOCOLS', 'TIMES', 'OptEntry', 'opt_kwargs',
+           'own_rule', 'trial_seed', 'Trace', 'lr_factor', 'run_trial', 'Spec', 'spec_seed', 'check_bakeoff',
+           'BakeoffResult', 'bakeoff']
 
 # %% ../../nbs/61_bakeoff.run.ipynb #074555d7
 class OptEntry:
-    "An optimizer of the bake-off: a fastai `opt_func`, the callbacks it needs in a `Learner`, and where its lr grid lies"
-    def __init__(self, opt_func,         # `(params, lr) -> optimizer`
+    "An optimizer of the bake-off: a fastai `opt_func`, the callbacks it needs in a `Learner`, its lr range, search space and default lr"
+    def __init__(self, opt_func,         # `(params, lr, **hypers) -> optimizer`
                  cbs=(),                 # callbacks that step or evaluate with it: `ScratchStep(rule=...)`, `ScheduleFreeEval()`
-                 lr_mult:float=1.,       # its grid is each problem's lr range times this (Lion's sign steps: 0.1)
-                 lrs=None):              # or this `(lr_min, lr_max)` on every problem, whatever the problem's (Prodigy's lr multiplier)
+                 lr_mult:float=1.,       # its lr range is each problem's range times this (Lion's sign steps: 0.1)
+                 lrs=None,               # or this `(lr_min, lr_max)` on every problem, whatever the problem's (Prodigy's lr multiplier)
+                 space=None,             # `{name: Hyper}` over what `search_space` builds: its own hyper-parameters (AdEMAMix's `alpha`)
+                 lr:float=1e-3):         # its default lr: the one configuration of the self-tuning protocol
         if not callable(opt_func): raise TypeError(f"`opt_func` must be callable `(params, lr) -> optimizer`, got {opt_func!r}")
         self.opt_func,self.cbs = opt_func,list(cbs)
         self.lr_mult = check_float('lr_mult', lr_mult, lo=0, lo_open=True)
         self.lrs = None if lrs is None else check_lrs(lrs)
+        self.space = dict(space or {})
+        for k,h in self.space.items():
+            if not isinstance(h, Hyper): raise TypeError(f"`space[{k!r}]` must be a Hyper, got {h!r}")
+        self.lr = check_float('lr', lr, lo=0, lo_open=True)
+        self.schedule_free = any(isinstance(c, ScheduleFreeEval) for c in self.cbs) # it needs no lr schedule: none is applied
     def __repr__(self): return f"OptEntry({_desc(self.opt_func)}, cbs={self.cbs}{', ' + self.lr_note() if self.lr_note() else ''})"
 
     def lr_range(self, lrs):
         "The `(lr_min, lr_max)` it is tuned over on a problem whose range is `lrs`"
         return self.lrs or (lrs[0]*self.lr_mult, lrs[1]*self.lr_mult)
     def lr_note(self):
-        "Its grid in words, for the report ('' when it is the problem's range)"
+        "Its lr range in words, for the report ('' when it is the problem's range)"
         if self.lrs: return f"lr {self.lrs[0]:g}..{self.lrs[1]:g} on every problem"
         return '' if self.lr_mult == 1 else f"the problem's lr range × {self.lr_mult:g}"
+
+    def hypers(self):
+        "The hyper-parameters its `opt_func` (or its rule) takes, with their defaults, a partial's keywords over the function's"
+        f,kw = self.opt_func,{}
+        while isinstance(f, partial): kw,f = {**f.keywords, **kw},f.func
+        if 'rule' in kw: hp = rule_hypers(kw['rule'])[0]
+        else:
+            try: hp = {k: q.default for k,q in inspect.signature(f).parameters.items()}
+            except (TypeError, ValueError): hp = {}
+        return {**hp, **{k: v for k,v in kw.items() if k in hp}}
+
+    def search_space(self, lrs, schedule:str='constant'):
+        "Its space on a problem whose lr range is `lrs`, as AlgoPerf's baselines': lr, 1-β₁, 1-β₂, weight decay where it has them, the warm-up fraction under a schedule; then its own `space`"
+        hp = self.hypers()
+        s = dict(lr=Hyper(*self.lr_range(lrs)))
+        if hp.get('mom'): s['one_minus_beta1'] = Hyper(0.02, 0.5)     # momentum on by default: tune how much
+        if 'sqr_mom' in hp: s['one_minus_beta2'] = Hyper(1e-3, 0.1)
+        if 'wd' in hp: s['wd'] = Hyper(1e-5, 0.1)
+        if schedule != 'constant' and not self.schedule_free: s['warmup'] = Hyper(0.02, 0.2, log=False)
+        return {**s, **self.space}
+
+    def defaults(self, schedule:str='constant'):
+        "Its one configuration without tuning: its default lr, and AlgoPerf's baselines' 5% warm-up under a schedule"
+        return dict(lr=self.lr, **({'warmup': 0.05} if schedule != 'constant' and not self.schedule_free else {}))
+
+def opt_kwargs(config:dict):
+    "A configuration's keywords for the `opt_func`, lr and warm-up aside: 1-β₁ and 1-β₂ become fastai's `mom` and `sqr_mom`"
+    names = dict(one_minus_beta1='mom', one_minus_beta2='sqr_mom')
+    return {names.get(k, k): 1-v if k in names else v for k,v in config.items() if k not in ('lr', 'warmup')}
 
 def own_rule(rule,              # `rule(p, g, state, **hypers)`, as `ScratchStep` takes it
              opt_func=SGD):     # the fastai optimizer whose hyper-parameters and state the rule gets
@@ -61,34 +101,34 @@ def _desc(f):
     if isinstance(f, partial): return f"{_desc(f.func)}({', '.join(f'{k}={_desc(v) if callable(v) else repr(v)}' for k,v in f.keywords.items())})"
     return getattr(f, '__name__', repr(f))
 
-
 # %% ../../nbs/61_bakeoff.run.ipynb #648cf1a6
 # The rules run unguarded (`guard=False`): the guard copies every weight and state at each step, which costs more than
 # these tiny steps, and it raises `RuleError` at a non-finite weight, which would stop the whole bake-off where the
-# trial's `Trace` records the trial as diverged and goes on.
+# trial's `Trace` records the trial as diverged and goes on. `lr=` is each one's published default (fastai's 1e-3 for SGD).
 BAKEOFF_OPTS = dict(sgd=OPTIMIZERS['sgd'], momentum=partial(OPTIMIZERS['sgd'], mom=0.9), **{k: OPTIMIZERS[k] for k in ('rmsprop', 'adam', 'lamb')},
-                    lion=OptEntry(rule_opt(lion_rule, guard=False), lr_mult=0.1), # a sign step moves every weight by lr
-                    ademamix=OptEntry(rule_opt(ademamix_rule, guard=False)),
-                    schedulefree=OptEntry(rule_opt(schedulefree_adamw_rule, guard=False), [ScheduleFreeEval()]), # judged at x
-                    muon=OptEntry(rule_opt(muon_rule, guard=False)),
-                    prodigy=OptEntry(rule_opt(prodigy_rule, guard=False), lrs=(0.25, 4.))) # lr multiplies its own estimate
+                    lion=OptEntry(rule_opt(lion_rule, guard=False), lr_mult=0.1, lr=1e-4), # a sign step moves every weight by lr
+                    ademamix=OptEntry(rule_opt(ademamix_rule, guard=False), space=dict(alpha=Hyper(2., 8., log=False))),
+                    schedulefree=OptEntry(rule_opt(schedulefree_adamw_rule, guard=False), [ScheduleFreeEval()], lr=2.5e-3), # judged at x
+                    muon=OptEntry(rule_opt(muon_rule, guard=False), lr=0.02),
+                    prodigy=OptEntry(rule_opt(prodigy_rule, guard=False), lrs=(0.25, 4.), lr=1.)) # lr multiplies its own estimate
 DEFAULT_OPTS = ('sgd', 'momentum', 'adam', 'lion', 'schedulefree', 'prodigy')
 QUICK_OPTS = DEFAULT_OPTS
 
-
 # %% ../../nbs/61_bakeoff.run.ipynb #41f36159
 def trial_seed(*keys):
-    "A seed in [0, 2³¹) from `keys` (problem, optimizer, lr, seed): stable across runs and machines, unlike Python's salted `hash`"
+    "A seed in [0, 2³¹) from `keys` (problem, optimizer, lr, seed, ...): stable across runs and machines, unlike Python's salted `hash`"
     return zlib.crc32(repr(keys).encode())
 
 DIVERGE = 1e3 # a trial diverged when a loss is not finite or the validation loss exceeds DIVERGE × its initial value
 
 class Trace:
-    "One trial's record: the validation metric every `every` steps, the first step that reaches the target, divergence"
-    def __init__(self, pb, xv, yv, loss_func, metric, paths=False):
+    "One trial's record: the validation metric every `every` steps, the first step (and training second) that reaches the target, divergence"
+    def __init__(self, pb, xv, yv, loss_func, metric, paths=False, steps=None):
         store_attr('pb,xv,yv,loss_func,metric,paths')
+        self.budget = pb.steps if steps is None else steps
         self.steps,self.metrics,self.losses,self.ws,self._buf = [],[],[],[],[]
-        self.hit,self.hit_s,self.diverged,self.t0 = None,None,False,time.perf_counter()
+        self.hit,self.hit_s,self.diverged = None,None,False
+        self.t0,self.eval_s = time.perf_counter(),0. # seconds count training only: evaluations are timed and taken out
         self.swap = None # `swap(train)`: puts the trained (True) or the judged weights in the model (Schedule-Free's y, x)
 
     def _at_x(self, f, *args):
@@ -107,26 +147,30 @@ class Trace:
     def after_step(self, model, step, loss):
         "Record a step's (detached) training loss; False when the trial should stop"
         self._buf.append(loss)
-        ev = step % self.pb.every == 0 or step >= self.pb.steps
+        ev = step % self.pb.every == 0 or step >= self.budget
         ok = self._at_x(self._record, model, step, ev) if ev or self.paths else True
-        return ok and step < self.pb.steps
+        return ok and step < self.budget
 
     @torch.no_grad()
     def evaluate(self, model, step):
+        t = time.perf_counter()
+        try: return self._evaluate(model, step, t - self.t0 - self.eval_s)
+        finally: self.eval_s += time.perf_counter() - t
+
+    def _evaluate(self, model, step, train_s):
         tl = torch.stack(self._buf).float().mean().item() if self._buf else 0.
         self._buf = []
         model.eval(); pred = model(self.xv); model.train()
         vl,m = float(self.loss_func(pred, self.yv)),float(self.metric(pred, self.yv))
         self.steps.append(step); self.losses.append(vl); self.metrics.append(m)
         if not (math.isfinite(tl) and math.isfinite(vl)) or vl > DIVERGE*self.losses[0]: self.diverged = True; return False
-        if self.hit is None and self.pb.reached(m): self.hit,self.hit_s = step,time.perf_counter()-self.t0
+        if self.hit is None and self.pb.reached(m): self.hit,self.hit_s = step,train_s
         return True
 
     def finish(self, model):
-        if not self.diverged and (not self.steps or self.steps[-1] != self.pb.steps): self._at_x(self.evaluate, model, self.pb.steps)
-        self.secs = time.perf_counter()-self.t0
+        if not self.diverged and (not self.steps or self.steps[-1] != self.budget): self._at_x(self.evaluate, model, self.budget)
+        self.secs = time.perf_counter() - self.t0 - self.eval_s # training seconds, evaluation excluded
         return self
-
 
 # %% ../../nbs/61_bakeoff.run.ipynb #1ff4c9a5
 def _valid_tensors(dl):
@@ -134,11 +178,19 @@ def _valid_tensors(dl):
     bs = [b for b in dl]
     return tuple(torch.cat([b[i] for b in bs]) for i in range(2))
 
+SCHEDULES = ('constant', 'warmup_cosine')
+
+def lr_factor(step:int, steps:int, warmup:float):
+    "The lr's multiplier for 0-based `step` of a `steps` budget: linear warm-up over `warmup`·steps, then cosine to zero (AlgoPerf's baselines)"
+    w = round(warmup*steps)
+    if step < w: return (step+1)/w
+    return 0.5*(1 + math.cos(math.pi*(step-w)/max(steps-w, 1)))
+
 _FAST_CBS = (ScheduleFreeEval,) # the callbacks whose work the plain loop does itself
 
-def _fast_fit(pb, model, entry, lr, s, tr):
+def _fast_fit(pb, model, entry, opt_func, lr, s, tr, factor):
     "The plain loop over the training `SliceDL`'s batches, stepping a fastai optimizer as `Learner.fit` does, op for op"
-    opt = entry.opt_func(trainable_params(model), lr=lr)
+    opt = opt_func(trainable_params(model), lr=lr)
     if isinstance(opt, Optimizer): # as `Learner.create_opt` with `wd_bn_bias=False`
         for p in norm_bias_params(model, True): opt.state[p]['do_wd'] = False
     for cb in copy.deepcopy(entry.cbs): # `ScheduleFreeEval`, as in a Learner: checks the optimizer, then trains y, judges x
@@ -151,6 +203,7 @@ def _fast_fit(pb, model, entry, lr, s, tr):
     while True:
         seed_epoch(s, epoch, 0) # what `EpochShuffle` does for the Learner: dropout and any draw depend on (seed, epoch) only
         for xb,yb in dl:
+            if factor is not None: opt.set_hyper('lr', lr*factor(step))
             loss = pb.loss_func(model(xb), yb)
             loss.backward(); opt.step(); opt.zero_grad()
             step += 1
@@ -171,37 +224,47 @@ class _Track(Callback):
         if not self.tr.after_step(self.model, self.n, self.learn.loss.detach()): raise CancelFitException()
     def before_validate(self): raise CancelValidException()
 
-def _learner_fit(pb, learn, s, tr, cbs):
+class _Schedule(Callback):
+    "The lr before each training step, `lr·factor(step)`, as the plain loop sets it"
+    def __init__(self, lr, factor): self.lr,self.factor,self.n = lr,factor,0
+    def before_batch(self):
+        if self.training: self.opt.set_hyper('lr', self.lr*self.factor(self.n)); self.n += 1
+
+def _learner_fit(pb, learn, s, tr, cbs, steps):
     dl = learn.dls.train
     if hasattr(dl, 'seed'): dl.seed,dl.epoch = s,0
-    learn.add_cbs([EpochShuffle(s), _Track(tr), *copy.deepcopy(cbs)])
-    with learn.no_bar(), learn.no_logging(): learn.fit(math.ceil(pb.steps/len(dl)) + 1)
+    learn.add_cbs([EpochShuffle(s), _Track(tr), *cbs])
+    with learn.no_bar(), learn.no_logging(): learn.fit(math.ceil(steps/len(dl)) + 1)
 
-def run_trial(pb:Problem, entry, lr:float, s:int, paths:bool=False, fast:bool|None=None):
-    "Train `pb` with optimizer `entry` at `lr`, everything seeded from `s`; its `Trace`"
-    entry = _entry(entry)
+def run_trial(pb:Problem, entry, lr:float, s:int, paths:bool=False, fast:bool|None=None,
+              hypers:dict|None=None,      # the rest of the configuration: `one_minus_beta1`, `one_minus_beta2`, `wd`, `warmup`, its own
+              schedule:str='constant',    # or 'warmup_cosine' (not for a schedule-free optimizer: it runs at a constant lr)
+              steps:int|None=None):       # the step budget; None: the problem's
+    "Train `pb` with optimizer `entry` at `lr` (and `hypers`), everything seeded from `s`; its `Trace`"
+    entry,hypers = _entry(entry),dict(hypers or {})
+    if schedule not in SCHEDULES: raise ValueError(f"`schedule` must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    steps = pb.steps if steps is None else check_int('steps', steps, lo=1)
+    kw = opt_kwargs(hypers)
+    opt_func = partial(entry.opt_func, **kw) if kw else entry.opt_func
+    factor = None if schedule == 'constant' or entry.schedule_free else partial(lr_factor, steps=steps, warmup=hypers.get('warmup', 0.05))
     plain = all(isinstance(c, _FAST_CBS) for c in entry.cbs)
     if fast is None: fast = pb.learner_fn is None and plain and isinstance(pb.dls.train, SliceDL)
     if fast and not plain: raise ValueError(f"the plain loop cannot run the callbacks {entry.cbs}: pass `fast=False` or None")
     with no_random(s, reproducible=False): # the caller's generators are put back afterwards
         if pb.learner_fn is not None:
-            learn = pb.learner_fn(entry.opt_func, lr)
+            learn = pb.learner_fn(opt_func, lr)
             dls,model,loss_func = learn.dls,learn.model,learn.loss_func
         else: dls,model,loss_func = pb.dls,pb.model_fn(pb.dls),pb.loss_func
-        tr = Trace(pb, *_valid_tensors(dls.valid), loss_func, pb.metric or loss_func, paths)
-        if fast: _fast_fit(pb, model, entry, lr, s, tr)
+        tr = Trace(pb, *_valid_tensors(dls.valid), loss_func, pb.metric or loss_func, paths, steps)
+        if fast: _fast_fit(pb, model, entry, opt_func, lr, s, tr, factor)
         else:
             if pb.learner_fn is None:
-                learn = LeanLearner(copy.deepcopy(dls), model, loss_func=loss_func, opt_func=entry.opt_func, lr=lr)
-            _learner_fit(pb, learn, s, tr, entry.cbs)
+                learn = LeanLearner(copy.deepcopy(dls), model, loss_func=loss_func, opt_func=opt_func, lr=lr)
+            cbs = copy.deepcopy(entry.cbs) + ([] if factor is None else [_Schedule(lr, factor)])
+            _learner_fit(pb, learn, s, tr, cbs, steps)
         return tr.finish(model)
 
 # %% ../../nbs/61_bakeoff.run.ipynb #87ad4648
-def lower_median(xs):
-    "The lower median of `xs` (inf for a missing value): finite exactly when at least half of `xs` are"
-    xs = sorted(float('inf') if x is None or x != x else x for x in xs)
-    return xs[(len(xs)-1)//2]
-
 def _grid(lrs, n):
     "`n` learning rates log-spaced over `lrs`, to 4 significant digits (one: their geometric mean)"
     lo,hi = lrs
@@ -213,21 +276,21 @@ def _key(tr):
     fl = tr.losses[-1] if not tr.diverged else float('inf')
     return (tr.hit if tr.hit is not None else float('inf'), fl if fl == fl else float('inf'))
 
-# %% ../../nbs/61_bakeoff.run.ipynb #c68e2f9d
-def performance_profile(results:pd.DataFrame, # `results.csv`: problem, optimizer, steps_to_target (empty if not reached)
-                        tau_max:float=4.,      # the profile's right end: slower than `tau_max`× the best counts as unsolved
-                        taus=None):            # where to evaluate ρ; default: 1 to `tau_max` in steps of 0.05, and every ratio
-    "ρ(τ) per optimizer (`profile`: optimizer, tau, rho) and its area over [1, `tau_max`] divided by `tau_max`-1 (`scores`)"
-    tau_max = check_float('tau_max', tau_max, lo=1, lo_open=True)
-    st = results.pivot(index='problem', columns='optimizer', values='steps_to_target').astype(float).fillna(float('inf'))
-    best = st.min(axis=1)
-    r = st.div(best.where(np.isfinite(best)), axis=0).fillna(float('inf')) # a problem no optimizer solves: unsolved by all
-    if taus is None: taus = np.union1d(np.round(np.arange(1., tau_max+1e-9, 0.05), 10), r.values[r.values <= tau_max])
-    prof = pd.DataFrame([dict(optimizer=o, tau=float(t), rho=float((r[o] <= t).mean())) for o in r.columns for t in taus])
-    area = ((tau_max - r.clip(lower=1.)).clip(lower=0.) / (tau_max-1)).mean() # ρ is a step function: its exact area
-    scores = pd.DataFrame(dict(optimizer=r.columns, score=area.values, solved=np.isfinite(r).sum().values,
-                               problems=len(r))).sort_values('score', ascending=False, kind='stable').reset_index(drop=True)
-    return prof, scores
+class Spec(NamedTuple):
+    "One trial to run: its problem, optimizer, configuration (sorted `(name, value)` pairs), seed number, stage and study"
+    problem: str
+    optimizer: str
+    config: tuple
+    seed: int
+    stage: str            # 'tune' (DeepOBS' grid, never scored), 'seed' (its fresh seeds), 'study' (AlgoPerf's trials)
+    study: int|None = None
+
+def _spec(p, o, cfg, seed, stage, study=None): return Spec(p, o, tuple(sorted(cfg.items())), seed, stage, study)
+
+def spec_seed(sp:Spec):
+    "The trial's seed: a CRC-32 of (problem, optimizer, lr, seed number) and any other hyper-parameter it sets"
+    cfg = dict(sp.config)
+    return trial_seed(sp.problem, sp.optimizer, cfg['lr'], sp.seed, *[kv for kv in sp.config if kv[0] != 'lr'])
 
 # %% ../../nbs/61_bakeoff.run.ipynb #ba30f45d
 def _pick(kind, names, registry, default):
@@ -248,32 +311,51 @@ def _pick(kind, names, registry, default):
         out[k] = v
     return out
 
-def check_bakeoff(problems=None, opts=None, trials:int=7, seeds:int=3, lrs=None, tau_max:float=4., quick:bool=False):
-    "Every argument of `bakeoff` checked, before any training: `(problems, opts, trials, seeds, lrs, tau_max)`"
+PROTOCOLS = dict(deepobs=7, algoperf=5, **{'self-tuning': 1}) # each with its default `trials`
+TIMES = ('steps', 'seconds')
+
+def _one_of(name, v, allowed):
+    if v not in allowed: raise ValueError(f"`{name}` must be one of {', '.join(allowed)}, got {v!r}")
+    return v
+
+def check_bakeoff(problems=None, opts=None, trials:int|None=None, seeds:int=3, lrs=None, tau_max:float=4., quick:bool=False,
+                  protocol:str='deepobs', studies:int=3, schedule:str='constant', time:str='steps', reference:str|None=None):
+    "Every argument of `bakeoff` checked, before any training: a namespace of them, `trials` filled in from the protocol"
+    protocol = _one_of('protocol', protocol, PROTOCOLS)
     pbs = _pick('problems', problems, BAKEOFF_PROBLEMS, QUICK_PROBLEMS if quick else BAKEOFF_PROBLEMS)
     ops = _pick('opts', opts, BAKEOFF_OPTS, QUICK_OPTS if quick else DEFAULT_OPTS)
-    trials,seeds = check_int('trials', trials, lo=1),check_int('seeds', seeds, lo=1)
+    trials = PROTOCOLS[protocol] if trials is None else check_int('trials', trials, lo=1)
+    if protocol == 'self-tuning' and trials != 1: raise ValueError(f"`trials` is 1 under the self-tuning protocol (one configuration per study), got {trials}")
     if lrs is not None: lrs = check_lrs(lrs)
-    return pbs, ops, trials, seeds, lrs, check_float('tau_max', tau_max, lo=1, lo_open=True)
+    if reference is not None and reference not in ops: raise ValueError(f"`reference` {reference!r} is not one of the optimizers run: {', '.join(ops)}")
+    return SimpleNamespace(pbs=pbs, ops=ops, trials=trials, seeds=check_int('seeds', seeds, lo=1), lrs=lrs,
+                           tau_max=check_float('tau_max', tau_max, lo=1, lo_open=True), quick=quick, protocol=protocol,
+                           studies=check_int('studies', studies, lo=1), schedule=_one_of('schedule', schedule, SCHEDULES),
+                           time=_one_of('time', time, TIMES), reference=reference)
 
 # %% ../../nbs/61_bakeoff.run.ipynb #c761c7a8
 class BakeoffResult:
-    "The bake-off's tables (`results`, `trials`, `profile`, `scores`), the best runs' `traces`, and how it was run (`meta`)"
+    "The bake-off's tables (`results`, `trials`, `profile`, `scores`), the scored runs' `traces`, and how it was run (`meta`)"
     def __init__(self, results, trials, profile, scores, traces, problems, meta): store_attr()
     def __repr__(self): return self.summary()
     def _repr_html_(self): return self.results.to_html(index=False, na_rep='')
 
     def winners(self):
-        "The optimizer with the fewest median steps to target on each problem (then the lowest final loss); '-' if none reached it"
-        df = self.results.assign(st=self.results.steps_to_target.astype(float).fillna(float('inf')))
+        "The optimizer with the least time to target on each problem (then the lowest final loss); '-' if none reached it"
+        col = f"{self.meta.get('time', 'steps')}_to_target"
+        df = self.results.assign(st=self.results[col].astype(float).fillna(float('inf')))
         best = df.sort_values(['st', 'final_loss'], kind='stable').groupby('problem', sort=False).head(1).set_index('problem')
         return {p: (best.optimizer[p] if math.isfinite(best.st[p]) else '-') for p in self.problems}
+
+    def edge_warnings(self):
+        "One line for every best setting at the edge of its search range: it was never tuned past where it may still improve"
+        return [f"{r.problem} {r.optimizer}: best {w}" for r in self.results.itertuples() if r.at_edge for w in r.at_edge.split('; ')]
 
     def summary(self):
         "One line: the winner per problem and the scores"
         w = ', '.join(f"{p} {o}" for p,o in self.winners().items())
         s = ', '.join(f"{r.optimizer} {r.score:.2f}" for r in self.scores.itertuples())
-        return f"winners: {w}; scores (area under ρ, τ 1..{self.meta['tau_max']:g}): {s}"
+        return f"winners: {w}; scores (AlgoPerf's, τ 1..{self.meta['tau_max']:g}): {s}"
 
 # %% ../../nbs/61_bakeoff.run.ipynb #12488d92
 def _versions(threads):
@@ -297,83 +379,150 @@ class _Progress:
     def close(self):
         if self.pb is not None: self.pb.on_iter_end()
 
+def _cfg_str(cfg): return ' '.join(f"{k}={v:g}" for k,v in cfg.items())
+
 class _Trials:
-    "The trials of one bake-off, each run once: a trial is a pure function of its key (the seed is drawn from it), kept in `cache`"
-    def __init__(self, pbs, ops, cache, prog): store_attr(); self.rows = []
-    def run(self, p, o, lr, seed, stage, what):
-        "The trial `(p, o, lr, seed)`, from the cache or run now; a row of `trials.csv` for it"
-        k = p, o, lr, seed
-        if k not in self.cache: self.cache[k] = run_trial(self.pbs[p], self.ops[o], lr, trial_seed(*k), paths=p == 'rosenbrock')
+    "The trials of one bake-off, each run once: a trial is a pure function of its `Spec` and the run's schedule and budget, kept in `cache`"
+    def __init__(self, pbs, ops, cache, prog, schedule, budget): store_attr(); self.rows = []
+    def steps(self, p): return math.ceil(self.pbs[p].steps*self.budget)
+    def run(self, sp:Spec):
+        "The trial `sp`, from the cache or run now; a row of `trials.csv` for it"
+        cfg,k = dict(sp.config),(*sp[:4], self.schedule, self.steps(sp.problem))
+        if k not in self.cache:
+            self.cache[k] = run_trial(self.pbs[sp.problem], self.ops[sp.optimizer], cfg['lr'], spec_seed(sp), paths=sp.problem == 'rosenbrock',
+                                      hypers={n: v for n,v in cfg.items() if n != 'lr'}, schedule=self.schedule, steps=self.steps(sp.problem))
         tr = self.cache[k]
-        self.rows.append(dict(problem=p, optimizer=o, lr=lr, seed=seed, reached=tr.hit is not None, steps_to_target=tr.hit,
+        self.rows.append(dict(problem=sp.problem, optimizer=sp.optimizer, stage=sp.stage, study=sp.study, seed=sp.seed, **cfg,
+                              scored=sp.stage != 'tune', reached=tr.hit is not None, steps_to_target=tr.hit, seconds_to_target=tr.hit_s,
                               final_loss=float('inf') if tr.diverged else tr.losses[-1], diverged=tr.diverged,
-                              final_metric=float('nan') if tr.diverged else tr.metrics[-1], stage=stage,
-                              seconds_to_target=tr.hit_s, seconds=tr.secs))
-        self.prog.step(what)
+                              final_metric=float('nan') if tr.diverged else tr.metrics[-1], seconds=tr.secs))
+        self.prog.step(f"{sp.problem} {sp.optimizer} {_cfg_str(cfg)} seed={sp.seed}")
         return tr
 
-def _tune(t, p, o, grid):
-    "Phase 1: every lr of `grid` on seed 0; the best lr (by `_key`) and its trial"
-    tuned = {lr: t.run(p, o, lr, 0, 'tune', f"{p} {o} lr={lr:g}") for lr in grid}
-    lr = min(tuned, key=lambda k: _key(tuned[k]))
-    return lr,tuned[lr]
+def _outcome(cfg, trs, steps, seconds, space, n):
+    "What a protocol returns for one (problem, optimizer): the chosen configuration, the scored traces, the times, the edge"
+    fin = lambda v: v if math.isfinite(v) else None
+    return dict(config=cfg, traces=trs, steps=fin(steps), seconds=fin(seconds), reached=sum(t.hit is not None for t in trs)/len(trs),
+                edge=at_edge(cfg, space), trials=n)
 
-def _rerun(t, p, o, lr, first, seeds):
-    "Phase 2: the best lr with seeds 1 to `seeds`-1, after `first`, its tuning trial"
-    return [first] + [t.run(p, o, lr, s, 'seed', f"{p} {o} lr={lr:g} seed={s}") for s in range(1, seeds)]
+def _deepobs(p, o, e, pb, a):
+    "The lr grid on seed 0 (never scored), then the best rerun with `seeds` fresh seeds: their lower median"
+    space = dict(lr=Hyper(*e.lr_range(a.lrs or pb.lrs)))
+    cfgs = [{**e.defaults(a.schedule), 'lr': lr} for lr in _grid(e.lr_range(a.lrs or pb.lrs), a.trials)]
+    tune = yield [_spec(p, o, c, 0, 'tune') for c in cfgs]
+    cfg = cfgs[min(range(len(cfgs)), key=lambda i: _key(tune[i]))]
+    trs = yield [_spec(p, o, cfg, s, 'seed') for s in range(1, a.seeds+1)]
+    return _outcome(cfg, trs, lower_median([t.hit for t in trs]), lower_median([t.hit_s for t in trs]), space, len(cfgs)+len(trs))
 
-def _summarise(p, o, lr, trs):
-    "Phase 3: the row of `results.csv` for `(p, o)`: lower medians over the seeds' trials `trs`"
-    hits,fin = [t.hit for t in trs],lambda s: s if math.isfinite(s) else None
-    return dict(problem=p, optimizer=o, lr=lr, reached=sum(h is not None for h in hits)/len(trs),
-                steps_to_target=fin(lower_median(hits)), seconds_to_target=fin(lower_median([t.hit_s for t in trs])),
-                final_loss=float(np.median([float('inf') if t.diverged else t.losses[-1] for t in trs])),
-                final_metric=float(pd.Series([t.metrics[-1] for t in trs if not t.diverged], dtype=float).median()))
+def _by_study(specs, trs, space, studies):
+    "AlgoPerf's aggregate: each study's best trial (or, where none reaches the target, its lowest final loss), the median over studies"
+    best = []
+    for k in range(studies):
+        idx = [i for i,sp in enumerate(specs) if sp.study == k]
+        b = study_best([trs[i].hit for i in idx])
+        best.append(idx[b] if b is not None else min(idx, key=lambda i: _key(trs[i])))
+    mid = sorted(best, key=lambda i: _key(trs[i]))[(studies-1)//2] # the median study's best trial: the setting reported
+    bt = [trs[i] for i in best]
+    return _outcome(dict(specs[mid].config), bt, problem_time([t.hit for t in bt]), problem_time([t.hit_s for t in bt]), space, len(specs))
 
+def _algoperf(p, o, e, pb, a):
+    "`studies` studies of `trials` configurations each, drawn by a scrambled Halton sequence from the optimizer's search space"
+    space = e.search_space(a.lrs or pb.lrs, a.schedule)
+    specs = [_spec(p, o, c, k*a.trials + j, 'study', k) for k in range(a.studies)
+             for j,c in enumerate(sample_space(space, a.trials, trial_seed(p, o, 'study', k)))]
+    trs = yield specs
+    return _by_study(specs, trs, space, a.studies)
+
+def _self_tuning(p, o, e, pb, a):
+    "Its defaults, one trial per study"
+    specs = [_spec(p, o, e.defaults(a.schedule), k, 'study', k) for k in range(a.studies)]
+    trs = yield specs
+    return _by_study(specs, trs, {}, a.studies)
+
+_PROTOCOL_FNS = dict(deepobs=_deepobs, algoperf=_algoperf, **{'self-tuning': _self_tuning})
+
+def _n_trials(a): return a.trials + a.seeds if a.protocol == 'deepobs' else a.trials*a.studies
+
+def _drive(gens, t, done):
+    "Run every (problem, optimizer)'s protocol: a wave of trials, its traces sent back to choose the next, until it returns"
+    out = {}
+    for k,g in gens.items():
+        specs = next(g)
+        while True:
+            trs = [t.run(sp) for sp in specs]
+            try: specs = g.send(trs)
+            except StopIteration as e: out[k] = e.value; done(k, e.value); break
+    return out
+
+# %% ../../nbs/61_bakeoff.run.ipynb #5b7c2e91
 def _describe(ops):
     "Each optimizer as the report names it: its `opt_func`, its callbacks, its lr range"
     return {o: _desc(e.opt_func) + ''.join(f" with {type(c).__name__}" + (f"(rule={rule_name(c.rule)})" if getattr(c, 'rule', None) else '')
                                            for c in e.cbs) + (f" ({e.lr_note()})" if e.lr_note() else '') for o,e in ops.items()}
 
-def _result(res, rows, traces, pbs, ops, tau_max, meta, versions):
-    "The `BakeoffResult` of a run: its tables, typed, the profile and the scores"
-    results = pd.DataFrame(res)
-    results['steps_to_target'] = results.steps_to_target.astype('Int64')
-    trials_df = pd.DataFrame(rows).sort_values(['problem', 'optimizer', 'lr', 'seed'], kind='stable').reset_index(drop=True)
-    trials_df['steps_to_target'] = trials_df.steps_to_target.astype('Int64')
-    profile,scores = performance_profile(results, tau_max)
-    return BakeoffResult(results, trials_df, profile, scores, traces, pbs, dict(meta, opts=_describe(ops), **versions))
+_HYPERS = ('lr', 'one_minus_beta1', 'one_minus_beta2', 'wd', 'warmup') # the columns' order; an optimizer's own come after
+
+def _columns(df, first):
+    hp = [c for c in df.columns if c not in first and c not in _OUTCOME]
+    hp = [c for c in _HYPERS if c in hp] + sorted(c for c in hp if c not in _HYPERS)
+    return df[[*first, *hp, *[c for c in _OUTCOME if c in df.columns]]]
+
+_OUTCOME = ('scored', 'reached', 'steps_to_target', 'seconds_to_target', 'final_loss', 'diverged', 'final_metric', 'seconds', 'trials', 'at_edge')
+
+def _result(outs, rows, pbs, ops, a, meta, versions):
+    "The `BakeoffResult` of a run: its tables, typed and in a fixed order, the profile and the scores"
+    res = []
+    for (p,o),r in outs.items():
+        trs = r['traces']
+        res.append(dict(problem=p, optimizer=o, **r['config'], reached=r['reached'], steps_to_target=r['steps'], seconds_to_target=r['seconds'],
+                        final_loss=float(np.median([float('inf') if t.diverged else t.losses[-1] for t in trs])),
+                        final_metric=float(pd.Series([t.metrics[-1] for t in trs if not t.diverged], dtype=float).median()),
+                        trials=r['trials'], at_edge='; '.join(r['edge'])))
+    results = _columns(pd.DataFrame(res), ['problem', 'optimizer'])
+    results = results.astype({'steps_to_target': 'Int64', 'seconds_to_target': float})
+    trials = pd.DataFrame(rows).sort_values(['problem', 'optimizer', 'seed', 'lr'], kind='stable').reset_index(drop=True)
+    trials = _columns(trials, ['problem', 'optimizer', 'stage', 'study', 'seed']).astype({'steps_to_target': 'Int64', 'study': 'Int64',
+                                                                                       'seconds_to_target': float})
+    profile,scores = performance_profile(results, a.tau_max, a.time, a.reference)
+    traces = {k: r['traces'] for k,r in outs.items()}
+    return BakeoffResult(results, trials, profile, scores, traces, pbs, dict(meta, opts=_describe(ops), **versions))
 
 def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None: all (`quick`: `QUICK_PROBLEMS`)
             opts=None,         # names in `BAKEOFF_OPTS`, or `{name: opt_func or OptEntry}`; None: `DEFAULT_OPTS` (`quick`: `QUICK_OPTS`)
-            trials:int=7,      # learning rates tried per (problem, optimizer), log-spaced over the problem's range (`OptEntry.lr_range`)
-            seeds:int=3,       # seeds the best learning rate is run with (seed 0 is its tuning trial)
+            trials:int|None=None, # deepobs: lrs on the grid (7); algoperf: trials per study (5); self-tuning: 1
+            seeds:int=3,       # deepobs: fresh seeds the best lr is rerun with, the tuning trial not among them
             lrs=None,          # `(lr_min, lr_max)` for every problem (times an optimizer's `lr_mult`; its own `lrs` win); None: each problem's
-            tau_max:float=4.,  # the performance profile's right end
+            tau_max:float=4.,  # the performance profile's right end, and its cut
             quick:bool=False,  # the defaults of `problems` and `opts` become the quick ones
             progress=None,     # a progress bar; None: on a terminal or in a notebook, else a line per (problem, optimizer)
             threads:int|None=1, # torch threads during the run (put back after); 1 suits tiny models on a busy CPU
             file=None,         # where progress lines go (default stdout)
-            cache:dict|None=None): # the `cache` of an earlier result on the same problems and optimizers: its trials are reused
-
-    "Tune every optimizer's lr on every problem, rerun the best with `seeds` seeds, score by steps to target; a `BakeoffResult`"
-    pbs,ops,trials,seeds,lrs,tau_max = check_bakeoff(problems, opts, trials, seeds, lrs, tau_max, quick)
+            cache:dict|None=None, # the `cache` of an earlier result on the same problems and optimizers: its trials are reused
+            protocol:str='deepobs', # 'deepobs', 'algoperf' or 'self-tuning'
+            studies:int=3,     # algoperf and self-tuning: studies per (problem, optimizer)
+            schedule:str='constant', # or 'warmup_cosine': linear warm-up then cosine to zero, for all but schedule-free optimizers
+            time:str='steps',  # time to target in 'steps' (reproducible anywhere) or training 'seconds' (evaluation excluded)
+            reference:str|None=None): # score against this optimizer's time instead of each problem's best
+    "Tune every optimizer on every problem under `protocol`, score the time to target as AlgoPerf does; a `BakeoffResult`"
+    a = check_bakeoff(problems, opts, trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference)
     nt = torch.get_num_threads()
     if threads is not None: torch.set_num_threads(check_int('threads', threads, lo=1))
-    prog = _Progress(len(pbs)*len(ops)*(trials+seeds-1), progress, file)
-    t,res,traces,t0 = _Trials(pbs, ops, {} if cache is None else cache, prog),[],{},time.perf_counter()
-    try:
-        for p,pb in pbs.items():
-            for o,e in ops.items():
-                lr,first = _tune(t, p, o, _grid(e.lr_range(lrs or pb.lrs), trials))
-                traces[p, o] = trs = _rerun(t, p, o, lr, first, seeds)
-                res.append(r := _summarise(p, o, lr, trs))
-                prog.line(f"{p} {o}: best lr {lr:g}, {r['reached']:.0%} of {len(trs)} seeds reach {pb.metric_name} {pb.goal}"
-                          + (f" in {r['steps_to_target']} steps" if r['steps_to_target'] is not None else ''))
+    prog = _Progress(len(a.pbs)*len(a.ops)*_n_trials(a), progress, file)
+    t = _Trials(a.pbs, a.ops, {} if cache is None else cache, prog, a.schedule, 1.5 if a.protocol == 'self-tuning' else 1.)
+    gens = {(p,o): _PROTOCOL_FNS[a.protocol](p, o, e, pb, a) for p,pb in a.pbs.items() for o,e in a.ops.items()}
+    unit = 'seeds' if a.protocol == 'deepobs' else 'studies'
+    def done(k, r):
+        pb = a.pbs[k[0]]
+        prog.line(f"{k[0]} {k[1]}: best {_cfg_str(r['config'])}, {r['reached']:.0%} of {len(r['traces'])} {unit} reach "
+                  f"{pb.metric_name} {pb.goal}" + (f" in {r['steps']:g} steps" if r['steps'] is not None else '')
+                  + (f"; at the edge: {', '.join(r['edge'])}" if r['edge'] else ''))
+    t0 = perf_counter() # `time` is an argument here
+    try: outs = _drive(gens, t, done)
     finally:
         prog.close()
         torch.set_num_threads(nt)
-    meta = dict(trials=trials, seeds=seeds, tau_max=tau_max, lrs=lrs, quick=quick, seconds=time.perf_counter()-t0)
-    out = _result(res, t.rows, traces, pbs, ops, tau_max, meta, _versions(threads or nt))
+    meta = dict(protocol=a.protocol, schedule=a.schedule, time=a.time, reference=a.reference, trials=a.trials, seeds=a.seeds,
+                studies=a.studies, tau_max=a.tau_max, lrs=a.lrs, quick=a.quick, seconds=perf_counter()-t0)
+    out = _result(outs, t.rows, a.pbs, a.ops, a, meta, _versions(threads or nt))
     out.cache = t.cache
     return out
