@@ -220,6 +220,8 @@ def test_store_bad_input(tmp_path):
     (tmp_path/'other').mkdir(); (tmp_path/'other'/'trials.jsonl').write_text('{"a": 1}\n')
     with pytest.raises(ValueError, match='`folder`: .* is not a trial store'):
         TrialStore(tmp_path/'other', {}, resume=True)
+    (tmp_path/'mid').mkdir(); (tmp_path/'mid'/'trials.jsonl').write_text('{"config": {}}\nnot json\n{"key": "a", "record": 1}\n')
+    with pytest.raises(ValueError, match=r'trials.jsonl, line 2: not a trial'): TrialStore(tmp_path/'mid', {}, resume=True)
     st = TrialStore(tmp_path/'ok', {})
     with pytest.raises(TypeError, match='`key` must be a str'): st.put(('p', 1), {})
     with pytest.raises(TypeError, match='`record` must be made of JSON'): st.put('a', dict(x=object()))
