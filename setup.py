@@ -8,6 +8,7 @@ cfg.read(Path(__file__).parent/'settings.ini', encoding='utf-8')
 cfg = cfg['DEFAULT']
 reqs = cfg.get('requirements', '').split()
 dev_reqs = cfg.get('dev_requirements', '').split()
+dask_reqs = cfg.get('dask_requirements', '').split() # trials on Dask (`--workers`, `--scheduler`)
 scripts = [s.strip() for s in cfg.get('console_scripts', '').split('\n') if s.strip()]
 lic = {'apache2': 'License :: OSI Approved :: Apache Software License'}[cfg['license']]
 min_py = cfg['min_python']
@@ -20,6 +21,6 @@ setuptools.setup(
     keywords=cfg['keywords'], classifiers=[lic, f'Programming Language :: Python :: {min_py}'],
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name']+'.*']),
     include_package_data=True, zip_safe=False, python_requires=f'>={min_py}',
-    install_requires=reqs, extras_require={'dev': dev_reqs},
+    install_requires=reqs, extras_require={'dev': dev_reqs, 'dask': dask_reqs},
     entry_points={'console_scripts': scripts, 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
 )
