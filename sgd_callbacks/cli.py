@@ -374,7 +374,7 @@ def _tuning(a):
 
 def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, lr_min=None, lr_max=None, tau_max=4.,
                 out=None, file=None, err=None, progress=None, protocol='deepobs', studies=None, schedule='constant',
-                time='steps', reference=None):
+                time='steps', reference=None, workers=None, scheduler=None, resume=False):
     "The command's work: check every argument, run, print the results, the warnings and the summary, write the report; the exit code"
     file,err = file or sys.stdout,err or sys.stderr
     if trials is None and quick: trials = QUICK_TRIALS.get(protocol)
@@ -385,17 +385,25 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
         lrs = None if lr_min is None else (lr_min, lr_max)
         try: a = check_bakeoff(_names(problems), _names(opts), trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference)
         except (TypeError, ValueError) as e: raise _usage(e) from None
+        if resume and out is None: raise UsageError("--resume continues the run stored in --out DIR: pass its folder")
+        if scheduler is None: scheduler = os.environ.get('DASK_SCHEDULER_ADDRESS') or None
         outp = None if out is None else _check_out(out)
     except UsageError as e:
         print(f"sgd_bakeoff: error: {e}", file=err); return 2
     print(f"sgd_bakeoff: {len(a.pbs)} problems ({', '.join(a.pbs)}) × {len(a.ops)} optimizers ({', '.join(a.ops)}): "
           f"{_tuning(a)}, schedule {a.schedule}, time in {a.time}{' (--quick)' if quick else ''}", file=file, flush=True)
-    res = bakeoff(list(a.pbs.values()), dict(a.ops), a.trials, a.seeds, a.lrs, a.tau_max, quick, progress=progress, file=file,
-                  protocol=a.protocol, studies=a.studies, schedule=a.schedule, time=a.time, reference=a.reference)
+    try: res = bakeoff(list(a.pbs.values()), dict(a.ops), a.trials, a.seeds, a.lrs, a.tau_max, quick, progress=progress, file=file,
+                       protocol=a.protocol, studies=a.studies, schedule=a.schedule, time=a.time, reference=a.reference,
+                       workers=workers, scheduler=scheduler, store=outp, resume=resume)
+    except (TypeError, ValueError, ImportError) as e: # a bad --workers or --scheduler, another run's store: before any trial
+        print(f"sgd_bakeoff: error: {_usage(e)}", file=err); return 2
     print(res.results_table().to_string(index=False, na_rep='-', float_format=lambda v: f"{v:.4g}"), file=file)
+    for w in res.failures(): print(f"sgd_bakeoff: warning: trial failed: {w}", file=err)
     for w in res.edge_warnings(): print(f"sgd_bakeoff: warning: {w}: widen the range (--lr_min/--lr_max for the lr)", file=err)
     if outp is not None:
         for p in res.save(outp): print(f"wrote {p}", file=file)
+    if res.meta['stored']: print(f"sgd_bakeoff: trials: {res.meta['stored']['loaded']} read from {outp/'trials.jsonl'}, "
+                                 f"{res.meta['stored']['written']} run and written", file=file)
     print(f"sgd_bakeoff: {res.summary()} ({res.meta['seconds']:.0f} s)", file=file)
     return 0
 
@@ -423,7 +431,13 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                             "prodigy keeps its own); default each problem's", 'FLOAT', float)=None,
                 lr_max:_arg("float >= lr_min: high end of every problem's lr range (with --lr_min)", 'FLOAT', float)=None,
                 tau_max:_arg("float > 1: the performance profile's right end (slower than tau_max × the best: unsolved)", 'FLOAT', float)=4.,
-                out:_arg("a directory (made if missing): results.csv, trials.csv, profile.csv, scores.csv, PNGs, index.html", 'DIR')=None):
+                workers:_arg("int >= 1: run the trials on a Dask cluster of this many local worker processes (pip install "
+                             "'sgd_callbacks[dask]'); default: in this process", 'INT', int)=None,
+                scheduler:_arg("the address of a running Dask scheduler (tcp://host:8786) to send the trials to; default "
+                               "$DASK_SCHEDULER_ADDRESS if set", 'ADDRESS')=None,
+                resume:_arg("continue the run stored in --out DIR (its trials.jsonl): finished trials are read, not rerun", typ=store_true)=False,
+                out:_arg("a directory (made if missing): trials.jsonl as trials finish, then results.csv, trials.csv, profile.csv, "
+                         "scores.csv, PNGs, index.html", 'DIR')=None):
     "Which optimizer, tuned, reaches each problem's target first? Tables, performance profile and an HTML report"
     sys.exit(run_bakeoff(quick, trials, seeds, problems, opts, lr_min, lr_max, tau_max, out, protocol=protocol, studies=studies,
-                         schedule=schedule, time=time, reference=reference))
+                         schedule=schedule, time=time, reference=reference, workers=workers, scheduler=scheduler, resume=resume))

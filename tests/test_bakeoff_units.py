@@ -58,7 +58,7 @@ def test_a_trials_seed_comes_from_its_whole_key(monkeypatch):
     by_lr = {0.001: tr(10, 0.5), 0.01: tr(20, 0.2), 0.1: tr(None, 0.01)}
     _,asked = fake_bakeoff(monkeypatch, by_lr, names=('a', 'b'), seeds=2)
     for p,lr,s in asked[:3]: assert s == trial_seed(p, 'sgd', lr, 0) == zlib.crc32(repr((p, 'sgd', lr, 0)).encode())
-    assert asked[3] == ('a', 0.001, trial_seed('a', 'sgd', 0.001, 1))      # the best lr, seed 1
+    assert ('a', 0.001, trial_seed('a', 'sgd', 0.001, 1)) in asked[3:]      # the best lr, seed 1
     a,b = ({s for q,_,s in asked if q == p} for p in ('a', 'b'))
     assert len(a) == len(b) == 5 and not a & b                          # 3 lrs on seed 0, the best on fresh seeds 1 and 2
     assert trial_seed('a', 'sgd', 0.01, 0) != trial_seed('b', 'sgd', 0.01, 0) != trial_seed('b', 'sgd', 0.01, 1)

@@ -25,11 +25,12 @@ from ..optim.prodigy import prodigy_rule
 from ..fast import LeanLearner
 from ..references import OPTIMIZERS
 from .score import Hyper, sample_space, at_edge, lower_median, study_best, problem_time, performance_profile
+from .pool import TrialPool, TrialStore, TrialLost
 
 # %% auto #0
 __all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'SCHEDULES', 'PROTOCOLS', 'TIMES', 'OptEntry', 'opt_kwargs',
            'own_rule', 'trial_seed', 'Trace', 'lr_factor', 'run_trial', 'Spec', 'spec_seed', 'check_bakeoff',
-           'BakeoffResult', 'bakeoff']
+           'BakeoffResult', 'TrialRecord', 'trial_record', 'bakeoff']
 
 # %% ../../nbs/63_bakeoff.run.ipynb #074555d7
 class OptEntry:
@@ -351,6 +352,10 @@ class BakeoffResult:
         "One line for every best setting at the edge of its search range: it was never tuned past where it may still improve"
         return [f"{r.problem} {r.optimizer}: best {w}" for r in self.results.itertuples() if r.at_edge for w in r.at_edge.split('; ')]
 
+    def failures(self):
+        "One line for every trial that raised (a user's rule) or was lost with its workers: kept in `trials`, never reached"
+        return [f"{r.problem} {r.optimizer} seed {r.seed}: {r.error}" for r in self.trials.itertuples() if r.error]
+
     def summary(self):
         "One line: the winner per problem and the scores"
         w = ', '.join(f"{p} {o}" for p,o in self.winners().items())
@@ -381,22 +386,62 @@ class _Progress:
 
 def _cfg_str(cfg): return ' '.join(f"{k}={v:g}" for k,v in cfg.items())
 
+class TrialRecord:
+    "A finished trial as the bake-off keeps it, in process or read back from a store: what a `Trace` recorded, JSON values only"
+    FIELDS = ('steps', 'metrics', 'losses', 'hit', 'hit_s', 'diverged', 'secs', 'error', 'ws')
+    def __init__(self, rec:dict):
+        for k in self.FIELDS: setattr(self, k, rec.get(k))
+        self.ws = [torch.tensor(w, dtype=torch.float32) for w in rec.get('ws') or []] # Rosenbrock's path: the same float32s
+    @classmethod
+    def of(cls, tr):
+        "The record of a `Trace` (or anything with its attributes)"
+        return dict(steps=list(getattr(tr, 'steps', [])), metrics=list(tr.metrics), losses=list(tr.losses), hit=tr.hit, hit_s=tr.hit_s,
+                    diverged=bool(tr.diverged), secs=getattr(tr, 'secs', None), error=None, ws=[w.tolist() for w in getattr(tr, 'ws', [])])
+    @classmethod
+    def failed(cls, msg):
+        "The record of a trial that raised: kept with its message, diverged for the ranking, never reached"
+        return dict(steps=[], metrics=[float('nan')], losses=[float('inf')], hit=None, hit_s=None, diverged=True, secs=None, error=msg, ws=[])
+
+def trial_record(pb, entry, sp:Spec, schedule:str, steps:int):
+    "Run the trial `sp` in this process (a worker's, or the caller's); its record. A trial that raises (a user's rule) gives a failed record"
+    cfg = dict(sp.config)
+    try: tr = run_trial(pb, entry, cfg['lr'], spec_seed(sp), paths=sp.problem == 'rosenbrock',
+                        hypers={n: v for n,v in cfg.items() if n != 'lr'}, schedule=schedule, steps=steps)
+    except Exception as e: return TrialRecord.failed(f"{type(e).__name__}: {e}")
+    return TrialRecord.of(tr)
+
+class _Ready:
+    "A trial already finished (in the cache, or in the store of the run it resumes)"
+    def __init__(self, rec): self.rec = rec
+
 class _Trials:
-    "The trials of one bake-off, each run once: a trial is a pure function of its `Spec` and the run's schedule and budget, kept in `cache`"
-    def __init__(self, pbs, ops, cache, prog, schedule, budget): store_attr(); self.rows = []
+    "The trials of one bake-off, each run once, on `pool`: a trial is a pure function of its `Spec`, the schedule and the budget"
+    def __init__(self, pbs, ops, cache, prog, schedule, budget, pool, store): store_attr(); self.rows = []
     def steps(self, p): return math.ceil(self.pbs[p].steps*self.budget)
-    def run(self, sp:Spec):
-        "The trial `sp`, from the cache or run now; a row of `trials.csv` for it"
-        cfg,k = dict(sp.config),(*sp[:4], self.schedule, self.steps(sp.problem))
-        if k not in self.cache:
-            self.cache[k] = run_trial(self.pbs[sp.problem], self.ops[sp.optimizer], cfg['lr'], spec_seed(sp), paths=sp.problem == 'rosenbrock',
-                                      hypers={n: v for n,v in cfg.items() if n != 'lr'}, schedule=self.schedule, steps=self.steps(sp.problem))
-        tr = self.cache[k]
-        self.rows.append(dict(problem=sp.problem, optimizer=sp.optimizer, stage=sp.stage, study=sp.study, seed=sp.seed, **cfg,
+    def key(self, sp): return (*sp[:4], self.schedule, self.steps(sp.problem))
+    def submit(self, sp:Spec):
+        "The trial `sp`: ready if it ran (in this run, the cache or the store), else a future of its record"
+        k = self.key(sp)
+        if k in self.cache: return _Ready(self.cache[k])
+        if self.store is not None and repr(k) in self.store: return _Ready(self.store.get(repr(k)))
+        return self.pool.submit(trial_record, self.pbs[sp.problem], self.ops[sp.optimizer], sp, self.schedule, self.steps(sp.problem),
+                                key=f"{sp.problem}-{sp.optimizer}")
+    def take(self, sp:Spec, fut):
+        "The finished trial `sp` from its future (stored as it finishes) or its ready record; a row of `trials.csv` for it"
+        k = self.key(sp)
+        if isinstance(fut, _Ready): rec = fut.rec
+        else:
+            try: rec = fut.result()
+            except TrialLost as e: rec = TrialRecord.failed(str(e)) # every worker that ran it died: not stored, a resume runs it again
+            else:
+                if self.store is not None: self.store.put(repr(k), rec)
+        self.cache[k] = rec
+        tr = TrialRecord(rec)
+        self.rows.append(dict(problem=sp.problem, optimizer=sp.optimizer, stage=sp.stage, study=sp.study, seed=sp.seed, **dict(sp.config),
                               scored=sp.stage != 'tune', reached=tr.hit is not None, steps_to_target=tr.hit, seconds_to_target=tr.hit_s,
                               final_loss=float('inf') if tr.diverged else tr.losses[-1], diverged=tr.diverged,
-                              final_metric=float('nan') if tr.diverged else tr.metrics[-1], seconds=tr.secs))
-        self.prog.step(f"{sp.problem} {sp.optimizer} {_cfg_str(cfg)} seed={sp.seed}")
+                              final_metric=float('nan') if tr.diverged else tr.metrics[-1], seconds=tr.secs, error=tr.error or ''))
+        self.prog.step(f"{sp.problem} {sp.optimizer} {_cfg_str(dict(sp.config))} seed={sp.seed}")
         return tr
 
 def _outcome(cfg, trs, steps, seconds, space, n):
@@ -444,15 +489,30 @@ _PROTOCOL_FNS = dict(deepobs=_deepobs, algoperf=_algoperf, **{'self-tuning': _se
 def _n_trials(a): return a.trials + a.seeds if a.protocol == 'deepobs' else a.trials*a.studies
 
 def _drive(gens, t, done):
-    "Run every (problem, optimizer)'s protocol: a wave of trials, its traces sent back to choose the next, until it returns"
-    out = {}
-    for k,g in gens.items():
-        specs = next(g)
-        while True:
-            trs = [t.run(sp) for sp in specs]
-            try: specs = g.send(trs)
-            except StopIteration as e: out[k] = e.value; done(k, e.value); break
-    return out
+    """Run every (problem, optimizer)'s protocol: its first wave of trials at once, and each next wave as soon as the one it
+    depends on has finished; everything else runs whenever a worker is free. `done(key, outcome)` as each protocol returns"""
+    out,waves = {},{}
+    def advance(k, got):
+        try: specs = gens[k].send(got)
+        except StopIteration as e: out[k] = e.value; done(k, e.value); return False
+        return start(k, specs)
+    def start(k, specs):
+        fs = [t.submit(sp) for sp in specs]
+        got = [t.take(sp, f) if isinstance(f, _Ready) else None for sp,f in zip(specs, fs)]
+        if all(g is not None for g in got): return advance(k, got)
+        waves[k] = (specs, fs, got); return True
+    for k,g in gens.items(): start(k, next(g))
+    while waves:
+        live = [(k, i, f) for k,(_,fs,got) in waves.items() for i,f in enumerate(fs) if got[i] is None]
+        where = {id(f): (k, i) for k,i,f in live}
+        for f in t.pool.as_completed([f for *_,f in live]):
+            k,i = where[id(f)]
+            specs,fs,got = waves[k]
+            got[i] = t.take(specs[i], f)
+            if all(g is not None for g in got):
+                del waves[k]
+                if advance(k, got): break # a new wave: wait on it too
+    return {k: out[k] for k in gens}      # in the order asked for, whatever the order they finished in
 
 # %% ../../nbs/63_bakeoff.run.ipynb #5b7c2e91
 def _describe(ops):
@@ -467,7 +527,7 @@ def _columns(df, first):
     hp = [c for c in _HYPERS if c in hp] + sorted(c for c in hp if c not in _HYPERS)
     return df[[*first, *hp, *[c for c in _OUTCOME if c in df.columns]]]
 
-_OUTCOME = ('scored', 'reached', 'steps_to_target', 'seconds_to_target', 'final_loss', 'diverged', 'final_metric', 'seconds', 'trials', 'at_edge')
+_OUTCOME = ('scored', 'reached', 'steps_to_target', 'seconds_to_target', 'final_loss', 'diverged', 'final_metric', 'seconds', 'error', 'trials', 'at_edge')
 
 def _result(outs, rows, pbs, ops, a, meta, versions):
     "The `BakeoffResult` of a run: its tables, typed and in a fixed order, the profile and the scores"
@@ -502,13 +562,31 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
             studies:int=3,     # algoperf and self-tuning: studies per (problem, optimizer)
             schedule:str='constant', # or 'warmup_cosine': linear warm-up then cosine to zero, for all but schedule-free optimizers
             time:str='steps',  # time to target in 'steps' (reproducible anywhere) or training 'seconds' (evaluation excluded)
-            reference:str|None=None): # score against this optimizer's time instead of each problem's best
+            reference:str|None=None, # score against this optimizer's time instead of each problem's best
+            workers:int|None=None, # run the trials on a Dask `LocalCluster` of this many worker processes (`threads` torch threads each)
+            scheduler:str|None=None, # or on the running Dask cluster at this address ('tcp://host:8786')
+            store=None,        # a folder: every finished trial is written to its `trials.jsonl` as it finishes
+            resume:bool=False): # continue the run whose store is in `store`: its finished trials are read, not rerun
     "Tune every optimizer on every problem under `protocol`, score the time to target as AlgoPerf does; a `BakeoffResult`"
     a = check_bakeoff(problems, opts, trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference)
+    if threads is not None: check_int('threads', threads, lo=1)
+    if resume and store is None: raise ValueError("`resume` continues the run stored in `store`: pass the folder as `store`")
+    pool = TrialPool(workers, scheduler, threads=threads)                        # checks its arguments; starts nothing yet
+    ts = None if store is None else TrialStore(store, _store_config(a), resume)  # refuses another run's store, before any trial
+    with pool:
+        if pool.kind != 'serial': print(f"bakeoff: {pool.nworkers} Dask workers; dashboard: {pool.dashboard_link}", file=file or sys.stdout, flush=True)
+        return _run(a, pool, ts, cache, progress, threads, file)
+
+def _store_config(a):
+    "What makes the trials of a run the same trials: a resumed run must say the same"
+    return dict(problems={p: repr(pb) for p,pb in a.pbs.items()}, opts=_describe(a.ops), protocol=a.protocol, trials=a.trials,
+                seeds=a.seeds, studies=a.studies, schedule=a.schedule, lrs=a.lrs)
+
+def _run(a, pool, ts, cache, progress, threads, file):
     nt = torch.get_num_threads()
-    if threads is not None: torch.set_num_threads(check_int('threads', threads, lo=1))
+    if threads is not None: torch.set_num_threads(threads) # the trials in this process (on workers: the pool sets them)
     prog = _Progress(len(a.pbs)*len(a.ops)*_n_trials(a), progress, file)
-    t = _Trials(a.pbs, a.ops, {} if cache is None else cache, prog, a.schedule, 1.5 if a.protocol == 'self-tuning' else 1.)
+    t = _Trials(a.pbs, a.ops, {} if cache is None else cache, prog, a.schedule, 1.5 if a.protocol == 'self-tuning' else 1., pool, ts)
     gens = {(p,o): _PROTOCOL_FNS[a.protocol](p, o, e, pb, a) for p,pb in a.pbs.items() for o,e in a.ops.items()}
     unit = 'seeds' if a.protocol == 'deepobs' else 'studies'
     def done(k, r):
@@ -516,13 +594,15 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
         prog.line(f"{k[0]} {k[1]}: best {_cfg_str(r['config'])}, {r['reached']:.0%} of {len(r['traces'])} {unit} reach "
                   f"{pb.metric_name} {pb.goal}" + (f" in {r['steps']:g} steps" if r['steps'] is not None else '')
                   + (f"; at the edge: {', '.join(r['edge'])}" if r['edge'] else ''))
-    t0 = perf_counter() # `time` is an argument here
+    t0 = perf_counter()
     try: outs = _drive(gens, t, done)
     finally:
         prog.close()
         torch.set_num_threads(nt)
     meta = dict(protocol=a.protocol, schedule=a.schedule, time=a.time, reference=a.reference, trials=a.trials, seeds=a.seeds,
-                studies=a.studies, tau_max=a.tau_max, lrs=a.lrs, quick=a.quick, seconds=perf_counter()-t0)
+                studies=a.studies, tau_max=a.tau_max, lrs=a.lrs, quick=a.quick, seconds=perf_counter()-t0,
+                workers=pool.nworkers if pool.kind != 'serial' else None, where=repr(pool),
+                stored=None if ts is None else dict(ts.counts))
     out = _result(outs, t.rows, a.pbs, a.ops, a, meta, _versions(threads or nt))
     out.cache = t.cache
     return out
