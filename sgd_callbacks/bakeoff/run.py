@@ -76,8 +76,8 @@ class OptEntry:
         s = dict(lr=Hyper(*self.lr_range(lrs)))
         if hp.get('mom'): s['one_minus_beta1'] = Hyper(0.02, 0.5)     # momentum on by default: tune how much
         if 'sqr_mom' in hp: s['one_minus_beta2'] = Hyper(1e-3, 0.1)
-        if 'wd' in hp: s['wd'] = Hyper(1e-5, 0.1)
-        if schedule != 'constant' and not self.schedule_free: s['warmup'] = Hyper(0.02, 0.2, log=False)
+        if 'wd' in hp: s['wd'] = Hyper(1e-5, 0.1, edges=('high',))  # its low end is all but no decay: not a range to widen
+        if schedule != 'constant' and not self.schedule_free: s['warmup'] = Hyper(0.02, 0.2, log=False, edges=('high',))
         return {**s, **self.space}
 
     def defaults(self, schedule:str='constant'):

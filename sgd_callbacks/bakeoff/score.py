@@ -14,7 +14,9 @@ __all__ = ['EDGE', 'Hyper', 'sample_space', 'at_edge', 'lower_median', 'study_be
 # %% ../../nbs/61_bakeoff.score.ipynb #bcc4c1ba
 class Hyper:
     "One hyper-parameter of a search space: `lo..hi` on a log (default) or linear scale, or a list of feasible `points`"
-    def __init__(self, lo=None, hi=None, log:bool=True, points=None):
+    def __init__(self, lo=None, hi=None, log:bool=True, points=None,
+                 edges=('low', 'high')): # the ends where a best value is worth a warning; ('high',) where `lo` means "off" (decay, warm-up)
+        self.edges = tuple(edges)
         if points is not None:
             self.points = [float(v) for v in points]
             if not self.points: raise ValueError("`points` is empty: give at least one feasible value")
@@ -57,7 +59,8 @@ def at_edge(config:dict, space:dict):
     out = []
     for k,v in config.items():
         pos = space[k].position(v) if k in space else None
-        if pos is not None and (pos < EDGE or pos > 1-EDGE): out.append(f"{k}={v:g} at the {'low' if pos < 0.5 else 'high'} end of {space[k].lo:g}..{space[k].hi:g}")
+        end = None if pos is None else 'low' if pos < EDGE else 'high' if pos > 1-EDGE else None
+        if end is not None and end in space[k].edges: out.append(f"{k}={v:g} at the {end} end of {space[k].lo:g}..{space[k].hi:g}")
     return out
 
 # %% ../../nbs/61_bakeoff.score.ipynb #006c488d
