@@ -17,8 +17,9 @@ from ..loaders import Tensors, SliceDL, tensor_dls, map_dls
 from ..scratch import mse
 
 # %% auto #0
-__all__ = ['BAKEOFF_PROBLEMS', 'QUICK_PROBLEMS', 'Problem', 'check_lrs', 'quadratic_data', 'hessian_eigs', 'rosen', 'Rosenbrock',
-           'rosen_loss', 'rosen_dls', 'cancer_dls', 'small_digits_dls', 'add_problem']
+__all__ = ['BAKEOFF_PROBLEMS', 'QUICK_PROBLEMS', 'MNIST1D_ABOUT', 'Problem', 'check_lrs', 'quadratic_data', 'hessian_eigs',
+           'rosen', 'Rosenbrock', 'rosen_loss', 'rosen_dls', 'cancer_dls', 'small_digits_dls', 'add_problem',
+           'mnist1d_data', 'mnist1d_dls', 'MNIST1DCNN', 'stdlib_text', 'charlm_dls', 'CharLM', 'lm_loss']
 
 # %% ../../nbs/60_bakeoff.problems.ipynb #a417ac30
 class Problem:
@@ -121,7 +122,10 @@ def small_digits_dls(bs:int=64):
     m,s = xt.mean(),xt.std()
     return map_dls(dls, lambda x,y: ((x-m)/s, y))
 
-def _mlp(n_in, n_hidden, n_out): return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
+def _mlp(*sizes):
+    "Linear layers of `sizes` (in, hidden..., out) with ReLUs between"
+    layers = [m for a,b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+    return nn.Sequential(*layers[:-1])
 def _small_cnn(): return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1),
                                       nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
 
@@ -156,3 +160,79 @@ for _pb in (Problem('line', partial(linear_dls, bs=10), lambda dls: LinearModel(
                     about="scikit-learn's 8×8 digits (1797), CNN conv16-pool-conv32-avgpool-linear, cross-entropy")):
     add_problem(_pb)
 QUICK_PROBLEMS = ('line', 'quadratic', 'rosenbrock')
+
+# %% ../../nbs/60_bakeoff.problems.ipynb #c0ffee10
+def mnist1d_data():
+    "MNIST-1D as the `mnist1d` package generates it (seed 42, 4,000 training and 1,000 test signals): `(x, y, x_test, y_test)`"
+    from mnist1d.data import make_dataset, get_dataset_args # `make_dataset`: generated here; never `get_dataset`, which downloads
+    d = make_dataset(get_dataset_args())
+    return tuple(torch.tensor(d[k], dtype=torch.float32 if k[0] == 'x' else torch.long) for k in ('x', 'y', 'x_test', 'y_test'))
+
+def _split_dls(x, y, xv, yv, bs, seed=42):
+    "Training batches of `bs`, shuffled per epoch; the whole validation set in one batch"
+    return DataLoaders(SliceDL(Tensors(x, y), bs=bs, shuffle=True, seed=seed), SliceDL(Tensors(xv, yv), bs=len(xv), seed=seed))
+
+def mnist1d_dls(bs:int=100): return _split_dls(*mnist1d_data(), bs=bs)
+
+class MNIST1DCNN(nn.Module):
+    "MNIST-1D's CNN: three 1-D convolutions (kernel 5 then 3, stride 2, 25 channels, ReLU), then a linear layer"
+    def __init__(self, c:int=25):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1d(1, c, 5, 2, 1), nn.ReLU(), nn.Conv1d(c, c, 3, 2, 1), nn.ReLU(),
+                                  nn.Conv1d(c, c, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(5*c, 10))
+    def forward(self, x): return self.body(x[:, None])
+
+def stdlib_text(train_bytes:int=2**20, valid_bytes:int=2**15):
+    "This Python's standard library source as `(train, valid)` bytes: top-level `*.py` in name order, split by name, capped"
+    import sysconfig, zlib
+    from pathlib import Path
+    tr,va = bytearray(),bytearray()
+    for f in sorted(Path(sysconfig.get_paths()['stdlib']).glob('*.py')):
+        buf,cap = (va, valid_bytes) if zlib.crc32(f.name.encode()) % 10 == 0 else (tr, train_bytes)
+        if len(buf) < cap: buf += f.read_bytes()[:cap-len(buf)]
+    return bytes(tr),bytes(va)
+
+def _windows(b, ctx, n=None):
+    "Contexts of `ctx` bytes and their next bytes: every `ctx`-th position, or `n` evenly spaced"
+    t = torch.frombuffer(bytearray(b), dtype=torch.uint8).long()
+    starts = torch.arange((len(t)-1)//ctx)*ctx if n is None else torch.linspace(0, len(t)-ctx-1, n).long()
+    return torch.stack([t[i:i+ctx] for i in starts]),torch.stack([t[i+1:i+ctx+1] for i in starts])
+
+def charlm_dls(ctx:int=32, bs:int=16, n_valid:int=256):
+    "Byte contexts of the stdlib's source: training windows side by side, `n_valid` validation windows from other files"
+    tr,va = stdlib_text()
+    return _split_dls(*_windows(tr, ctx), *_windows(va, ctx, n_valid), bs=bs)
+
+class CharLM(nn.Module):
+    "A causal byte-level transformer: embeddings and learned positions, pre-norm layers under a causal mask, a linear head"
+    def __init__(self, d:int=32, layers:int=2, heads:int=2, ctx:int=32):
+        super().__init__()
+        self.emb,self.pos = nn.Embedding(256, d),nn.Parameter(torch.zeros(ctx, d))
+        self.blocks = nn.ModuleList([nn.TransformerEncoderLayer(d, heads, 4*d, dropout=0., batch_first=True, norm_first=True)
+                                     for _ in range(layers)])
+        self.norm,self.head = nn.LayerNorm(d),nn.Linear(d, 256)
+        self.register_buffer('mask', nn.Transformer.generate_square_subsequent_mask(ctx), persistent=False)
+    def forward(self, x):
+        n = x.shape[1]
+        h = self.emb(x) + self.pos[:n]
+        for b in self.blocks: h = b(h, src_mask=self.mask[:n, :n], is_causal=True)
+        return self.head(self.norm(h))
+
+def lm_loss(out, y):
+    "Cross-entropy per character, in nats"
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+# set from `derive_target` (63_bakeoff.run): the best of Adam over 7 lrs with warm-up and cosine, at each budget, made easier by at most 0.01
+_DERIVED = "target from derive_target(BAKEOFF_PROBLEMS[{!r}]) (63_bakeoff.run): {}, made a little easier (by at most 0.01)"
+MNIST1D_ABOUT = "MNIST-1D (mnist1d.make_dataset: 4000 training, 1000 test signals of length 40), "
+for _pb in (Problem('mnist1d_mlp', mnist1d_dls, lambda dls: _mlp(40, 100, 100, 10), loss_func=F.cross_entropy, metric=accuracy,
+                    metric_name='accuracy', higher=True, target=0.65, steps=1000, lrs=(1e-4, 1.), every=40,
+                    about=MNIST1D_ABOUT + "the paper's MLP 40-100-100-10, batches of 100; " + _DERIVED.format('mnist1d_mlp', 'the best 0.660')),
+            Problem('mnist1d_cnn', mnist1d_dls, lambda dls: MNIST1DCNN(), loss_func=F.cross_entropy, metric=accuracy,
+                    metric_name='accuracy', higher=True, target=0.90, steps=400, lrs=(1e-4, 1.), every=16,
+                    about=MNIST1D_ABOUT + "the paper's CNN (3 conv1d of 25 channels, linear), batches of 100; " + _DERIVED.format('mnist1d_cnn', 'the best 0.907')),
+            Problem('charlm', charlm_dls, lambda dls: CharLM(), loss_func=lm_loss, metric_name='loss (nats/char)', target=2.62,
+                    steps=200, lrs=(1e-4, 1.), every=20,
+                    about="a causal byte-level transformer (2 pre-norm layers of 32, 2 heads, contexts of 32) on this Python's "
+                          "stdlib source (1 MiB to train, 256 contexts from other files to validate); " + _DERIVED.format('charlm', 'the best 2.615'))):
+    add_problem(_pb)

@@ -30,7 +30,7 @@ from .pool import TrialPool, TrialStore, TrialLost
 # %% auto #0
 __all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'SCHEDULES', 'PROTOCOLS', 'TIMES', 'OptEntry', 'opt_kwargs',
            'own_rule', 'trial_seed', 'Trace', 'lr_factor', 'run_trial', 'Spec', 'spec_seed', 'check_bakeoff',
-           'BakeoffResult', 'TrialRecord', 'trial_record', 'bakeoff']
+           'BakeoffResult', 'TrialRecord', 'trial_record', 'bakeoff', 'derive_target']
 
 # %% ../../nbs/63_bakeoff.run.ipynb #074555d7
 class OptEntry:
@@ -606,3 +606,14 @@ def _run(a, pool, ts, cache, progress, threads, file):
     out = _result(outs, t.rows, a.pbs, a.ops, a, meta, _versions(threads or nt))
     out.cache = t.cache
     return out
+
+# %% ../../nbs/63_bakeoff.run.ipynb #c0ffee06
+def derive_target(pb:Problem, trials:int=7, lrs=None):
+    "The best validation metric of the baseline (Adam, 5% warm-up then cosine) over `trials` lrs on `lrs` (the problem's) at its budget"
+    best = []
+    for lr in _grid(lrs or pb.lrs, check_int('trials', trials, lo=1)):
+        tr = run_trial(pb, BAKEOFF_OPTS['adam'], lr, trial_seed(pb.name, 'target', lr), hypers=dict(warmup=0.05), schedule='warmup_cosine')
+        ms = [m for m in tr.metrics[1:] if math.isfinite(m)] # after training started
+        if ms: best.append(max(ms) if pb.higher else min(ms))
+    if not best: raise ValueError(f"no baseline trial on {pb.name!r} gave a finite metric: no target to derive")
+    return max(best) if pb.higher else min(best)
