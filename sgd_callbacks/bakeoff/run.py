@@ -495,12 +495,14 @@ def _drive(gens, t, done):
     def advance(k, got):
         try: specs = gens[k].send(got)
         except StopIteration as e: out[k] = e.value; done(k, e.value); return False
-        return start(k, specs)
-    def start(k, specs):
+        return start(k, specs, True)
+    def start(k, specs, front=False):
         fs = [t.submit(sp) for sp in specs]
         got = [t.take(sp, f) if isinstance(f, _Ready) else None for sp,f in zip(specs, fs)]
         if all(g is not None for g in got): return advance(k, got)
-        waves[k] = (specs, fs, got); return True
+        waves[k] = (specs, fs, got)
+        if front: waves.update({q: waves.pop(q) for q in [q for q in waves if q != k]}) # in process: one protocol at a time
+        return True
     for k,g in gens.items(): start(k, next(g))
     while waves:
         live = [(k, i, f) for k,(_,fs,got) in waves.items() for i,f in enumerate(fs) if got[i] is None]
