@@ -373,7 +373,7 @@ def _tuning(a):
     return f"{a.protocol}: {a.studies} studies of {a.trials} trial(s) each"
 
 def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, lr_min=None, lr_max=None, tau_max=4.,
-                out=None, file=None, err=None, progress=None, protocol='deepobs', studies=None, schedule='constant',
+                out=None, file=None, err=None, progress=None, protocol='deepobs', studies=None, schedule='warmup_cosine',
                 time='steps', reference=None, workers=None, scheduler=None, resume=False):
     "The command's work: check every argument, run, print the results, the warnings and the summary, write the report; the exit code"
     file,err = file or sys.stdout,err or sys.stderr
@@ -402,8 +402,8 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
     for w in res.edge_warnings(): print(f"sgd_bakeoff: warning: {w}: widen the range (--lr_min/--lr_max for the lr)", file=err)
     if outp is not None:
         for p in res.save(outp): print(f"wrote {p}", file=file)
-    if res.meta['stored']: print(f"sgd_bakeoff: trials: {res.meta['stored']['loaded']} read from {outp/'trials.jsonl'}, "
-                                 f"{res.meta['stored']['written']} run and written", file=file)
+    if resume: print(f"sgd_bakeoff: trials: {res.meta['stored']['loaded']} read from {outp/'trials.jsonl'}, "
+                     f"{res.meta['stored']['written']} run and written", file=file)
     print(f"sgd_bakeoff: {res.summary()} ({res.meta['seconds']:.0f} s)", file=file)
     return 0
 
@@ -421,8 +421,8 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                             "algoperf: trials per study, default 5 (--quick: 3)", 'INT', int)=None,
                 seeds:_arg("int >= 1: deepobs: fresh seeds the best learning rate is rerun with; default 3 (--quick: 2)", 'INT', int)=None,
                 studies:_arg("int >= 1: algoperf and self-tuning: studies per (problem, optimizer); default 3 (--quick: 2)", 'INT', int)=None,
-                schedule:_arg("constant or warmup_cosine (linear warm-up, then cosine to zero over the budget; not for "
-                              "schedule-free optimizers); default constant", 'NAME')='constant',
+                schedule:_arg("warmup_cosine (AlgoPerf's: linear warm-up, then cosine to zero over the budget; not for "
+                              "schedule-free optimizers) or constant; default warmup_cosine", 'NAME')='warmup_cosine',
                 time:_arg("steps (reproducible on any machine) or seconds (of training, evaluation excluded): the time to target scored; default steps", 'NAME')='steps',
                 reference:_arg("an optimizer run: score against its time instead of each problem's best, so adding a contender moves no score", 'NAME')=None,
                 problems:_arg(f"names, comma-separated, of {_list(BAKEOFF_PROBLEMS)}; default all", 'NAMES')=None,

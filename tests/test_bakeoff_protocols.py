@@ -42,8 +42,8 @@ def test_algoperf_best_trial_per_study_then_median(monkeypatch):
     assert res.results.reached.tolist() == [pytest.approx(2/3)]         # two studies of three reach it
     assert len(calls) == 9 and len({c['seed'] for c in calls}) == 9     # every trial its own seed
     cfgs = [dict(lr=c['lr'], **c['hypers']) for c in calls]
-    space = OptEntry(Adam).search_space((1e-3, 1e-1))
-    assert set(cfgs[0]) == set(space) == {'lr', 'one_minus_beta1', 'one_minus_beta2', 'wd'}
+    space = OptEntry(Adam).search_space((1e-3, 1e-1), 'warmup_cosine')  # the default schedule: the warm-up is tuned too
+    assert set(cfgs[0]) == set(space) == {'lr', 'one_minus_beta1', 'one_minus_beta2', 'wd', 'warmup'}
     assert all(space[k].lo <= v <= space[k].hi for c in cfgs for k,v in c.items())
     assert cfgs[:3] != cfgs[3:6]                                        # each study its own Halton draws
     assert res.results.lr.tolist() == [cfgs[3]['lr']]                   # the median study's (the second's) best trial: its first
@@ -91,7 +91,7 @@ def test_the_command_warns_at_the_edge_of_the_range():
     out,err = io.StringIO(),io.StringIO()
     assert run_bakeoff(problems='line', opts='adam', trials=2, seeds=1, lr_min=1e-3, lr_max=1e-2, file=out, err=err, progress=False) == 0
     assert "sgd_bakeoff: warning: line adam: best lr=0.01 at the high end of 0.001..0.01" in err.getvalue()
-    assert 'schedule constant, time in steps' in out.getvalue()
+    assert 'schedule warmup_cosine, time in steps' in out.getvalue()      # AlgoPerf's schedule by default
 
 @pytest.mark.parametrize('kw,msg', [(dict(protocol='grid'), '--protocol must be one of deepobs, algoperf, self-tuning'),
                                     (dict(schedule='cosine'), '--schedule must be one of constant, warmup_cosine'),

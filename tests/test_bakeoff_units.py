@@ -23,7 +23,8 @@ def fake_bakeoff(monkeypatch, by_lr, names=('a',), seeds=1, trials=3):
     def run_trial(pb, entry, lr, s, paths=False, **kw):
         asked.append((pb.name, lr, s)); return by_lr[lr]
     monkeypatch.setattr(bakeoff_module, 'run_trial', run_trial)
-    res = bakeoff(problems=[problem(n) for n in names], opts={'sgd': SGD}, trials=trials, seeds=seeds, progress=False, file=io.StringIO())
+    res = bakeoff(problems=[problem(n) for n in names], opts={'sgd': SGD}, trials=trials, seeds=seeds, progress=False, file=io.StringIO(),
+                  schedule='constant')
     return res, asked
 
 def test_the_grid():

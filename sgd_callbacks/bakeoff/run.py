@@ -320,7 +320,7 @@ def _one_of(name, v, allowed):
     return v
 
 def check_bakeoff(problems=None, opts=None, trials:int|None=None, seeds:int=3, lrs=None, tau_max:float=4., quick:bool=False,
-                  protocol:str='deepobs', studies:int=3, schedule:str='constant', time:str='steps', reference:str|None=None):
+                  protocol:str='deepobs', studies:int=3, schedule:str='warmup_cosine', time:str='steps', reference:str|None=None):
     "Every argument of `bakeoff` checked, before any training: a namespace of them, `trials` filled in from the protocol"
     protocol = _one_of('protocol', protocol, PROTOCOLS)
     pbs = _pick('problems', problems, BAKEOFF_PROBLEMS, QUICK_PROBLEMS if quick else BAKEOFF_PROBLEMS)
@@ -562,7 +562,7 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
             cache:dict|None=None, # the `cache` of an earlier result on the same problems and optimizers: its trials are reused
             protocol:str='deepobs', # 'deepobs', 'algoperf' or 'self-tuning'
             studies:int=3,     # algoperf and self-tuning: studies per (problem, optimizer)
-            schedule:str='constant', # or 'warmup_cosine': linear warm-up then cosine to zero, for all but schedule-free optimizers
+            schedule:str='warmup_cosine', # linear warm-up then cosine to zero (AlgoPerf's), for all but schedule-free optimizers; or 'constant'
             time:str='steps',  # time to target in 'steps' (reproducible anywhere) or training 'seconds' (evaluation excluded)
             reference:str|None=None, # score against this optimizer's time instead of each problem's best
             workers:int|None=None, # run the trials on a Dask `LocalCluster` of this many worker processes (`threads` torch threads each)
