@@ -2,7 +2,7 @@
 same data every time, and the baseline (Adam, warm-up and cosine) reaches each recorded target within the budget."""
 import sysconfig, pytest, torch
 from sgd_callbacks.bakeoff.problems import BAKEOFF_PROBLEMS, mnist1d_data, stdlib_text, charlm_dls, CharLM, MNIST1DCNN
-from sgd_callbacks.bakeoff.run import BAKEOFF_OPTS, run_trial
+from sgd_callbacks.bakeoff.run import BAKEOFF_OPTS, run_trial, trial_seed
 
 def test_mnist1d_is_generated_the_same_every_time():
     a,b = mnist1d_data(),mnist1d_data()
@@ -24,8 +24,9 @@ def test_models_shapes():
     x2 = x.clone(); x2[0, 20] = (x2[0, 20] + 1) % 256
     assert torch.equal(m(x)[0, :20], m(x2)[0, :20])                     # causal: no position sees a later byte
 
-@pytest.mark.parametrize('name,lr', [('mnist1d_mlp', 0.01), ('mnist1d_cnn', 0.04642), ('charlm', 0.04642)])
-def test_the_baseline_reaches_the_target(name, lr):
-    pb = BAKEOFF_PROBLEMS[name]
-    tr = run_trial(pb, BAKEOFF_OPTS['adam'], lr, 1, hypers=dict(warmup=0.05), schedule='warmup_cosine')
+@pytest.mark.parametrize('name', ['mnist1d_mlp', 'mnist1d_cnn', 'charlm'])
+def test_the_baseline_reaches_the_target(name):
+    "The baseline's best run of `derive_target` (Adam, warm-up and cosine, lr 0.04642 on the grid) reaches the recorded target in budget"
+    pb,lr = BAKEOFF_PROBLEMS[name],0.04642
+    tr = run_trial(pb, BAKEOFF_OPTS['adam'], lr, trial_seed(name, 'target', lr), hypers=dict(warmup=0.05), schedule='warmup_cosine')
     assert not tr.diverged and tr.hit is not None, f"{name}: best {pb.metric_name} {max(tr.metrics) if pb.higher else min(tr.metrics):.4f}, target {pb.goal}"

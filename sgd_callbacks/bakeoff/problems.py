@@ -222,17 +222,17 @@ def lm_loss(out, y):
     "Cross-entropy per character, in nats"
     return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
-# set from `derive_target` (63_bakeoff.run): the best of Adam over 7 lrs with warm-up and cosine, at each budget, made easier by at most 0.01
-_DERIVED = "target from derive_target(BAKEOFF_PROBLEMS[{!r}]) (63_bakeoff.run): {}, made a little easier (by at most 0.01)"
+# set from `derive_target` (63_bakeoff.run): the best of Adam over 7 lrs with warm-up and cosine, at each budget, made 2% easier
+_DERIVED = "target from derive_target(BAKEOFF_PROBLEMS[{!r}]) (63_bakeoff.run): {}, made 2% easier"
 MNIST1D_ABOUT = "MNIST-1D (mnist1d.make_dataset: 4000 training, 1000 test signals of length 40), "
 for _pb in (Problem('mnist1d_mlp', mnist1d_dls, lambda dls: _mlp(40, 100, 100, 10), loss_func=F.cross_entropy, metric=accuracy,
-                    metric_name='accuracy', higher=True, target=0.65, steps=1000, lrs=(1e-4, 1.), every=40,
-                    about=MNIST1D_ABOUT + "the paper's MLP 40-100-100-10, batches of 100; " + _DERIVED.format('mnist1d_mlp', 'the best 0.660')),
+                    metric_name='accuracy', higher=True, target=0.64, steps=600, lrs=(1e-4, 1.), every=24,
+                    about=MNIST1D_ABOUT + "the paper's MLP 40-100-100-10, batches of 100; " + _DERIVED.format('mnist1d_mlp', 'the best 0.654')),
             Problem('mnist1d_cnn', mnist1d_dls, lambda dls: MNIST1DCNN(), loss_func=F.cross_entropy, metric=accuracy,
-                    metric_name='accuracy', higher=True, target=0.90, steps=400, lrs=(1e-4, 1.), every=16,
+                    metric_name='accuracy', higher=True, target=0.88, steps=400, lrs=(1e-4, 1.), every=16,
                     about=MNIST1D_ABOUT + "the paper's CNN (3 conv1d of 25 channels, linear), batches of 100; " + _DERIVED.format('mnist1d_cnn', 'the best 0.907')),
-            Problem('charlm', charlm_dls, lambda dls: CharLM(), loss_func=lm_loss, metric_name='loss (nats/char)', target=2.62,
-                    steps=200, lrs=(1e-4, 1.), every=20,
+            Problem('charlm', charlm_dls, lambda dls: CharLM(), loss_func=lm_loss, metric_name='loss (nats/char)', target=2.71,
+                    steps=150, lrs=(1e-4, 1.), every=15,
                     about="a causal byte-level transformer (2 pre-norm layers of 32, 2 heads, contexts of 32) on this Python's "
-                          "stdlib source (1 MiB to train, 256 contexts from other files to validate); " + _DERIVED.format('charlm', 'the best 2.615'))):
+                          "stdlib source (1 MiB to train, 256 contexts from other files to validate); " + _DERIVED.format('charlm', 'the best 2.654'))):
     add_problem(_pb)
