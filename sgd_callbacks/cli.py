@@ -28,8 +28,8 @@ import sgd_callbacks.bakeoff.report # `BakeoffResult.save` and its pictures
 
 # %% auto #0
 __all__ = ['DATA', 'DIGITS', 'HYPER_TYPES', 'SPEC_OPTS', 'SPEC_SETUP', 'SPEC_CYCLE', 'SPEC_HELP', 'QUICK', 'QUICK_TRIALS',
-           'UsageError', 'write_report', 'run_compare', 'sgd_compare', 'parse_spec', 'run_explain', 'sgd_explain',
-           'run_bakeoff', 'sgd_bakeoff']
+           'EDGE_HINT', 'UsageError', 'write_report', 'run_compare', 'sgd_compare', 'parse_spec', 'run_explain',
+           'sgd_explain', 'run_bakeoff', 'sgd_bakeoff']
 
 # %% ../nbs/70_cli.ipynb #68bdd1ed
 class UsageError(ValueError): "A bad command-line argument"
@@ -365,6 +365,8 @@ def sgd_explain(a:_arg(f"the first recipe: {SPEC_HELP}", 'A'),
 QUICK = dict(trials=4, seeds=2, studies=2) # with `QUICK_PROBLEMS` and `QUICK_OPTS`; algoperf's --quick: 3 trials per study
 QUICK_TRIALS = dict(deepobs=4, algoperf=3, **{'self-tuning': 1})
 
+EDGE_HINT = "(--lr_min/--lr_max widen a problem's lr range; an OptEntry's own `lrs` or `space` win over them)"
+
 def _names(s): return None if s is None else [n.strip() for n in s.split(',') if n.strip()]
 
 def _tuning(a):
@@ -399,7 +401,7 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
         print(f"sgd_bakeoff: error: {_usage(e)}", file=err); return 2
     print(res.results_table().to_string(index=False, na_rep='-', float_format=lambda v: f"{v:.4g}"), file=file)
     for w in res.failures(): print(f"sgd_bakeoff: warning: trial failed: {w}", file=err)
-    for w in res.edge_warnings(): print(f"sgd_bakeoff: warning: {w}: widen the range (--lr_min/--lr_max for the lr)", file=err)
+    for w in res.edge_warnings(): print(f"sgd_bakeoff: warning: {w}: the best may lie beyond it {EDGE_HINT}", file=err)
     if outp is not None:
         for p in res.save(outp): print(f"wrote {p}", file=file)
     if resume: print(f"sgd_bakeoff: trials: {res.meta['stored']['loaded']} read from {outp/'trials.jsonl'}, "

@@ -90,7 +90,7 @@ def test_schedule_is_applied_and_fast_path_equals_learner():
 def test_the_command_warns_at_the_edge_of_the_range():
     out,err = io.StringIO(),io.StringIO()
     assert run_bakeoff(problems='line', opts='adam', trials=2, seeds=1, lr_min=1e-3, lr_max=1e-2, file=out, err=err, progress=False) == 0
-    assert "sgd_bakeoff: warning: line adam: best lr=0.01 at the high end of 0.001..0.01" in err.getvalue()
+    assert "sgd_bakeoff: warning: line adam: best lr=0.01 at the high end of 0.001..0.01: the best may lie beyond it" in err.getvalue()
     assert 'schedule warmup_cosine, time in steps' in out.getvalue()      # AlgoPerf's schedule by default
 
 @pytest.mark.parametrize('kw,msg', [(dict(protocol='grid'), '--protocol must be one of deepobs, algoperf, self-tuning'),
