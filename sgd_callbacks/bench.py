@@ -24,8 +24,8 @@ from .fast import fast_learner
 
 # %% auto #0
 __all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'resnet34_params', 'step_contenders', 'bench_step', 'bench_check',
-           'bench_rules', 'bench_new_rules', 'loop_contenders', 'bench_loop', 'profile_vision', 'bench_vision',
-           'ddp_epoch_seconds', 'results_table', 'main']
+           'bench_check_backward', 'bench_rules', 'bench_new_rules', 'loop_contenders', 'bench_loop', 'profile_loop',
+           'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'results_table', 'main']
 
 # %% ../nbs/80_bench.ipynb #d604134e
 CLOCKS = {'wall': time.perf_counter, # seconds as they pass
@@ -104,10 +104,31 @@ def bench_check(reps:int=15):
     from .divergence import all_finite
     ps = resnet34_params()(); gs = [p.grad for p in ps]
     fns = {'SGD step, per tensor': lambda: [p.data.add_(g, alpha=-1e-9) for p,g in zip(ps, gs)],
-           'all_finite (a sum per tensor)': lambda: all_finite(gs),
+           'all_finite (a dot per tensor)': lambda: all_finite(gs),
+           'a sum per tensor': lambda: math.isfinite(torch.stack([g.sum() for g in gs]).sum().item()),
            'torch._foreach_norm, summed': lambda: math.isfinite(torch.stack(torch._foreach_norm(gs)).sum().item())}
+
     ms = {k:v*1e3 for k,v in _medians(fns, reps).items()}
     return [(k, v, v/ms['SGD step, per tensor']) for k,v in ms.items()]
+
+def bench_check_backward(reps:int=11, bs:int=8):
+    "resnet34's forward and backward on a batch of 32×32 images, alone, then with the check after it, then with it in the backward: `(name, ms, × alone)` rows"
+    from torchvision.models import resnet34
+    from .divergence import all_finite
+    torch.manual_seed(0)
+    m,x,y = resnet34(num_classes=10),torch.randn(bs, 3, 32, 32),torch.randint(0, 10, (bs,))
+    mh,sums = copy.deepcopy(m),{} # the same model, its hooks registered once
+    def fb(m):
+        for p in m.parameters(): p.grad = None
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+    def hook(p): f = p.grad.view(-1); sums[p] = torch.dot(f, f) # as the gradient is accumulated, while it is in cache
+    for p in mh.parameters(): p.register_post_accumulate_grad_hook(hook)
+    fns = {'forward and backward': partial(fb, m), '+ all_finite after it': lambda: (fb(m), all_finite([p.grad for p in m.parameters()])),
+           '+ a dot per gradient, in hooks': lambda: (fb(mh), math.isfinite(torch.stack(list(sums.values())).sum().item()))}
+
+    ms = {k:v*1e3 for k,v in _medians(fns, reps).items()}
+    return [(k, v, v/ms['forward and backward']) for k,v in ms.items()]
+
 
 
 # %% ../nbs/80_bench.ipynb #ec5bd44d
@@ -164,7 +185,7 @@ def _print_new_rules(reps):
 
 # %% ../nbs/80_bench.ipynb #3d8e5860
 def loop_contenders(bs:int|None, epochs:int=2, lr:float=0.01):
-    "Functions that each train `epochs` epochs on `linear_dls(bs=bs)`; and the number of training steps"
+    "Functions that each train `epochs` epochs on `linear_dls(bs=bs)`, the training phase alone; and the number of training steps"
     dls = linear_dls(bs=bs)
     x,y = dls.train.dataset.tensors
     xv,yv = dls.valid.dataset.tensors
@@ -172,7 +193,9 @@ def loop_contenders(bs:int|None, epochs:int=2, lr:float=0.01):
     def plain(): fit_scratch(x, y, LinearModel(), lr=lr, epochs=epochs, bs=bs, record_weights=False)
     def fit(make):
         learn = make() # built once: we time training, not construction
+        learn._do_epoch_validate = lambda *a, **k: None # the plain loop has no validation: the Learners skip theirs
         def f():
+
             with learn.no_bar(), learn.no_logging(): learn.fit(epochs)
         return f
     def stock():
@@ -183,9 +206,11 @@ def loop_contenders(bs:int|None, epochs:int=2, lr:float=0.01):
         return Learner(DataLoaders.from_dsets(list(zip(x,y)), list(zip(xv,yv)), bs=b, shuffle=b<n),
                        LinearModel(), loss_func=mse, lr=lr, opt_func=SGD)
     workers = {} if _clock is CLOCKS['cpu'] else {'stock, default workers': fit(stock_workers)} # their CPU time is the workers'
-    return {'plain loop': plain, 'stock Learner + SGD': fit(stock), **workers,
+    return {'plain loop': plain, 'stock Learner + SGD': fit(stock),
             'scratch_learner': fit(lambda: scratch_learner(linear_dls(bs=bs), LinearModel(), lr=lr)),
-            'fast_learner': fit(lambda: fast_learner(linear_dls(bs=bs), LinearModel(), lr=lr))}, epochs*(-(-n//b))
+            'fast_learner': fit(lambda: fast_learner(linear_dls(bs=bs), LinearModel(), lr=lr)),
+            **workers}, epochs*(-(-n//b)) # the worker processes last: as they shut down they slow whatever runs next
+
 
 def bench_loop(reps:int=5, epochs:int=5):
     "Table of the median milliseconds per training step of each contender, and the ratio to the plain loop"
@@ -195,6 +220,31 @@ def bench_loop(reps:int=5, epochs:int=5):
         s = {k:v/steps*1e3 for k,v in _medians(fns, reps, warmup=1).items()}
         rows += [(bs or 'full', k, v, v/s['plain loop']) for k,v in s.items()]
     return rows
+
+# %% ../nbs/80_bench.ipynb #5b7d2c90
+def _where(fn):
+    "The module a profiled function belongs to: `package/file.py`, or `C (torch, builtins)` for a built-in"
+    path = fn[0]
+    if path == '~' or path.startswith('<'): return 'C (torch, builtins)'
+    parts = Path(path).parts
+    top = next((j for j,p in enumerate(parts) if p in ('fastai', 'fastcore', 'fasttransform', 'sgd_callbacks', 'torch')), None)
+    if top is None: return 'Python (stdlib, other)'
+    return 'torch (Python)' if parts[top] == 'torch' else '/'.join(parts[top:top+3] if parts[top] == 'fastai' and len(parts) > top+2 else parts[top:top+2])
+
+def profile_loop(bs:int|None=16, epochs:int=20, top:int=12):
+    "Self time per training step by module, stock `Learner` against `scratch_learner`, under cProfile: `(module, stock µs, scratch µs, difference)` rows"
+    import cProfile, pstats
+    fns,steps = loop_contenders(bs, epochs)
+    us = {}
+    for k in ('stock Learner + SGD', 'scratch_learner'):
+        fns[k]() # warm-up
+        pr = cProfile.Profile(); pr.enable(); fns[k](); pr.disable()
+        d = us[k] = {}
+        for fn,(cc,nc,tt,ct,callers) in pstats.Stats(pr).stats.items(): d[_where(fn)] = d.get(_where(fn), 0.) + tt/steps*1e6
+    a,b = us.values()
+    rows = sorted(((m, a.get(m, 0.), b.get(m, 0.), b.get(m, 0.)-a.get(m, 0.)) for m in {*a, *b}), key=lambda r: -abs(r[3]))
+    return rows[:top] + [('total', sum(a.values()), sum(b.values()), sum(b.values())-sum(a.values()))]
+
 
 # %% ../nbs/80_bench.ipynb #7acea637
 def profile_vision(size:int=16, bs:int=64, reps:int=4, warmup:int=2):
@@ -281,7 +331,13 @@ def _print_loop(reps):
     print(results_table(bench_loop(reps or 5), ['bs', 'contender', 'ms/step', '× plain loop'],
                  ['{:>4}', '{:<22}', '{:8.3f}', '{:6.1f}']))
 
+def _print_profile(reps):
+    for bs in (1, 16):
+        print(f"bs={bs}, self time per training step under cProfile (which slows Python code more than C)")
+        print(results_table(profile_loop(bs), ['module', 'stock µs', 'scratch µs', 'difference'], ['{:<32}', '{:8.1f}', '{:10.1f}', '{:+10.1f}']))
+
 def _print_vision(reps):
+
     from sgd_callbacks.vision import RESNET34_RUN
     run = RESNET34_RUN
     print(f"resnet34 on the digits, ScratchSGD: {run}")
@@ -297,11 +353,15 @@ def _print_ddp(reps):
 
 def _print_check(reps):
     print(results_table(bench_check(reps or 15), ['', 'ms', '× step'], ['{:<30}', '{:6.2f}', '{:6.2f}']))
+    print(results_table(bench_check_backward(reps or 11), ['', 'ms', '× alone'], ['{:<30}', '{:6.1f}', '{:6.2f}']))
 
-BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp, 'explain': _print_explain, 'check': _print_check}
+
+BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp, 'explain': _print_explain, 'check': _print_check, 'profile': _print_profile}
+
 
 @call_parse
-def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls), `vision` (resnet34's full run), `ddp` (an epoch on 1 and 2 processes) `check` (the divergence check's read of the gradients) or `explain`
+def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls), `vision` (resnet34's full run), `ddp` (an epoch on 1 and 2 processes), `check` (the divergence check's read of the gradients), `profile` (where a training step's time goes, stock Learner against scratch_learner) or `explain`
+
          reps:int=0,    # repetitions of each contender (0: the benchmark's default)
          threads:int=0, # torch threads (0: leave torch's default)
          clock:str='wall'): # `wall` (time as it passes) or `cpu` (this process's CPU time: with --threads 1, steady on a busy machine)

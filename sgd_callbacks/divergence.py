@@ -15,12 +15,25 @@ class DivergedError(ArithmeticError):
     "Training produced a non-finite loss or gradient; the weights are those of the last finite step"
 
 # %% ../nbs/05_divergence.ipynb #efe88a6a
+def _square_sum(t):
+    "A sum of `t`'s squares (or, in half precision, of its values, in float32): finite iff every element is, unless it overflows"
+    # A BLAS dot product of a tensor with itself reads it once, on every thread torch is given
+    if t.dtype in (torch.float32, torch.float64) and t.is_contiguous(): f = t.view(-1); return torch.dot(f, f).float()
+    return t.sum(dtype=torch.float32)
+
+_SMALL = 4096 # elements: below this a reduction's call costs more than copying the tensor
+
 def _total(ts):
-    "One number that is finite if every element of `ts` is (an inf makes a sum inf or NaN, a NaN makes it NaN)"
-    # On the CPU, `_foreach_norm` runs on one thread whatever torch is given, and a sum per tensor on all of them; on
-    # CUDA the multi-tensor kernel is the cheaper. Either way one synchronisation a step, not one a tensor.
-    if ts[0].device.type == 'cpu': return torch.stack([t.sum(dtype=torch.float32) for t in ts]).sum() # no fp16 overflow
-    return torch.stack(torch._foreach_norm(ts)).sum()
+    "One number that is finite if every element of `ts` is (an inf makes it inf or NaN, a NaN makes it NaN)"
+    # On CUDA the multi-tensor kernel is the cheaper; on the CPU `_foreach_norm` runs on one thread, whatever torch
+    # is given, and a reduction per tensor on all of them. The small tensors (biases, BatchNorm, the loss) are joined
+    # first: one call for all. Either way one synchronisation a step, not one a tensor.
+    if ts[0].device.type != 'cpu': return torch.stack(torch._foreach_norm(ts)).sum()
+    small = [t.reshape(-1) for t in ts if t.numel() <= _SMALL] # `cat` promotes mixed dtypes to the widest
+    parts = [_square_sum(t) for t in ts if t.numel() > _SMALL] + ([_square_sum(torch.cat(small))] if small else [])
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+
+
 
 def all_finite(ts):
     "Whether every element of the tensors `ts` is finite: one reduction, one synchronisation; element-wise only to confirm"
