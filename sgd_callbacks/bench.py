@@ -25,7 +25,7 @@ from .fast import fast_learner
 # %% auto #0
 __all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'resnet34_params', 'step_contenders', 'bench_step', 'bench_check',
            'bench_check_backward', 'bench_rules', 'bench_new_rules', 'loop_contenders', 'bench_loop', 'profile_loop',
-           'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'results_table', 'main']
+           'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'results_table', 'bench_bakeoff', 'main']
 
 # %% ../nbs/80_bench.ipynb #d604134e
 CLOCKS = {'wall': time.perf_counter, # seconds as they pass
@@ -356,11 +356,28 @@ def _print_check(reps):
     print(results_table(bench_check_backward(reps or 11), ['', 'ms', '× alone'], ['{:<30}', '{:6.1f}', '{:6.2f}']))
 
 
-BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp, 'explain': _print_explain, 'check': _print_check, 'profile': _print_profile}
+def bench_bakeoff(workers:int=2):
+    "The default bake-off (`sgd_bakeoff`'s problems, optimizers and protocol) in process, then on `workers` Dask workers: the wall seconds of each, and whether the tables agree"
+    import io
+    from sgd_callbacks.bakeoff.run import bakeoff
+    runs = {}
+    for w in (None, workers):
+        t0 = time.perf_counter()
+        r = bakeoff(progress=False, file=io.StringIO(), workers=w)
+        runs[w] = time.perf_counter()-t0, r.trials.drop(columns=[c for c in r.trials if 'seconds' in c])
+    return runs[None][0], runs[workers][0], runs[None][1].equals(runs[workers][1])
+
+def _print_bakeoff(reps, workers=2):
+    serial,dask,same = bench_bakeoff(workers)
+    print(results_table([('in process', serial, 1.), (f'{workers} Dask workers', dask, serial/dask)], ['default bake-off', 'wall s', 'speed-up'],
+                        ['{:<16}', '{:8.1f}', '{:8.2f}']))
+    print(f"the same trials.csv (timing columns aside): {same}")
+
+BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp, 'explain': _print_explain, 'check': _print_check, 'profile': _print_profile, 'bakeoff': _print_bakeoff}
 
 
 @call_parse
-def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls), `vision` (resnet34's full run), `ddp` (an epoch on 1 and 2 processes), `check` (the divergence check's read of the gradients), `profile` (where a training step's time goes, stock Learner against scratch_learner) or `explain`
+def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls), `vision` (resnet34's full run), `ddp` (an epoch on 1 and 2 processes), `check` (the divergence check's read of the gradients), `profile` (where a training step's time goes, stock Learner against scratch_learner), `explain` or `bakeoff` (the default bake-off in process and on 2 Dask workers)
 
          reps:int=0,    # repetitions of each contender (0: the benchmark's default)
          threads:int=0, # torch threads (0: leave torch's default)

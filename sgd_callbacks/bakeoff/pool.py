@@ -130,6 +130,12 @@ class TrialPool:
         by_key = {f.fut.key: f for f in futures}
         for f in as_completed([f.fut for f in futures]): yield by_key[f.key]
 
+    def share(self, obj):
+        "`obj` for trials' arguments, sent to every worker once (Dask's `scatter`), not with each trial; in process, `obj`"
+        if self.kind == 'serial': return obj
+        if self.client is None: raise RuntimeError(f"{self!r} is not open: use `with TrialPool(...) as pool:`")
+        return self.client.scatter(obj, broadcast=True, hash=False) # a worker keeps it, and what it caches (a problem's data)
+
     @property
     def dashboard_link(self):
         "The address of the cluster's dashboard (None in process): Dask's plots, or a page asking for bokeh"

@@ -33,7 +33,7 @@ def _opts(self:BakeoffResult): return list(dict.fromkeys(self.results.optimizer)
 def plot_profile(self:BakeoffResult, ax=None):
     "ρ(τ) per optimizer: the fraction of problems it solves within τ times the best optimizer's steps"
     import matplotlib.pyplot as plt
-    if ax is None: _,ax = plt.subplots(figsize=(6.5, 4))
+    if ax is None: _,ax = plt.subplots(figsize=(8.5, 4))
     sc = dict(zip(self.scores.optimizer, self.scores.score))
     for i,o in enumerate(self._opts()):
         d = self.profile[self.profile.optimizer == o]
@@ -43,7 +43,8 @@ def plot_profile(self:BakeoffResult, ax=None):
     ax.set_xlim(1, self.meta['tau_max']); ax.set_ylim(-0.03, 1.03)
     what = f"{self.meta['time']} to target"
     ax.set_xlabel(f"τ: {what} ÷ " + (f"{self.meta['reference']}'s" if self.meta.get('reference') else "the best optimizer's on that problem"))
-    ax.set_ylabel('ρ(τ): fraction of problems solved'); ax.legend(loc='lower right')
+    ax.set_ylabel('ρ(τ): fraction of problems solved')
+    ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=9) # beside the plot: the steps fill all of it
     ax.set_title(f"performance profile over {len(self.problems)} problems (score: trapezoid area ÷ {self.meta['tau_max']-1:g})")
     ax.figure.tight_layout()
     return ax.figure

@@ -416,7 +416,11 @@ class _Ready:
 
 class _Trials:
     "The trials of one bake-off, each run once, on `pool`: a trial is a pure function of its `Spec`, the schedule and the budget"
-    def __init__(self, pbs, ops, cache, prog, schedule, budget, pool, store): store_attr(); self.rows = []
+    def __init__(self, pbs, ops, cache, prog, schedule, budget, pool, store): store_attr(); self.rows,self._shared = [],{}
+    def shared(self, kind, k):
+        "Problem or optimizer `k` as the pool's trials take it: on Dask, sent to each worker once (which then builds its data once)"
+        if (kind, k) not in self._shared: self._shared[kind, k] = self.pool.share((self.pbs if kind == 'pb' else self.ops)[k])
+        return self._shared[kind, k]
     def steps(self, p): return math.ceil(self.pbs[p].steps*self.budget)
     def key(self, sp): return (*sp[:4], self.schedule, self.steps(sp.problem))
     def submit(self, sp:Spec):
@@ -424,7 +428,8 @@ class _Trials:
         k = self.key(sp)
         if k in self.cache: return _Ready(self.cache[k])
         if self.store is not None and repr(k) in self.store: return _Ready(self.store.get(repr(k)))
-        return self.pool.submit(trial_record, self.pbs[sp.problem], self.ops[sp.optimizer], sp, self.schedule, self.steps(sp.problem),
+        return self.pool.submit(trial_record, self.shared('pb', sp.problem), self.shared('op', sp.optimizer), sp, self.schedule,
+                                self.steps(sp.problem),
                                 key=f"{sp.problem}-{sp.optimizer}")
     def take(self, sp:Spec, fut):
         "The finished trial `sp` from its future (stored as it finishes) or its ready record; a row of `trials.csv` for it"
