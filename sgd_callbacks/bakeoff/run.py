@@ -617,10 +617,13 @@ def _run(a, pool, ts, cache, progress, threads, file):
 # %% ../../nbs/63_bakeoff.run.ipynb #c0ffee06
 def derive_target(pb:Problem, trials:int=7, lrs=None):
     "The best validation metric of the baseline (Adam, 5% warm-up then cosine) over `trials` lrs on `lrs` (the problem's) at its budget"
-    best = []
-    for lr in _grid(lrs or pb.lrs, check_int('trials', trials, lo=1)):
-        tr = run_trial(pb, BAKEOFF_OPTS['adam'], lr, trial_seed(pb.name, 'target', lr), hypers=dict(warmup=0.05), schedule='warmup_cosine')
-        ms = [m for m in tr.metrics[1:] if math.isfinite(m)] # after training started
-        if ms: best.append(max(ms) if pb.higher else min(ms))
+    best,nt = [],torch.get_num_threads()
+    torch.set_num_threads(1) # as the bake-off runs its trials: the same numbers
+    try:
+        for lr in _grid(lrs or pb.lrs, check_int('trials', trials, lo=1)):
+            tr = run_trial(pb, BAKEOFF_OPTS['adam'], lr, trial_seed(pb.name, 'target', lr), hypers=dict(warmup=0.05), schedule='warmup_cosine')
+            ms = [m for m in tr.metrics[1:] if math.isfinite(m)] # after training started
+            if ms: best.append(max(ms) if pb.higher else min(ms))
+    finally: torch.set_num_threads(nt)
     if not best: raise ValueError(f"no baseline trial on {pb.name!r} gave a finite metric: no target to derive")
     return max(best) if pb.higher else min(best)
