@@ -8,7 +8,7 @@ import math
 import numpy as np, torch
 
 # %% auto #0
-__all__ = ['check_int', 'check_float', 'check_xy', 'as_weights', 'check_rule']
+__all__ = ['check_int', 'check_float', 'check_choice', 'check_xy', 'as_weights', 'check_rule']
 
 # %% ../nbs/00_checks.ipynb #c263f9d8
 def check_int(name, v, lo=None, hi=None, what=''):
@@ -33,6 +33,11 @@ def check_float(name, v, lo=None, hi=None, lo_open=False, hi_open=False):
         l = '' if lo is None else f"{'>' if lo_open else '>='} {lo}"
         h = '' if hi is None else f"{'<' if hi_open else '<='} {hi}"
         raise ValueError(f"`{name}` must be {' and '.join(o for o in (l,h) if o)}, got {v}")
+    return v
+
+def check_choice(name, v, allowed):
+    "Raise a `ValueError` naming `name` unless `v` is one of `allowed`; `v`"
+    if v not in allowed: raise ValueError(f"`{name}` must be one of {', '.join(allowed)}, got {v!r}")
     return v
 
 # %% ../nbs/00_checks.ipynb #87967f6f

@@ -84,6 +84,10 @@ def hessian_eigs(x):
     return torch.linalg.eigvalsh(2 * x.double().T @ x.double() / len(x))
 
 # %% ../../nbs/60_bakeoff.problems.ipynb #0edea704
+def _split_dls(x, y, xv, yv, bs, seed=42):
+    "Training batches of `bs`, shuffled per epoch; the whole validation set in one batch"
+    return DataLoaders(SliceDL(Tensors(x, y), bs=bs, shuffle=True, seed=seed), SliceDL(Tensors(xv, yv), bs=len(xv), seed=seed))
+
 def rosen(w, b:float=100.): return (1-w[0])**2 + b*(w[1]-w[0]**2)**2
 
 class Rosenbrock(nn.Module):
@@ -96,8 +100,7 @@ def rosen_loss(out, y): return out # `Rosenbrock`'s output is its loss
 def rosen_dls(noise:float=1., n:int=1000, bs:int=10, seed:int=0):
     "Noise rows `ξ ~ N(0, noise²)` to train on; one row of zeros to validate on, so the validation loss is `rosen(w)`"
     xi = noise*torch.randn(n, 2, generator=_gen(seed))
-    return DataLoaders(SliceDL(Tensors(xi, torch.zeros(n)), bs=bs, shuffle=True, seed=seed),
-                       SliceDL(Tensors(torch.zeros(1, 2), torch.zeros(1)), bs=1, seed=seed))
+    return _split_dls(xi, torch.zeros(n), torch.zeros(1, 2), torch.zeros(1), bs=bs, seed=seed)
 
 # %% ../../nbs/60_bakeoff.problems.ipynb #d068f8a1
 def _std_dls(x, y, bs, seed=42):
@@ -167,10 +170,6 @@ def mnist1d_data():
     from mnist1d.data import make_dataset, get_dataset_args # `make_dataset`: generated here; never `get_dataset`, which downloads
     d = make_dataset(get_dataset_args())
     return tuple(torch.tensor(d[k], dtype=torch.float32 if k[0] == 'x' else torch.long) for k in ('x', 'y', 'x_test', 'y_test'))
-
-def _split_dls(x, y, xv, yv, bs, seed=42):
-    "Training batches of `bs`, shuffled per epoch; the whole validation set in one batch"
-    return DataLoaders(SliceDL(Tensors(x, y), bs=bs, shuffle=True, seed=seed), SliceDL(Tensors(xv, yv), bs=len(xv), seed=seed))
 
 def mnist1d_dls(bs:int=100): return _split_dls(*mnist1d_data(), bs=bs)
 

@@ -13,7 +13,7 @@ from fastcore.basics import store_attr, partial
 from fastai.torch_core import no_random, trainable_params, norm_bias_params
 from fastai.optimizer import Optimizer, SGD, RMSProp, Adam, Lamb
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
-from ..checks import check_int, check_float, check_rule
+from ..checks import check_int, check_float, check_rule, check_choice
 from ..weights import flat_weights
 from ..seeding import seed_epoch, EpochShuffle
 from ..loaders import SliceDL
@@ -243,7 +243,7 @@ def run_trial(pb:Problem, entry, lr:float, s:int, paths:bool=False, fast:bool|No
               steps:int|None=None):       # the step budget; None: the problem's
     "Train `pb` with optimizer `entry` at `lr` (and `hypers`), everything seeded from `s`; its `Trace`"
     entry,hypers = _entry(entry),dict(hypers or {})
-    if schedule not in SCHEDULES: raise ValueError(f"`schedule` must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    check_choice('schedule', schedule, SCHEDULES)
     steps = pb.steps if steps is None else check_int('steps', steps, lo=1)
     kw = opt_kwargs(hypers)
     opt_func = partial(entry.opt_func, **kw) if kw else entry.opt_func
@@ -315,14 +315,10 @@ def _pick(kind, names, registry, default):
 PROTOCOLS = dict(deepobs=7, algoperf=5, **{'self-tuning': 1}) # each with its default `trials`
 TIMES = ('steps', 'seconds')
 
-def _one_of(name, v, allowed):
-    if v not in allowed: raise ValueError(f"`{name}` must be one of {', '.join(allowed)}, got {v!r}")
-    return v
-
 def check_bakeoff(problems=None, opts=None, trials:int|None=None, seeds:int=3, lrs=None, tau_max:float=4., quick:bool=False,
                   protocol:str='deepobs', studies:int=3, schedule:str='warmup_cosine', time:str='steps', reference:str|None=None):
     "Every argument of `bakeoff` checked, before any training: a namespace of them, `trials` filled in from the protocol"
-    protocol = _one_of('protocol', protocol, PROTOCOLS)
+    protocol = check_choice('protocol', protocol, PROTOCOLS)
     pbs = _pick('problems', problems, BAKEOFF_PROBLEMS, QUICK_PROBLEMS if quick else BAKEOFF_PROBLEMS)
     ops = _pick('opts', opts, BAKEOFF_OPTS, QUICK_OPTS if quick else DEFAULT_OPTS)
     trials = PROTOCOLS[protocol] if trials is None else check_int('trials', trials, lo=1)
@@ -331,8 +327,8 @@ def check_bakeoff(problems=None, opts=None, trials:int|None=None, seeds:int=3, l
     if reference is not None and reference not in ops: raise ValueError(f"`reference` {reference!r} is not one of the optimizers run: {', '.join(ops)}")
     return SimpleNamespace(pbs=pbs, ops=ops, trials=trials, seeds=check_int('seeds', seeds, lo=1), lrs=lrs,
                            tau_max=check_float('tau_max', tau_max, lo=1, lo_open=True), quick=quick, protocol=protocol,
-                           studies=check_int('studies', studies, lo=1), schedule=_one_of('schedule', schedule, SCHEDULES),
-                           time=_one_of('time', time, TIMES), reference=reference)
+                           studies=check_int('studies', studies, lo=1), schedule=check_choice('schedule', schedule, SCHEDULES),
+                           time=check_choice('time', time, TIMES), reference=reference)
 
 # %% ../../nbs/63_bakeoff.run.ipynb #c761c7a8
 class BakeoffResult:
@@ -457,8 +453,9 @@ def _outcome(cfg, trs, steps, seconds, space, n):
 
 def _deepobs(p, o, e, pb, a):
     "The lr grid on seed 0 (never scored), then the best rerun with `seeds` fresh seeds: their lower median"
-    space = dict(lr=Hyper(*e.lr_range(a.lrs or pb.lrs)))
-    cfgs = [{**e.defaults(a.schedule), 'lr': lr} for lr in _grid(e.lr_range(a.lrs or pb.lrs), a.trials)]
+    lrs = e.lr_range(a.lrs or pb.lrs)
+    space = dict(lr=Hyper(*lrs))
+    cfgs = [{**e.defaults(a.schedule), 'lr': lr} for lr in _grid(lrs, a.trials)]
     tune = yield [_spec(p, o, c, 0, 'tune') for c in cfgs]
     cfg = cfgs[min(range(len(cfgs)), key=lambda i: _key(tune[i]))]
     trs = yield [_spec(p, o, cfg, s, 'seed') for s in range(1, a.seeds+1)]
