@@ -54,12 +54,13 @@ def killer(p, g, state, lr, marker='', **_):
         open(marker, 'w').close(); os.kill(os.getpid(), signal.SIGKILL)
     p.add_(g, alpha=-lr)
 
-def test_a_worker_killed_mid_run_changes_nothing(tmp_path):
+@pytest.mark.parametrize('workers', [2, 1]) # 1: the problem shared with the one worker dies with it, and is shared again
+def test_a_worker_killed_mid_run_changes_nothing(tmp_path, workers):
     marker = tmp_path/'killed'
     opts = {'mine': OptEntry(rule_opt(killer, marker=str(marker), guard=False))}
     kw = dict(opts=opts, trials=3, seeds=2, progress=False, file=io.StringIO())
     a = bakeoff([small('line', 60)], **kw)              # in process: the rule never kills
-    b = bakeoff([small('line', 60)], workers=2, **kw)
+    b = bakeoff([small('line', 60)], workers=workers, **kw)
     assert marker.exists(), "no worker was killed: the test proves nothing"
     assert csvs(a, tmp_path/'a') == csvs(b, tmp_path/'b') and b.failures() == []
 

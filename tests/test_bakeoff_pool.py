@@ -1,7 +1,7 @@
 "The trial pool (in process, local Dask workers, a running scheduler) and the trial store (append-only, resumable)."
 import json, math, os, signal, subprocess, sys, time
 import pytest, torch
-from sgd_callbacks.bakeoff.pool import TrialPool, TrialStore, TrialLost, SerialFuture
+from sgd_callbacks.bakeoff.pool import TrialPool, TrialStore, TrialLost, SharedLost, SerialFuture
 
 # the Dask tests share one cluster, built once on one pytest-xdist worker
 pytestmark = pytest.mark.xdist_group('bakeoff_pool')
@@ -102,6 +102,26 @@ def test_a_trial_that_kills_every_worker_is_lost(pool):
     f = pool.submit(die, key='dies-always')
     with pytest.raises(TrialLost, match='dies-always'): f.result(timeout=60)
     assert run(pool, [3])['seed-3'].shape == (3,) # the cluster goes on
+
+class Box:
+    "An object `share` sends whole (Dask would scatter a list's items one by one)"
+    def __init__(self, v): self.v = v
+def unbox(b): return b.v
+
+def test_what_is_shared_stays_on_every_worker(pool):
+    "Dask's memory manager, left on, drops all copies but one within 2 s: the death of that worker would lose it"
+    s = pool.share(Box(7))
+    time.sleep(5)
+    assert len(pool.client.who_has(s)[s.key]) == 2 and not pool.lost(s)
+
+def test_a_trial_whose_shared_object_is_gone_raises_shared_lost(pool):
+    s = pool.share(Box(8))
+    assert pool.submit(unbox, s).result(timeout=60) == 8
+    pool.client.cancel(s)                                # gone from every worker, as when its last holder dies
+    with pytest.raises(SharedLost, match='unbox'): pool.submit(unbox, s, key='unbox').result(timeout=60)
+    assert pool.lost(s)
+    s = pool.share(Box(8))                               # shared again, the trial runs
+    assert not pool.lost(s) and pool.submit(unbox, s).result(timeout=60) == 8
 
 def test_connecting_to_a_running_scheduler(pool):
     with TrialPool(scheduler=pool.cluster.scheduler_address) as p:

@@ -12,11 +12,14 @@ from ..checks import check_int, check_float
 from ..files import atomic_write
 
 # %% auto #0
-__all__ = ['TrialLost', 'run_with_threads', 'SerialFuture', 'DaskFuture', 'TrialPool', 'config_diff', 'TrialStore']
+__all__ = ['TrialLost', 'SharedLost', 'run_with_threads', 'SerialFuture', 'DaskFuture', 'TrialPool', 'config_diff', 'TrialStore']
 
 # %% ../../nbs/62_bakeoff.pool.ipynb #a1c0e007
 class TrialLost(RuntimeError):
     "Every worker that ran the trial died while running it"
+
+class SharedLost(RuntimeError):
+    "The last worker holding an object the trial takes (`TrialPool.share`) died before the trial ran: share it and submit again"
 
 def run_with_threads(threads, fn, *args):
     "`fn(*args)` with `threads` torch threads (None: as they are), the same for every trial on a worker"
@@ -45,8 +48,11 @@ class DaskFuture:
     def done(self): return self.fut.done()
     def result(self, timeout=None):
         from distributed import KilledWorker
+        from concurrent.futures import CancelledError
         try: return self.fut.result(timeout)
         except KilledWorker as e: raise TrialLost(f"trial {self.key!r} was lost: {e}") from None
+        # the pool never cancels a trial: Dask cancels one when data it takes is gone from every worker
+        except CancelledError as e: raise SharedLost(f"trial {self.key!r} lost what it takes: {e}") from None
     def __repr__(self): return f"DaskFuture({self.key!r}, {self.fut.status})"
 
 # %% ../../nbs/62_bakeoff.pool.ipynb #a1c0e008
@@ -94,9 +100,12 @@ class TrialPool:
             else:
                 # the dashboard on a free port (8787 may be another cluster's); the scheduler's allowed failures are
                 # its reruns of a task whose worker died. Without the workers' stack sampler (every 10 ms) and GIL
-                # monitor, a trial on a worker takes 6% more training time than in process, not 23% (measured)
+                # monitor, a trial on a worker takes 6% more training time than in process, not 23% (measured). Without
+                # the memory manager, which would drop all but one copy of what `share` sent to every worker (in 2 s):
+                # the workers would fetch it from each other, and the death of the one holding it would lose it
                 import dask
-                with dask.config.set({'distributed.worker.profile.enabled': False, 'distributed.admin.system-monitor.gil.enabled': False}):
+                with dask.config.set({'distributed.worker.profile.enabled': False, 'distributed.admin.system-monitor.gil.enabled': False,
+                                      'distributed.scheduler.active-memory-manager.start': False}):
                     self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                         dashboard_address=':0', scheduler_kwargs=dict(allowed_failures=self.retries))
                 self.client = distributed.Client(self.cluster)
@@ -138,6 +147,10 @@ class TrialPool:
         if self.kind == 'serial': return obj
         if self.client is None: raise RuntimeError(f"{self!r} is not open: use `with TrialPool(...) as pool:`")
         return self.client.scatter(obj, broadcast=True, hash=False) # a worker keeps it, and what it caches (a problem's data)
+
+    def lost(self, shared):
+        "Whether `shared` (from `share`) is gone from every worker, its last holder dead: share the object again"
+        return self.kind != 'serial' and shared.status != 'finished'
 
     @property
     def dashboard_link(self):

@@ -25,7 +25,7 @@ from ..optim.prodigy import prodigy_rule
 from ..fast import LeanLearner
 from ..references import OPTIMIZERS
 from .score import Hyper, sample_space, at_edge, lower_median, study_best, problem_time, performance_profile
-from .pool import TrialPool, TrialStore, TrialLost
+from .pool import TrialPool, TrialStore, TrialLost, SharedLost
 
 # %% auto #0
 __all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'SCHEDULES', 'PROTOCOLS', 'TIMES', 'OptEntry', 'opt_kwargs',
@@ -415,7 +415,8 @@ class _Trials:
     def __init__(self, pbs, ops, cache, prog, schedule, budget, pool, store): store_attr(); self.rows,self._shared = [],{}
     def shared(self, kind, k):
         "Problem or optimizer `k` as the pool's trials take it: on Dask, sent to each worker once (which then builds its data once)"
-        if (kind, k) not in self._shared: self._shared[kind, k] = self.pool.share((self.pbs if kind == 'pb' else self.ops)[k])
+        if (kind, k) not in self._shared or self.pool.lost(self._shared[kind, k]):
+            self._shared[kind, k] = self.pool.share((self.pbs if kind == 'pb' else self.ops)[k])
         return self._shared[kind, k]
     def steps(self, p): return math.ceil(self.pbs[p].steps*self.budget)
     def key(self, sp): return (*sp[:4], self.schedule, self.steps(sp.problem))
@@ -427,13 +428,19 @@ class _Trials:
         return self.pool.submit(trial_record, self.shared('pb', sp.problem), self.shared('op', sp.optimizer), sp, self.schedule,
                                 self.steps(sp.problem),
                                 key=f"{sp.problem}-{sp.optimizer}")
+    def _record(self, sp:Spec, fut):
+        "The record of the trial's future; while the death of a worker loses what the trial takes, shared and submitted again"
+        for _ in range(self.pool.retries):
+            try: return fut.result()
+            except SharedLost: fut = self.submit(sp)
+        return fut.result()
     def take(self, sp:Spec, fut):
         "The finished trial `sp` from its future (stored as it finishes) or its ready record; a row of `trials.csv` for it"
         k = self.key(sp)
         if isinstance(fut, _Ready): rec = fut.rec
         else:
-            try: rec = fut.result()
-            except TrialLost as e: rec = TrialRecord.failed(str(e)) # every worker that ran it died: not stored, a resume runs it again
+            try: rec = self._record(sp, fut)
+            except (TrialLost, SharedLost) as e: rec = TrialRecord.failed(str(e)) # every worker that ran it died: not stored, a resume runs it again
             else:
                 if self.store is not None: self.store.put(repr(k), rec)
         self.cache[k] = rec
