@@ -37,3 +37,10 @@ def stored_text(name):
 def test_shown_tables_have_no_timings(name, col):
     "Seconds are run-to-run noise at these sizes (41_compare's s_per_step: one row 19x another, reversed in the next table): timings are 80_bench's"
     assert col not in stored_text(name)
+
+@pytest.mark.parametrize('nb', [p for p in nbs if p.name != 'index.ipynb'], ids=lambda p: p.name)
+def test_each_notebook_says_first_whether_it_is_a_lesson_or_a_reference(nb):
+    "A reader opening any notebook learns in its first lines whether it teaches (a lesson) or documents (a reference)"
+    title, *rest = ''.join(json.loads(nb.read_text())['cells'][0]['source']).splitlines()
+    desc = next((l for l in rest if l.startswith('> ')), '')
+    assert title.startswith('# Lesson:') or desc.startswith(('> Lesson:', '> Reference:')), f"{nb.name}: {title!r} {desc!r}"
