@@ -10,8 +10,16 @@ their stored outputs are left as they are.
 
 Numbers are compared within `ROUNDING_TOL` (the words around them must match exactly): another processor's vector
 kernels round the last digits differently (a loss's sixth digit, a rounding bound of 7e-08 that reads 7.4e-08).
-Where the numbers depend on the CPU's convolution kernels (a resnet34's losses and error rate round differently on
-another processor), within `CONV_TOL`.
+
+The resnet34 of `30_vision` trains chaotically: its convolutions round differently on another processor, and six
+epochs turn that into other losses and another error rate (the first epoch's validation loss 43.5 on one processor,
+16.4 on another; the error rate 0.0306 and 0.0139). So its numbers are compared only where the convolutions round as
+where the outputs were stored: `FINGERPRINTS` holds, per notebook, a hash of one forward and backward pass of that
+resnet34 (its loss and every gradient, bit for bit). Where this processor's hash is the stored one, the numbers are
+compared within `ROUNDING_TOL`; elsewhere the words (the table's columns and rows, `same_weights: True`, each
+learner's line) must still match exactly, and the notebook's own asserts hold the rest: the two learners end
+bit-identical, the error rate under 5%. After re-storing the notebook, `python tests/test_stored_outputs.py 30_vision`
+records its hash.
 """
 import json, math, os, re, subprocess, sys
 from pathlib import Path
@@ -20,7 +28,7 @@ import pytest
 nbs = Path(__file__).parents[1]/'nbs'
 LESSON = ['14_lesson', '13_plots', '22_beyond_sgd', '26_modern_by_hand', '30_vision', '41_compare', '44_pitfalls']
 ROUNDING_TOL = dict(rel=1e-4, abs=1e-6)
-CONV_TOL = {'30_vision': dict(rel=0.25, abs=0.02)} # losses within 25%, error rates within 2 points
+FINGERPRINTS = Path(__file__).parent/'stored_outputs_fingerprints.json'
 SLOW = os.environ.get('SGD_SLOW_OUTPUTS') == '1'
 
 _time = re.compile(r'\b\d\d:\d\d\b')
@@ -43,9 +51,11 @@ def texts(outputs):
         if o.get('output_type') == 'error': res.append(f"{o['ename']}: {o['evalue']}")
     return _addr.sub('0x…', _time.sub('mm:ss', '\n'.join(res)))
 
+def same_words(stored, now): return _num.sub('#', stored) == _num.sub('#', now)
+
 def close(stored, now, rel, abs):
     "The same words, and numbers within `rel` or `abs` of each other"
-    if _num.sub('#', stored) != _num.sub('#', now): return False
+    if not same_words(stored, now): return False
     return all(math.isclose(float(a), float(b), rel_tol=rel, abs_tol=abs)
                for a,b in zip(_num.findall(stored), _num.findall(now)))
 
@@ -64,6 +74,32 @@ sh.run_all(nb, exc_stop=True)
 write_nb(nb, dest)
 """
 
+_FINGERPRINT = """
+import hashlib, warnings
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
+from sgd_callbacks.vision import digits_resnet34
+learn = digits_resnet34(scratch=False)
+xb,yb = learn.dls.one_batch()
+loss = learn.loss_func(learn.model(xb), yb)
+loss.backward()
+h = hashlib.sha256(loss.detach().numpy().tobytes())
+for p in learn.model.parameters(): h.update(p.grad.contiguous().numpy().tobytes())
+print(h.hexdigest())
+"""
+
+def fingerprint(env):
+    "A hash of how this processor's convolutions round: one forward and backward pass of the lesson's resnet34"
+    out = subprocess.run([sys.executable, '-c', _FINGERPRINT], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+def kernel_env():
+    "The environment a notebook runs in: torch's default threads, as when the outputs were stored"
+    env = {k: v for k,v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
+    return {**env, 'MPLBACKEND': 'Agg'}
+
+def stored_fingerprints(): return json.loads(FINGERPRINTS.read_text()) if FINGERPRINTS.exists() else {}
+
 def differences(name, tmp_path):
     "The cells whose output now differs from the stored one: `(cell index, source start, stored, now)`"
     pytest.importorskip('execnb', reason="execnb comes with the dev extras (the pinned set the outputs were stored with)")
@@ -71,18 +107,19 @@ def differences(name, tmp_path):
     stored = json.loads(path.read_text())['cells']
     skip = [i for i,c in enumerate(stored) if c['cell_type'] == 'code' and is_slow(''.join(c['source'])) and not SLOW]
     # a process of its own, as a reader's kernel is: nothing another test or notebook changed (threads, patches, print
-    # options) reaches it; torch's default threads, as when the outputs were stored
-    env = {k: v for k,v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
+    # options) reaches it
     out = subprocess.run([sys.executable, '-c', _RUN, str(path), str(tmp_path/path.name), json.dumps(skip)],
-                         capture_output=True, text=True, env={**env, 'MPLBACKEND': 'Agg'})
+                         capture_output=True, text=True, env=kernel_env())
     assert out.returncode == 0, f"{name}.ipynb did not run: {out.stderr[-2000:]}"
     now = json.loads((tmp_path/path.name).read_text())['cells']
-    tol = CONV_TOL.get(name, ROUNDING_TOL)
+    fp = stored_fingerprints().get(name)
+    words_only = fp is not None and fingerprint(kernel_env()) != fp # convolutions that round otherwise: other numbers
     diffs = []
     for i,(old,new) in enumerate(zip(stored, now)):
         if old['cell_type'] != 'code' or i in skip: continue
         a,b = texts(old.get('outputs', [])),texts(new.get('outputs', []))
-        if a != b and not close(a, b, **tol): diffs.append((i, ''.join(old['source'])[:60], a[:300], b[:300]))
+        same = same_words(a, b) if words_only else close(a, b, **ROUNDING_TOL)
+        if a != b and not same: diffs.append((i, ''.join(old['source'])[:60], a[:300], b[:300]))
     return diffs
 
 @pytest.mark.parametrize('name', LESSON)
@@ -102,3 +139,12 @@ def test_comparison_masks_only_what_it_says():
     assert close('loss 0.25, error 0.031', 'loss 0.27, error 0.017', rel=0.25, abs=0.02)
     assert not close('loss 0.25', 'loss 0.40', rel=0.25, abs=0.02)
     assert not close('loss 0.25', 'error 0.25', rel=0.25, abs=0.02)
+    assert same_words('error 0.0306 (11 of 359 wrong)', 'error 0.0139 (5 of 359 wrong)')
+    assert not same_words('same_weights: True', 'same_weights: False')
+
+def test_every_fingerprinted_notebook_is_a_lesson_notebook():
+    assert set(stored_fingerprints()) <= set(LESSON) and '30_vision' in stored_fingerprints()
+
+if __name__ == '__main__': # after re-storing a notebook whose numbers depend on the convolutions: record their hash
+    fps = {**stored_fingerprints(), **{name: fingerprint(kernel_env()) for name in sys.argv[1:]}}
+    FINGERPRINTS.write_text(json.dumps(fps, indent=1, sort_keys=True) + '\n')
