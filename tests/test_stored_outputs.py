@@ -162,6 +162,6 @@ def test_outputs_are_compared_exactly_only_where_they_were_stored(monkeypatch):
 def test_every_lesson_notebook_says_where_it_was_stored():
     assert set(stored_fingerprints()) == set(LESSON) and CHAOTIC <= set(LESSON)
 
-if __name__ == '__main__': # after re-storing a notebook whose numbers depend on the convolutions: record their hash
+if __name__ == '__main__': # after re-storing lesson notebooks (their names as arguments): record where they were stored
     fps = {**stored_fingerprints(), **{name: fingerprint() for name in sys.argv[1:]}}
     FINGERPRINTS.write_text(json.dumps(fps, indent=1, sort_keys=True) + '\n')
