@@ -14,18 +14,19 @@ from fastai.optimizer import Optimizer, OptimWrapper
 from fastai.learner import Learner
 from .seeding import EpochShuffle
 from .optim.fastai_rules import decay
-from .optim.step import RuleOptimizer
+from .optim.step import RuleOptimizer, rule_opt, rule_name
 from .optim.muon import torch_adamw_rule
 from fastai.metrics import mse
 from .compare import StepTrack, CompareResult
 
 # %% auto #0
-__all__ = ['VOCAB', 'OP_ORDER_TOL', 'torch_cls', 'torch_adam_rule', 'Setup', 'opt_name', 'check_setup', 'setup_family',
-           'TorchSched', 'opt_family', 'hypers_of', 'HyperTrack', 'PinHypers', 'PinDecay', 'Run', 'train_setup',
-           'rel_dist', 'same_run', 'Cause', 'candidates', 'explain_difference', 'Explanation', 'contender_setup']
+__all__ = ['VOCAB', 'OP_ORDER_TOL', 'TORCH_ARITH', 'torch_cls', 'torch_adam_rule', 'Setup', 'opt_name', 'check_setup',
+           'setup_family', 'TorchSched', 'opt_family', 'momentum_free', 'hypers_of', 'HyperTrack', 'PinHypers',
+           'PinDecay', 'Run', 'train_setup', 'rel_dist', 'same_run', 'Cause', 'candidates', 'torch_twin',
+           'explain_difference', 'Explanation', 'contender_setup']
 
 # %% ../nbs/42_explain.ipynb #9a92cf7a
-VOCAB = ('lr', 'lr_schedule', 'beta1', 'beta1_schedule', 'beta2', 'eps', 'weight_decay', 'decay_form', 'decayed_params',
+VOCAB = ('lr', 'lr_schedule', 'momentum', 'beta1', 'beta1_schedule', 'beta2', 'eps', 'weight_decay', 'decay_form', 'decayed_params',
          'nesterov', 'dampening', 'op_order')
 _SCALARS = ('lr', 'beta1', 'beta2', 'eps', 'weight_decay') # hyper-parameters with a value at every step
 _FITS = ('fit', 'fit_one_cycle', 'fit_flat_cos')
@@ -40,6 +41,8 @@ def torch_adam_rule(p, g, state, lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0
     "`torch.optim.Adam` (L2, or AdamW if `decouple_wd`) in torch's operations: the decay, then `torch_adamw_rule` without one"
     decay(p, g, lr, wd, do_wd, decouple_wd)
     torch_adamw_rule(p, g, state, lr, mom, sqr_mom, eps, 0., do_wd)
+
+TORCH_ARITH = {'Adam': torch_adam_rule} # an algorithm's update in torch.optim's arithmetic, as a rule (SGD, RMSprop: fastai's own)
 
 # %% ../nbs/42_explain.ipynb #63cd83eb
 class Setup:
@@ -119,9 +122,17 @@ def opt_family(o):
         n = getattr(getattr(o.rule, 'func', o.rule), '__name__', '')
         fam = 'Adam' if 'adam' in n and 'radam' not in n else 'RAdam' if 'radam' in n else 'RMSProp' if 'rmsprop' in n else 'SGD' if 'sgd' in n else n
         return fam,f'rule {n}'
-    last = getattr(getattr(o.cbs[-1], 'func', o.cbs[-1]), '__name__', '')
+    last = _stage_names(o)[-1]
     fam = {'sgd_step': 'SGD', 'momentum_step': 'SGD', 'rms_prop_step': 'RMSProp', 'adam_step': 'Adam', 'radam_step': 'RAdam'}.get(last, last)
     return fam,f'fastai {fam}'
+
+def _stage_names(o): return [getattr(getattr(c, 'func', c), '__name__', '') for c in o.cbs]
+
+def momentum_free(o):
+    "Whether `o` takes no momentum step whatever its `mom` (fastai's SGD or RMSProp built with `mom=0`): its `mom` does nothing"
+    if isinstance(o, OptimWrapper): return False
+    if isinstance(o, RuleOptimizer): return rule_name(o.rule) in ('sgd_rule', 'rmsprop_rule') and not o.hypers[0].get('use_mom')
+    return opt_family(o)[0] in ('SGD', 'RMSProp') and 'average_grad' not in _stage_names(o)
 
 def _decoupled(o, h):
     if isinstance(o, OptimWrapper): return isinstance(o.opt, torch.optim.AdamW) or bool(h.get('decoupled_weight_decay'))
@@ -129,7 +140,7 @@ def _decoupled(o, h):
     return any(getattr(getattr(c, 'func', c), '__name__', '') == 'weight_decay' for c in o.cbs)
 
 def hypers_of(o):
-    "Each param group's effective hyper-parameters in the common vocabulary: lr, beta1, beta2, eps, weight_decay, decay_form, ..."
+    "Each param group's effective hyper-parameters in the common vocabulary: lr, beta1 (None: no momentum step), beta2, eps, ..."
     res = []
     if isinstance(o, OptimWrapper):
         for pg in o.opt.param_groups:
@@ -137,10 +148,10 @@ def hypers_of(o):
             res.append(dict(lr=pg['lr'], beta1=b[0], beta2=b[1], eps=pg.get('eps'), weight_decay=pg.get('weight_decay', 0.),
                             decay_form='decoupled' if _decoupled(o, pg) else 'L2', nesterov=pg.get('nesterov'), dampening=pg.get('dampening')))
         return res
-    fam = opt_family(o)[0]
+    fam,free = opt_family(o)[0],momentum_free(o)
     for h in o.hypers:
         sgd = fam == 'SGD'
-        res.append(dict(lr=h['lr'], beta1=h.get('mom'), beta2=h.get('sqr_mom'), eps=h.get('eps'), weight_decay=h.get('wd', 0.),
+        res.append(dict(lr=h['lr'], beta1=None if free else h.get('mom'), beta2=h.get('sqr_mom'), eps=h.get('eps'), weight_decay=h.get('wd', 0.),
                         decay_form='decoupled' if _decoupled(o, h) else 'L2', nesterov=False if sgd else None, dampening=0. if sgd else None))
     return res
 
@@ -243,11 +254,19 @@ def candidates(ra, rb):
     def names(gs): return 'all' if len(ra.groups) == 1 or len(gs) == len(ra.groups) else [p for i in gs for p in ra.groups[i]]
     def col(r, k): return [[g[k] for g in st] for st in r.steps[:n]]
     def known(x, y): return x is not None and y is not None
+    def free(r): return all(g['beta1'] is None for st in r.steps[:n] for g in st)
+    if free(ra) != free(rb): # one side takes no momentum step: the other's momentum, not its value, is the difference
+        vs = col(rb if free(ra) else ra, 'beta1')
+        on = [(t, i) for t in range(n) for i,x in enumerate(vs[t]) if x]
+        if on:
+            v0 = [x[on[0][1]] for x in vs] # the values of the first group with a momentum
+            v = v0[0] if _const(v0) else v0
+            cs.append(Cause('momentum', 'none' if free(ra) else v, v if free(ra) else 'none', names(sorted({i for _,i in on})), on[0][0]+1))
     for k in _SCALARS + ('nesterov', 'dampening', 'decay_form'):
         va,vb = col(ra, k),col(rb, k)
         diff = [(t, i) for t in range(n) for i,(x,y) in enumerate(zip(va[t], vb[t])) if known(x, y) and x != y]
         if not diff: continue
-        a0,b0 = [x[0] for x in va],[x[0] for x in vb]
+        a0,b0 = [x[diff[0][1]] for x in va],[x[diff[0][1]] for x in vb] # the values of the first group that differs
         sched = k in ('lr', 'beta1') and not (_const(a0) and _const(b0))
         cs.append(Cause(f'{k}_schedule' if sched else k, a0 if sched else a0[0], b0 if sched else b0[0],
                         names(sorted({i for _,i in diff})), diff[0][0]+1)) # steps count from 1
@@ -273,9 +292,13 @@ def _pin(x, steps, k):
     pins = [cb for cb in x.cbs if isinstance(cb, PinHypers)]
     x.cbs = [cb for cb in x.cbs if not isinstance(cb, PinHypers)] + [PinHypers(steps, (pins[0].keys if pins else []) + [k])]
 
-def _align(c, A, B, ra, rb=None):
-    "`(A, B)` with cause `c` removed (B made like A where B can be, else A like B; a scalar: A like `rb` if given), or None"
+def _align(c, A, B, ra, rb, a_like_b=False):
+    "`(A, B)` (runs `ra`, `rb`) with cause `c` removed: B made like A where B can be, else A like B (a scalar: if `a_like_b`), or None"
     A,B = A.copy(),B.copy()
+    if c.name == 'momentum': # the side with a momentum gets none: a momentum of 0 at every step
+        x,r = (A, rb) if c.b == 'none' else (B, ra)
+        _pin(x, [[{**g, 'beta1': 0.} for g in st] for st in r.steps], 'beta1')
+        return A,B
     if c.name in ('decay_form', 'nesterov', 'dampening', 'decayed_params'):
         for x,y,val in ((B, A, c.a), (A, B, c.b)):
             tc = torch_cls(x.s.opt)
@@ -286,9 +309,22 @@ def _align(c, A, B, ra, rb=None):
                 if not tc: x.s = x.s.replace(opt=partial(x.s.opt, decouple_wd=dec)); return A,B
             if c.name in ('nesterov', 'dampening') and tc: x.s = x.s.replace(opt=partial(x.s.opt, **{c.name: val})); return A,B
         return None
-    if rb is None: _pin(B, ra.steps, c.name.replace('_schedule', ''))
-    else: _pin(A, rb.steps, c.name.replace('_schedule', ''))
+    if a_like_b: _pin(A, rb.steps, c.name.replace('_schedule', ''))
+    else: _pin(B, ra.steps, c.name.replace('_schedule', ''))
     return A,B
+
+def _torch_arith(impl): return impl.startswith('torch.optim.') or impl in ('rule torch_adam_rule', 'rule torch_adamw_rule')
+
+def torch_twin(x, r, other):
+    """Side `x` (its run `r`) stepped by the package's rule with torch's arithmetic for its algorithm (`TORCH_ARITH`), each
+    hyper pinned to its own at every step; None where `other` does not run torch's arithmetic, or `x` already does"""
+    rule = TORCH_ARITH.get(r.family[0])
+    if rule is None or _torch_arith(r.family[1]) or not _torch_arith(other.family[1]): return None
+    x = x.copy()
+    x.s = x.s.replace(opt=rule_opt(rule, decouple_wd=r.steps[0][0]['decay_form'] == 'decoupled'))
+    keys = [k for k in _SCALARS if r.steps[0][0][k] is not None]
+    x.cbs = [cb for cb in x.cbs if not isinstance(cb, PinHypers)] + [PinHypers(r.steps, keys)]
+    return x
 
 # %% ../nbs/42_explain.ipynb #474069d5
 def _check_model(model, dls):
@@ -314,6 +350,23 @@ def _dls(dls):
     if not hasattr(d, 'train'): raise TypeError(f"`dls` must be fastai DataLoaders or a callable returning them, got {type(d).__name__}")
     return d
 
+def _op_order(A, B, ca, cb, run):
+    """`(run, side, how)` if one side stepped in the other's arithmetic trains bit-identically to the other side, else None.
+    Where the package holds the other's arithmetic as a rule (`torch_twin`) that proves it whatever the size; elsewhere
+    a's implementation in b's recipe must be bit-identical and the runs within `OP_ORDER_TOL` (more is another update)"""
+    tb,ta = torch_twin(B, cb, ca),torch_twin(A, ca, cb)
+    if tb or ta:
+        x = tb or ta
+        nx = run(x.s, cbs=x.cbs)
+        side,other = ('b', 'a') if tb else ('a', 'b')
+        return (nx, side, f"{side} stepped in {other}'s arithmetic, {opt_name(x.s.opt)}") if same_run(nx, ca if tb else cb) else None
+    B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt, wd_bn_bias=A.s.wd_bn_bias)
+    keys = [k for k in _SCALARS if ca.steps[0][0][k] is not None]
+    B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))] + [x for x in A.cbs if isinstance(x, PinDecay)]
+              + [PinHypers(ca.steps, keys)]) # a's implementation, with a's decayed tensors
+    nb = run(B2.s, cbs=B2.cbs)
+    return (nb, 'b', "a's implementation in b's recipe") if same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL else None
+
 def explain_difference(a:Setup, b:Setup,  # the two recipes
                        dls,                # fastai `DataLoaders`, or a no-argument callable returning them
                        model,              # the model both train from a copy of (or two identical models)
@@ -336,29 +389,25 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
         nb = run(B2.s, cbs=B2.cbs) if (B2.s is not B.s or B2.cbs != B.cbs) else cb
         return na,nb,(na is not ca) + (nb is not cb)
     for c in candidates(ra, rb):
-        ab = _align(c, A, B, ca) # b made like a as it runs now (with what was pinned on a before)
+        ab = _align(c, A, B, ca, cb) # b made like a as it runs now (with what was pinned on a before)
         if ab is None: continue
         A2,B2 = ab
         na,nb,k = rerun(A2, B2); n_runs += k
         if same_run(na, ca) and same_run(nb, cb) and c.name in _SCALARS + ('lr_schedule', 'beta1_schedule'):
             # b cannot take it (fastai's SGD without momentum has no `mom` to pin): make a like b instead
-            A2,B2 = _align(c, A, B, ca, cb)
+            A2,B2 = _align(c, A, B, ca, cb, a_like_b=True)
             na,nb,k = rerun(A2, B2); n_runs += k
         if same_run(na, ca) and same_run(nb, cb): continue # removing it changes nothing, either way: not a cause
         c.before,c.after = rel_dist(ca, cb),rel_dist(na, nb)
         proven.append(c); A,B,ca,cb = A2,B2,na,nb
         if same_run(ca, cb): break
     rep.aligned = (ca, cb)
-    if not same_run(ca, cb) and ra.family[1] != rb.family[1]: # only the implementation is left: swap it in and see
-        B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt, wd_bn_bias=A.s.wd_bn_bias)
-        keys = [k for k in _SCALARS if ca.steps[0][0][k] is not None]
-        B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))] + [x for x in A.cbs if isinstance(x, PinDecay)]
-                  + [PinHypers(ca.steps, keys)]) # a's implementation, with a's decayed tensors
-        nb = run(B2.s, cbs=B2.cbs); n_runs += 1
-        if same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL: # a's implementation in b's recipe: bit-identical, and the rest is rounding's size
+    if not same_run(ca, cb) and ra.family[1] != rb.family[1]: # only the implementation is left
+        found = _op_order(A, B, ca, cb, run); n_runs += 1
+        if found:
             step = next(t for t in range(len(ca.ws)) if not torch.equal(ca.ws[t], cb.ws[t]))
             proven.append(Cause('op_order', ra.family[1], rb.family[1], 'all', step, rel_dist(ca, cb), 0.))
-            rep.swapped = nb
+            rep.swapped,rep.swapped_side,rep.proof = found
     rep.causes,rep.n_runs = L(proven),n_runs
     return rep
 
@@ -366,7 +415,7 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
 class Explanation:
     "What `explain_difference` found: `identical`, where the runs part, the proven `causes`, and the runs before and after aligning"
     def __init__(self, a, b, ra, rb):
-        store_attr(); self.causes,self.aligned,self.swapped,self.n_runs = L(),(ra, rb),None,2
+        store_attr(); self.causes,self.aligned,self.swapped,self.swapped_side,self.proof,self.n_runs = L(),(ra, rb),None,None,None,2
         self.identical = same_run(ra, rb)
         self.part = None if self.identical else next(t for t in range(len(ra.ws)) if not torch.equal(ra.ws[t], rb.ws[t]))
     @property
@@ -386,7 +435,7 @@ class Explanation:
         ls.append(f"they part at step {self.part}; after the run |w_a-w_b|/|w_a| = {rel_dist(self.ra, self.rb):.3g}")
         ls.append(f"causes ({len(self.causes)}, each proven by removing it: the runs change; {self.n_runs} runs):")
         for c in self.causes:
-            ls.append(f"  {c!r}" + (f"  (same maths, other rounding: bound {c.before:.2g}; a's implementation in b's recipe: bit-identical)"
+            ls.append(f"  {c!r}" + (f"  (same maths, other rounding: bound {c.before:.2g}; {self.proof}: bit-identical)"
                                     if c.name == 'op_order' else f"  |Δw| {c.before:.3g} → {c.after:.3g}"))
         ls.append("with them removed: bit-identical" if self.explained else
                   f"with them removed they still differ by {rel_dist(*self.aligned):.3g}: unexplained")
@@ -406,7 +455,9 @@ class Explanation:
         if not self.identical:
             rest = [c.name for c in self.causes if c.name != 'op_order']
             ax1.plot(dist(*self.aligned), c='C2', lw=1.5, ls='--', label=f"without {', '.join(rest)}" if rest else 'aligned')
-            if self.swapped is not None: ax1.plot(dist(self.aligned[0], self.swapped), c='C4', lw=1.5, ls=':', label="and a's implementation in b")
+            if self.swapped is not None:
+                pair = (self.aligned[0], self.swapped) if self.swapped_side == 'b' else (self.swapped, self.aligned[1])
+                ax1.plot(dist(*pair), c='C4', lw=1.5, ls=':', label=f"and {self.proof}")
         ax1.set_yscale('symlog', linthresh=1e-9); ax1.set_xlabel('step'); ax1.set_ylabel('|w_a - w_b|'); ax1.legend(fontsize=8)
         ax1.set_title('distance of the weights (0: bit-identical)')
         fig.tight_layout()

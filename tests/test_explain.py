@@ -2,7 +2,7 @@
 import pytest, torch
 from functools import partial
 from torch import nn
-from fastai.optimizer import SGD, Adam
+from fastai.optimizer import SGD, Adam, RMSProp
 from torch.optim.lr_scheduler import OneCycleLR
 from sgd_callbacks.data import diabetes_dls, LinearModel
 from sgd_callbacks.explain import Setup, explain_difference
@@ -30,10 +30,15 @@ PITFALLS = {
     'nesterov': (Setup(partial(TSGD, momentum=0.9), lr=0.05), Setup(partial(TSGD, momentum=0.9, nesterov=True), lr=0.05), ['nesterov']),
     'dampening': (Setup(partial(TSGD, momentum=0.9, dampening=0.5), lr=0.05), Setup(partial(SGD, mom=0.9), lr=0.05), ['dampening']),
     'torch vs fastai SGD': (Setup(partial(TSGD, momentum=0.9), lr=0.05), Setup(partial(SGD, mom=0.9), lr=0.05), []),
-    # fastai's SGD without momentum has no `mom` to pin: a's momentum is pinned to b's zero
-    'momentum against none': (Setup(partial(SGD, mom=0.9), lr=0.1), Setup(SGD, lr=0.1), ['beta1']),
-    'none against momentum': (Setup(SGD, lr=0.1), Setup(partial(SGD, mom=0.9), lr=0.1), ['beta1']),
-    'torch momentum against fastai none': (Setup(partial(TSGD, momentum=0.9), lr=0.1), Setup(SGD, lr=0.1), ['beta1']),
+    # fastai's SGD without momentum takes no momentum step (its `mom` does nothing): the other side's momentum is pinned to zero
+    'momentum against none': (Setup(partial(SGD, mom=0.9), lr=0.1), Setup(SGD, lr=0.1), ['momentum']),
+    'none against momentum': (Setup(SGD, lr=0.1), Setup(partial(SGD, mom=0.9), lr=0.1), ['momentum']),
+    'torch momentum against fastai none': (Setup(partial(TSGD, momentum=0.9), lr=0.1), Setup(SGD, lr=0.1), ['momentum']),
+    # fit_one_cycle schedules the `mom` that does nothing: once named `beta1_schedule`, then "unexplained"
+    'one cycle without momentum against momentum': (Setup(SGD, lr=0.1, fit='fit_one_cycle'), Setup(partial(SGD, mom=0.9), lr=0.1),
+                                                    ['lr_schedule', 'momentum']),
+    'RMSProp without momentum against torch with': (Setup(partial(RMSProp, decouple_wd=False), lr=1e-2, wd=0.),
+                                                    Setup(partial(torch.optim.RMSprop, momentum=0.9), lr=1e-2), ['momentum']),
 }
 PITFALLS['fastai Adam wd=0.01 by default'] = (Setup(partial(Adam, wd=0.), lr=1e-2), Setup(Adam, lr=1e-2), ['weight_decay'])
 
@@ -63,3 +68,44 @@ def test_bad_input_named_before_training(dls):
     with pytest.raises(ValueError, match='`model`.*differ'):
         explain_difference(Setup(SGD), Setup(SGD), dls, (mlp(), nn.Sequential(nn.Linear(11, 3), nn.ReLU(), nn.Linear(3, 1))))
     with pytest.raises(ValueError, match='another algorithm'): explain_difference(Setup(SGD), Setup(Adam), dls, mlp())
+
+# fastai's default MLP with BatchNorm: the model `tabular_learner` builds (TabularModel, layers [200, 100], BatchNorm on the
+# inputs and after every hidden Linear), here with continuous inputs only; lin_first=False is LinBnDrop's own default order
+from fastai.tabular.model import TabularModel
+from sgd_callbacks.explain import rel_dist
+class ContOnly(nn.Module):
+    "A `TabularModel` fed continuous columns only (no categorical ones)"
+    def __init__(self, lin_first=True):
+        super().__init__(); torch.manual_seed(0); self.m = TabularModel([], 11, 1, layers=[200, 100], lin_first=lin_first)
+    def forward(self, x): return self.m(x.new_zeros(len(x), 0).long(), x)
+
+README_PAIR = (Setup(partial(TAdamW, weight_decay=0.01, foreach=False), lr=1e-3), Setup(Adam, lr=1e-3, wd=0.01))
+
+@pytest.mark.parametrize('lin_first', [True, False])
+def test_the_readme_pair_on_fastais_default_mlp_ends_bit_identical(lin_first):
+    "Once 'unexplained' (lin_first=False: 0.00025 left): the order of operations proven by fastai's Adam stepped in torch's arithmetic"
+    rep = explain_difference(*README_PAIR, diabetes_dls(bs=64, seed=0), ContOnly(lin_first))
+    assert rep.names == ['beta2', 'eps', 'decayed_params', 'op_order'] and rep.explained, rep
+    assert torch.equal(rep.swapped.ws, rep.aligned[0].ws) and rep.swapped_side == 'b' # b in a's arithmetic is a, bit for bit
+    assert rep.bound == rep.causes[-1].before == rel_dist(*rep.aligned) > 0 # what is left before the swap: not the 0 after it
+    assert 'torch_adam_rule' in rep.proof and rep.summary().endswith('with them removed: bit-identical')
+
+def test_op_order_proven_whatever_its_size():
+    "Linear then BatchNorm: Adam scales each coordinate by its own gradient's size, so a rounding tipped at step 4 grows to 1e-3"
+    def lin_bn(): torch.manual_seed(0); return nn.Sequential(nn.Linear(11, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1))
+    rep = explain_difference(*README_PAIR, diabetes_dls(bs=64, seed=0), lin_bn())
+    assert rep.names == ['beta2', 'eps', 'decayed_params', 'op_order'] and rep.explained, rep
+    assert rep.bound > 1e-4 # above OP_ORDER_TOL: a's implementation swapped into b could not have called it rounding
+    # the other way round: a (fastai's) is the side stepped in torch's arithmetic
+    rev = explain_difference(README_PAIR[1], README_PAIR[0], diabetes_dls(bs=64, seed=0), lin_bn())
+    assert rev.names == ['beta2', 'eps', 'decayed_params', 'op_order'] and rev.swapped_side == 'a', rev
+    assert torch.equal(rev.swapped.ws, rev.aligned[1].ws) and rev.bound == rel_dist(*rev.aligned)
+
+def test_a_cause_names_only_the_groups_it_touches(dls):
+    "Two param groups, the lr differing in the second only: the cause names that group's tensors, not 'all'"
+    def split(m): return [list(m[0].parameters()), list(m[2].parameters())]
+    rep = explain_difference(Setup(SGD, lr=[0.1, 0.1], splitter=split), Setup(SGD, lr=[0.1, 0.05], splitter=split), dls, mlp())
+    assert rep.names == ['lr'] and rep.explained, rep
+    assert rep.causes[0].params == ['2.weight', '2.bias'] and (rep.causes[0].a, rep.causes[0].b) == (0.1, 0.05), rep # that group's values
+    both = explain_difference(Setup(SGD, lr=[0.1, 0.1], splitter=split), Setup(SGD, lr=[0.05, 0.05], splitter=split), dls, mlp())
+    assert both.causes[0].params == 'all', both
