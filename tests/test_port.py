@@ -87,3 +87,12 @@ def test_param_groups_refused_naming_what_is_supported(dls):
     with pytest.raises(ValueError, match='slice'): port(Setup(partial(SGD, decouple_wd=False), lr=slice(1e-3, 1e-2)), to='torch', dls=dls, model=bn_mlp())
     with pytest.raises(ValueError, match='3 values for 2 param groups'):
         port(Setup(SGD, lr=[1e-2]*3, splitter=body_head), to='torch', dls=dls, model=bn_mlp())
+
+def no_decay_first(m): return no_decay(m)[::-1]
+
+@pytest.mark.parametrize('sched', ['constant', 'onecycle'])
+def test_no_decay_group_first_takes_the_decay_of_the_other(dls, sched):
+    "The biases and norm layers' group first, without decay: fastai's wd is the other group's, not the first's 0"
+    p = port(Setup(T.AdamW, lr=3e-3, splitter=no_decay_first, sched=SCHEDS[sched]), dls=dls, model=bn_mlp())
+    assert p.identical and p.moved, p
+    assert p.setup.splitter is None and p.setup.wd_bn_bias is False and p.setup.wd == 0.05, p
