@@ -1,6 +1,6 @@
-"""The bake-off's edges: AlgoPerf's scoring where the reference never solves a problem, with `tau_max` above 4 and with a
-best time of 0 (each computed by the package and by AlgoPerf's code written out here), a median over two studies that
-falls on a half step, the study a result reports, the β a configuration passes, and the command's Dask address."""
+"""The bake-off's edges: AlgoPerf's scoring where the reference never solves a problem, with `tau_max` above 4 and
+with a best time of 0 (each computed by the package and by AlgoPerf's code written out here), a median over two studies
+that falls on a half step, the study a result reports, the β a configuration passes, and the command's Dask address."""
 import io, math
 from types import SimpleNamespace
 import numpy as np, pandas as pd, pytest
@@ -16,7 +16,7 @@ from sgd_callbacks.cli import run_bakeoff
 # `compute_performance_profiles` once the times to target are known, then `compute_leaderboard_score(normalize=True)`
 
 def algoperf(times:dict, max_tau=4., reference=None, num_points=100):
-    "`times` {optimizer: {problem: time, None where not reached}}: AlgoPerf's {optimizer: score} and {optimizer: ρ at max_tau}"
+    "`times` {optimizer: {problem: time or None}}: AlgoPerf's {optimizer: score} and {optimizer: ρ at max_tau}"
     df = pd.DataFrame(times).T.astype(float).fillna(np.inf)     # rows: submissions, columns: workloads
     best_scores = df.min(axis=0)
     df[df.apply(lambda x: x > 4*best_scores, axis=1)] = np.inf  # the 4× cut: 4, whatever max_tau is
@@ -57,7 +57,7 @@ def test_tau_max_above_4_keeps_the_cut_at_4():
     times = dict(a={'p': 10, 'q': 10}, b={'p': 60, 'q': 30}, c={'p': 30, 'q': 50})
     ours,solved = check_both_ways(times, tau_max=8.)
     assert solved == {'a': 2, 'b': 1, 'c': 1} and CUT == 4.
-    cut_at_8 = {o: np.mean([max(8 - t/10, 0)/7 for t in d.values()]) for o,d in times.items()} # the other reading's areas
+    cut_at_8 = {o: np.mean([max(8 - t/10, 0)/7 for t in d.values()]) for o,d in times.items()} # the other reading
     assert ours['b'] < cut_at_8['b'] - 0.1                      # it would count b's 6× on p
     assert check_both_ways(times, tau_max=2.)[1] == {'a': 2, 'b': 0, 'c': 0} # below 4 the profile's end is the cut
 
@@ -72,29 +72,31 @@ def test_a_best_time_of_0_is_solved(reference):
 # ---- the protocols on hand-made traces (no training)
 
 def tr(hit=None, loss=1.):
-    return SimpleNamespace(hit=hit, hit_s=None if hit is None else hit/100, diverged=False, losses=[2., loss], metrics=[2., loss], secs=1.,
-                           steps=[0, 100])
+    return SimpleNamespace(hit=hit, hit_s=None if hit is None else hit/100, diverged=False, losses=[2., loss],
+                           metrics=[2., loss], secs=1., steps=[0, 100])
 
 def fake(monkeypatch, answer, every=2, **kw):
     "`bakeoff` with `run_trial` answering `answer(i)` for the i-th trial; the lrs it was asked for, in order"
     lrs = []
-    def run_trial(pb, entry, lr, s, paths=False, hypers=None, schedule='constant', steps=None): lrs.append(lr); return answer(len(lrs)-1)
+    def run_trial(pb, entry, lr, s, paths=False, hypers=None, schedule='constant', steps=None):
+        lrs.append(lr); return answer(len(lrs)-1)
     monkeypatch.setattr(bakeoff_module, 'run_trial', run_trial)
     pb = Problem('p', dls_fn=lambda: None, model_fn=lambda dls: None, lrs=(1e-3, 1e-1), steps=100, every=every)
-    return bakeoff(problems=[pb], opts={'adam': Adam}, progress=False, file=io.StringIO(), protocol='algoperf', **kw), lrs
+    return bakeoff([pb], {'adam': Adam}, progress=False, file=io.StringIO(), protocol='algoperf', **kw), lrs
 
 def test_a_median_on_a_half_step_is_kept(monkeypatch, tmp_path):
     "Evaluated every 5 steps, two studies whose best trials reach the target at 70 and 75: the problem's time is 72.5"
     hits = [None, 70, 80, 75, None, 90]
     res,_ = fake(monkeypatch, lambda i: tr(hits[i]), every=5, trials=3, studies=2)
-    assert res.results.steps_to_target.tolist() == [72.5] and res.trials.steps_to_target.dropna().tolist() == [70, 80, 75, 90]
+    assert res.results.steps_to_target.tolist() == [72.5]
+    assert res.trials.steps_to_target.dropna().tolist() == [70, 80, 75, 90]
     res.save(tmp_path)
     assert pd.read_csv(tmp_path/'results.csv').steps_to_target.tolist() == [72.5]
     assert '<td>72.5</td>' in (tmp_path/'index.html').read_text()
-    assert '72.5' in res.results_table().to_string(index=False, float_format=lambda v: f"{v:.4g}") # as the command prints it
+    assert '72.5' in res.results_table().to_string(index=False, float_format=lambda v: f"{v:.4g}") # as the command
 
 def test_the_reported_setting_is_the_faster_middle_studys_best(monkeypatch):
-    "Two studies: the time is the mean of both, the setting reported is the best trial of the faster one (the lower median)"
+    "Two studies: the time is the mean of both, the setting reported the best trial of the faster (the lower median)"
     hits = [None, 60, None, 30, None, None]                       # study 0's best: trial 1; study 1's best: trial 3
     res,lrs = fake(monkeypatch, lambda i: tr(hits[i]), trials=3, studies=2)
     assert res.results.steps_to_target.tolist() == [45] and res.results.lr.tolist() == [lrs[3]]
@@ -116,7 +118,7 @@ def test_one_minus_beta_becomes_beta():
     assert kw == dict(mom=1-0.1, sqr_mom=1-0.001, wd=0.01, alpha=5.)
 
 def test_a_trials_betas_reach_the_optimizer():
-    "Tuning 1-β₁ = 0.1 and 1-β₂ = 0.001 trains as Adam(mom=0.9, sqr_mom=0.999) does, bit for bit; 1-β₁ = 0.5 does not"
+    "Tuning 1-β₁ = 0.1 and 1-β₂ = 0.001 trains as Adam(mom=0.9, sqr_mom=0.999), bit for bit; 1-β₁ = 0.5 does not"
     pb = BAKEOFF_PROBLEMS['rosenbrock']
     small = Problem('r', pb.dls_fn, pb.model_fn, pb.loss_func, pb.target, steps=20, lrs=pb.lrs, every=5)
     ws = lambda opt, **h: [w.tolist() for w in run_trial(small, opt, 1e-2, 3, paths=True, hypers=h).ws]
@@ -127,9 +129,10 @@ def test_a_trials_betas_reach_the_optimizer():
 # ---- the command's Dask address
 
 def test_the_command_takes_the_scheduler_from_dask_scheduler_address(monkeypatch):
-    "As Dask's own clients: $DASK_SCHEDULER_ADDRESS when --scheduler is not given; --scheduler and --workers win over it"
+    "As Dask's clients: $DASK_SCHEDULER_ADDRESS when --scheduler is not given; --scheduler and --workers win over it"
     asked = []
-    def fake_bakeoff(*a, workers=None, scheduler=None, **kw): asked.append((workers, scheduler)); raise ValueError('stop here')
+    def fake_bakeoff(*a, workers=None, scheduler=None, **kw):
+        asked.append((workers, scheduler)); raise ValueError('stop here')
     monkeypatch.setattr('sgd_callbacks.cli.bakeoff', fake_bakeoff)
     monkeypatch.setenv('DASK_SCHEDULER_ADDRESS', 'tcp://from-env:8786')
     for kw in (dict(), dict(scheduler='tcp://given:1'), dict(workers=2)):

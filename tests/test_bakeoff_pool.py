@@ -139,7 +139,7 @@ def test_a_scheduler_that_does_not_answer_is_an_error_naming_it():
 
 @pytest.mark.parametrize('fails,retries', [(1, 1), (2, 1)])
 def test_a_local_cluster_that_fails_to_start_as_a_killed_worker_makes_it_is_started_again(monkeypatch, fails, retries):
-    "Dask's LocalCluster raises as when a worker dies while it starts: started again up to `retries` times, then the error"
+    "LocalCluster raises as when a worker dies while it starts: started again up to `retries` times, then the error"
     distributed = pytest.importorskip('distributed')
     calls = []
     class Cluster: # no process: what the pool does with the failure is what is tested

@@ -586,8 +586,8 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
     pool = TrialPool(workers, scheduler, threads=threads)                        # checks its arguments; starts nothing yet
     ts = None if store is None else TrialStore(store, _store_config(a), resume)  # refuses another run's store, before any trial
     with pool:
-        if pool.restarts: print(f"bakeoff: a worker died while the cluster started; started again ({'; '.join(pool.restarts)})",
-                                file=file or sys.stdout, flush=True)
+        if pool.restarts: print("bakeoff: a worker died while the cluster started; started again "
+                                f"({'; '.join(pool.restarts)})", file=file or sys.stdout, flush=True)
         if pool.kind != 'serial': print(f"bakeoff: {pool.nworkers} Dask workers; dashboard: {pool.dashboard_link}", file=file or sys.stdout, flush=True)
         return _run(a, pool, ts, cache, progress, threads, file)
 

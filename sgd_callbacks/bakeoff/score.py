@@ -84,7 +84,7 @@ def _trapezoid(y, x): return (np.trapezoid if hasattr(np, 'trapezoid') else np.t
 CUT = 4. # AlgoPerf's cut: a time over 4× the best on its problem counts as unsolved, whatever the profile's end
 
 def performance_profile(results:pd.DataFrame, # `results.csv`: problem, optimizer, `<time>_to_target` (empty if not reached)
-                        tau_max:float=4.,      # the profile's right end (the cut stays at `CUT`× the best, as AlgoPerf's)
+                        tau_max:float=4.,      # the profile's right end (the cut stays at `CUT`×, as AlgoPerf's)
                         time:str='steps',      # which time to target: 'steps' or 'seconds'
                         reference:str|None=None, # divide by this optimizer's time instead of each problem's best
                         points:int=100):       # where ρ is evaluated: `linspace(1, tau_max, points)`
@@ -98,8 +98,8 @@ def performance_profile(results:pd.DataFrame, # `results.csv`: problem, optimize
     if reference is not None and reference not in t.index:
         raise ValueError(f"`reference` {reference!r} is not one of the optimizers run: {', '.join(t.index)}")
     d = best if reference is None else t.loc[reference]
-    r = t/d                                               # where the reference never solves a problem: x/∞ = 0, solved at every τ
-    r = r.mask(t.eq(0) & d.eq(0), 1.)                     # 0/0, a target met at initialisation: as fast as the fastest, solved
+    r = t/d                                               # a problem the reference never solves: x/∞ = 0, solved
+    r = r.mask(t.eq(0) & d.eq(0), 1.)                     # 0/0, the target met at step 0: as fast as the best
     r = r.fillna(float('inf'))                            # ∞/∞: not solved
     taus = np.linspace(1., tau_max, check_int('points', points, lo=2))
     rho = np.stack([(r.values <= tau).sum(axis=1)/r.shape[1] for tau in taus], axis=1) # over the problems run, solved or not
