@@ -388,7 +388,8 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
         try: a = check_bakeoff(_names(problems), _names(opts), trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference)
         except (TypeError, ValueError) as e: raise _usage(e) from None
         if resume and out is None: raise UsageError("--resume continues the run stored in --out DIR: pass its folder")
-        if scheduler is None: scheduler = os.environ.get('DASK_SCHEDULER_ADDRESS') or None
+        # Dask's default address, unless the command names one or asks for local workers
+        if scheduler is None and workers is None: scheduler = os.environ.get('DASK_SCHEDULER_ADDRESS') or None
         outp = None if out is None else _check_out(out)
     except UsageError as e:
         print(f"sgd_bakeoff: error: {e}", file=err); return 2
@@ -432,11 +433,12 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                 lr_min:_arg("float > 0: low end of every problem's lr range (with --lr_max; times an optimizer's lr_mult, "
                             "prodigy keeps its own); default each problem's", 'FLOAT', float)=None,
                 lr_max:_arg("float >= lr_min: high end of every problem's lr range (with --lr_min)", 'FLOAT', float)=None,
-                tau_max:_arg("float > 1: the performance profile's right end (slower than tau_max × the best: unsolved)", 'FLOAT', float)=4.,
+                tau_max:_arg("float > 1: the performance profile's right end; over 4× the best is unsolved whatever "
+                             "it is (AlgoPerf's cut)", 'FLOAT', float)=4.,
                 workers:_arg("int >= 1: run the trials on a Dask cluster of this many local worker processes (pip install "
                              "'sgd_callbacks[dask]'); default: in this process", 'INT', int)=None,
                 scheduler:_arg("the address of a running Dask scheduler (tcp://host:8786) to send the trials to; default "
-                               "$DASK_SCHEDULER_ADDRESS if set", 'ADDRESS')=None,
+                               "$DASK_SCHEDULER_ADDRESS if set and --workers is not", 'ADDRESS')=None,
                 resume:_arg("continue the run stored in --out DIR (its trials.jsonl): finished trials are read, not rerun", typ=store_true)=False,
                 out:_arg("a directory (made if missing): trials.jsonl as trials finish, then results.csv, trials.csv, profile.csv, "
                          "scores.csv, PNGs, index.html", 'DIR')=None):

@@ -64,6 +64,26 @@ def test_a_worker_killed_mid_run_changes_nothing(tmp_path, workers):
     assert marker.exists(), "no worker was killed: the test proves nothing"
     assert csvs(a, tmp_path/'a') == csvs(b, tmp_path/'b') and b.failures() == []
 
+# a Dask worker preload: the first worker process to start SIGKILLs itself before it joins the cluster
+DIE_ONCE = """import os, signal
+def dask_setup(worker):
+    try: fd = os.open({marker!r}, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError: return
+    os.close(fd); os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+def test_a_worker_killed_while_the_cluster_starts_changes_nothing(serial, tmp_path):
+    "Dask's LocalCluster fails ('Nanny failed to start'); the pool starts it again, the run goes on to the serial CSVs"
+    import dask
+    marker,pre = tmp_path/'killed',tmp_path/'die_once.py'
+    pre.write_text(DIE_ONCE.format(marker=str(marker)))
+    before,out = children(),io.StringIO()
+    with dask.config.set({'distributed.worker.preload': [str(pre)]}): res = bakeoff(PBS(), workers=2, file=out, **KW)
+    assert marker.exists(), "no worker was killed: the test proves nothing"
+    assert 'worker died while the cluster started; started again (RuntimeError: Nanny failed to start' in out.getvalue()
+    assert csvs(res, tmp_path) == serial and res.failures() == []
+    time.sleep(0.5); assert children() <= before      # the failed start left no process either
+
 def boom(p, g, state, lr, **_): raise RuntimeError('my rule is broken')
 
 def test_a_raising_rule_is_recorded_and_the_bakeoff_goes_on(tmp_path):

@@ -1,5 +1,6 @@
 "The trial pool (in process, local Dask workers, a running scheduler) and the trial store (append-only, resumable)."
 import json, math, os, signal, subprocess, sys, time
+from types import SimpleNamespace
 import pytest, torch
 from sgd_callbacks.bakeoff.pool import TrialPool, TrialStore, TrialLost, SharedLost, SerialFuture
 
@@ -135,6 +136,27 @@ def test_a_scheduler_that_does_not_answer_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"`scheduler`: no Dask scheduler answers at 'tcp://127.0.0.1:9'"):
         with TrialPool(scheduler='tcp://127.0.0.1:9', timeout=1): pass
     assert time.time() - t < 10
+
+@pytest.mark.parametrize('fails,retries', [(1, 1), (2, 1)])
+def test_a_local_cluster_that_fails_to_start_as_a_killed_worker_makes_it_is_started_again(monkeypatch, fails, retries):
+    "LocalCluster raises as when a worker dies while it starts: started again up to `retries` times, then the error"
+    distributed = pytest.importorskip('distributed')
+    calls = []
+    class Cluster: # no process: what the pool does with the failure is what is tested
+        scheduler_address = 'inproc://none'
+        def __init__(self, **kw):
+            calls.append(kw)
+            if len(calls) <= fails: raise RuntimeError('Nanny failed to start.')
+        def close(self): calls.append('closed')
+    monkeypatch.setattr(distributed, 'LocalCluster', Cluster)
+    monkeypatch.setattr(distributed, 'Client', lambda cluster: SimpleNamespace(close=lambda: None))
+    p = TrialPool(workers=2, retries=retries)
+    if fails > retries:
+        with pytest.raises(RuntimeError, match='Nanny failed to start'): p.open()
+        assert len(calls) == retries + 1 and p.cluster is None
+    else:
+        with p: assert isinstance(p.cluster, Cluster) and p.restarts == ['RuntimeError: Nanny failed to start.']
+        assert len(calls) == fails + 2 and calls[-1] == 'closed' and calls[0]['n_workers'] == 2
 
 def workers_alive(psutil, before):
     "Processes started since `before`, but multiprocessing's resource tracker (it lives as long as this process)"

@@ -68,7 +68,8 @@ class TrialPool:
                  workers:int|None=None, # worker processes of a Dask `LocalCluster` on this machine, one thread each
                  scheduler:str|None=None, # address of a running Dask scheduler, e.g. 'tcp://host:8786'
                  threads:int|None=1, # torch threads of a trial on a worker (None: the worker's); serial: left as they are
-                 retries:int=2, # reruns of a trial that raises or whose worker dies (a running scheduler: by its setting)
+                 retries:int=2, # reruns of a trial that raises or whose worker dies (a running scheduler: by its
+                                # setting); and new starts of the local cluster when a worker dies while it starts
                  timeout:float=10): # seconds `scheduler` has to answer
         if workers is not None and scheduler is not None:
             raise ValueError(f"pass `workers` (a cluster here) or `scheduler` (a running one), not both: got {workers!r}, {scheduler!r}")
@@ -78,6 +79,7 @@ class TrialPool:
         if threads is not None: check_int('threads', threads, lo=1)
         check_int('retries', retries, lo=0); check_float('timeout', timeout, lo=0, lo_open=True)
         store_attr(); self.client = self.cluster = None
+        self.restarts = [] # why the local cluster was started again, one line each
 
     @property
     def kind(self):
@@ -106,11 +108,21 @@ class TrialPool:
                 import dask
                 with dask.config.set({'distributed.worker.profile.enabled': False, 'distributed.admin.system-monitor.gil.enabled': False,
                                       'distributed.scheduler.active-memory-manager.start': False}):
-                    self.cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                        dashboard_address=':0', scheduler_kwargs=dict(allowed_failures=self.retries))
+                    self.cluster = self._start_local(distributed)
                 self.client = distributed.Client(self.cluster)
         except BaseException: self.close(); raise
         return self
+
+    def _start_local(self, distributed):
+        "A `LocalCluster` of `workers` processes, started again (up to `retries` times) if a worker dies as it starts"
+        kw = dict(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=':0',
+                  scheduler_kwargs=dict(allowed_failures=self.retries))
+        for left in range(self.retries, -1, -1):
+            # a worker process killed before it joins: "Nanny failed to start", after the cluster closed itself
+            try: return distributed.LocalCluster(**kw)
+            except (RuntimeError, OSError, TimeoutError) as e:
+                if not left: raise
+                self.restarts.append(f"{type(e).__name__}: {e}")
 
     def close(self):
         "Disconnect, and shut the local cluster down: its worker processes end"

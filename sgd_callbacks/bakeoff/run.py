@@ -550,7 +550,8 @@ def _result(outs, rows, pbs, ops, a, meta, versions):
                         final_metric=float(pd.Series([t.metrics[-1] for t in trs if not t.diverged], dtype=float).median()),
                         trials=r['trials'], at_edge='; '.join(r['edge'])))
     results = _columns(pd.DataFrame(res), ['problem', 'optimizer'])
-    results = results.astype({'steps_to_target': 'Int64', 'seconds_to_target': float})
+    # a float: numpy's median over an even number of studies can fall between two evaluations (72.5 steps)
+    results = results.astype({'steps_to_target': float, 'seconds_to_target': float})
     trials = pd.DataFrame(rows).sort_values(['problem', 'optimizer', 'seed', 'lr'], kind='stable').reset_index(drop=True)
     trials = _columns(trials, ['problem', 'optimizer', 'stage', 'study', 'seed']).astype({'steps_to_target': 'Int64', 'study': 'Int64',
                                                                                        'seconds_to_target': float})
@@ -585,6 +586,8 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
     pool = TrialPool(workers, scheduler, threads=threads)                        # checks its arguments; starts nothing yet
     ts = None if store is None else TrialStore(store, _store_config(a), resume)  # refuses another run's store, before any trial
     with pool:
+        if pool.restarts: print("bakeoff: a worker died while the cluster started; started again "
+                                f"({'; '.join(pool.restarts)})", file=file or sys.stdout, flush=True)
         if pool.kind != 'serial': print(f"bakeoff: {pool.nworkers} Dask workers; dashboard: {pool.dashboard_link}", file=file or sys.stdout, flush=True)
         return _run(a, pool, ts, cache, progress, threads, file)
 

@@ -9,7 +9,7 @@ import numpy as np, pandas as pd
 from ..checks import check_float, check_int
 
 # %% auto #0
-__all__ = ['EDGE', 'Hyper', 'sample_space', 'at_edge', 'lower_median', 'study_best', 'problem_time', 'performance_profile']
+__all__ = ['EDGE', 'CUT', 'Hyper', 'sample_space', 'at_edge', 'lower_median', 'study_best', 'problem_time', 'performance_profile']
 
 # %% ../../nbs/61_bakeoff.score.ipynb #bcc4c1ba
 class Hyper:
@@ -81,8 +81,10 @@ def problem_time(study_times):
 # %% ../../nbs/61_bakeoff.score.ipynb #97036b12
 def _trapezoid(y, x): return (np.trapezoid if hasattr(np, 'trapezoid') else np.trapz)(y, x) # numpy 2 renamed trapz
 
+CUT = 4. # AlgoPerf's cut: a time over 4× the best on its problem counts as unsolved, whatever the profile's end
+
 def performance_profile(results:pd.DataFrame, # `results.csv`: problem, optimizer, `<time>_to_target` (empty if not reached)
-                        tau_max:float=4.,      # the profile's end, and the cut: slower than `tau_max`× the best counts as unsolved
+                        tau_max:float=4.,      # the profile's right end (the cut stays at `CUT`×, as AlgoPerf's)
                         time:str='steps',      # which time to target: 'steps' or 'seconds'
                         reference:str|None=None, # divide by this optimizer's time instead of each problem's best
                         points:int=100):       # where ρ is evaluated: `linspace(1, tau_max, points)`
@@ -92,18 +94,17 @@ def performance_profile(results:pd.DataFrame, # `results.csv`: problem, optimize
     t = results.pivot(index='optimizer', columns='problem', values=f'{time}_to_target').astype(float).fillna(float('inf'))
     t = t.reindex(list(dict.fromkeys(results.optimizer)))  # the run's order
     best = t.min(axis=0)
-    t = t.where(~(t > tau_max*best), float('inf'))        # AlgoPerf: over 4× the fastest is not solved
-    if reference is None: r = t/best
-    else:
-        if reference not in t.index: raise ValueError(f"`reference` {reference!r} is not one of the optimizers run: {', '.join(t.index)}")
-        ref = t.loc[reference]
-        r = t/ref
-        r.loc[:, ~np.isfinite(ref)] = float('inf')        # a problem the reference never solves: unsolved by all
-    r = r.fillna(float('inf'))                            # inf/inf: a problem no optimizer solves
+    t = t.where(~(t > CUT*best), float('inf'))            # AlgoPerf: over 4× the fastest is not solved
+    if reference is not None and reference not in t.index:
+        raise ValueError(f"`reference` {reference!r} is not one of the optimizers run: {', '.join(t.index)}")
+    d = best if reference is None else t.loc[reference]
+    r = t/d                                               # a problem the reference never solves: x/∞ = 0, solved
+    r = r.mask(t.eq(0) & d.eq(0), 1.)                     # 0/0, the target met at step 0: as fast as the best
+    r = r.fillna(float('inf'))                            # ∞/∞: not solved
     taus = np.linspace(1., tau_max, check_int('points', points, lo=2))
     rho = np.stack([(r.values <= tau).sum(axis=1)/r.shape[1] for tau in taus], axis=1) # over the problems run, solved or not
     prof = pd.DataFrame([dict(optimizer=o, tau=float(tau), rho=float(v)) for o,row in zip(r.index, rho) for tau,v in zip(taus, row)])
     area = ((tau_max - r.clip(lower=1.)).clip(lower=0.)/(tau_max-1)).mean(axis=1) # ρ is a step function: its exact area
     scores = pd.DataFrame(dict(optimizer=r.index, score=_trapezoid(rho, taus)/(tau_max-1), area=area.values,
-                               solved=np.isfinite(r).sum(axis=1).values, problems=r.shape[1]))
+                               solved=(r <= tau_max).sum(axis=1).values, problems=r.shape[1]))
     return prof, scores.sort_values('score', ascending=False, kind='stable').reset_index(drop=True)
