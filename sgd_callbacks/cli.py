@@ -426,7 +426,7 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                 studies:_arg("int >= 1: algoperf and self-tuning: studies per (problem, optimizer); default 3 (--quick: 2)", 'INT', int)=None,
                 schedule:_arg("warmup_cosine (AlgoPerf's: linear warm-up, then cosine to zero over the budget; not for "
                               "schedule-free optimizers) or constant; default warmup_cosine", 'NAME')='warmup_cosine',
-                time:_arg("steps (reproducible on any machine) or seconds (of training, evaluation excluded): the time to target scored; default steps", 'NAME')='steps',
+                time:_arg("steps (the same run to run on one processor kind) or seconds (of training, evaluation excluded): the time to target scored; default steps", 'NAME')='steps',
                 reference:_arg("an optimizer run: score against its time instead of each problem's best, so adding a contender moves no score", 'NAME')=None,
                 problems:_arg(f"names, comma-separated, of {_list(BAKEOFF_PROBLEMS)}; default all", 'NAMES')=None,
                 opts:_arg(f"names, comma-separated, of {_list(BAKEOFF_OPTS)}; default {_list(DEFAULT_OPTS)}", 'NAMES')=None,

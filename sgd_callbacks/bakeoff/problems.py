@@ -221,17 +221,19 @@ def lm_loss(out, y):
     "Cross-entropy per character, in nats"
     return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
-# set from `derive_target` (63_bakeoff.run): the best of Adam over 7 lrs with warm-up and cosine, at each budget, made 2% easier
-_DERIVED = "target from derive_target(BAKEOFF_PROBLEMS[{!r}]) (63_bakeoff.run): {}, made 2% easier"
+# set by `covering_target` (63_bakeoff.run) from `baseline_spread`: the baseline's worst best over 5 seeds and 3 sets
+# of kernels (Adam, warm-up and cosine, lr 0.04642), made 2% easier: one seeded run is chaotic, one number no target
+_DERIVED = ("target from baseline_spread(BAKEOFF_PROBLEMS[{!r}], 0.04642) under 3 sets of kernels (63_bakeoff.run): "
+            "the worst {}, made 2% easier")
 MNIST1D_ABOUT = "MNIST-1D (mnist1d.make_dataset: 4000 training, 1000 test signals of length 40), "
 for _pb in (Problem('mnist1d_mlp', mnist1d_dls, lambda dls: _mlp(40, 100, 100, 10), loss_func=F.cross_entropy, metric=accuracy,
-                    metric_name='accuracy', higher=True, target=0.64, steps=600, lrs=(1e-4, 1.), every=24,
-                    about=MNIST1D_ABOUT + "the paper's MLP 40-100-100-10, batches of 100; " + _DERIVED.format('mnist1d_mlp', 'the best 0.654')),
+                    metric_name='accuracy', higher=True, target=0.54, steps=600, lrs=(1e-4, 1.), every=24,
+                    about=MNIST1D_ABOUT + "the paper's MLP 40-100-100-10, batches of 100; " + _DERIVED.format('mnist1d_mlp', '0.557')),
             Problem('mnist1d_cnn', mnist1d_dls, lambda dls: MNIST1DCNN(), loss_func=F.cross_entropy, metric=accuracy,
-                    metric_name='accuracy', higher=True, target=0.88, steps=400, lrs=(1e-4, 1.), every=16,
-                    about=MNIST1D_ABOUT + "the paper's CNN (3 conv1d of 25 channels, linear), batches of 100; " + _DERIVED.format('mnist1d_cnn', 'the best 0.907')),
-            Problem('charlm', charlm_dls, lambda dls: CharLM(), loss_func=lm_loss, metric_name='loss (nats/char)', target=2.71,
+                    metric_name='accuracy', higher=True, target=0.87, steps=400, lrs=(1e-4, 1.), every=16,
+                    about=MNIST1D_ABOUT + "the paper's CNN (3 conv1d of 25 channels, linear), batches of 100; " + _DERIVED.format('mnist1d_cnn', '0.892')),
+            Problem('charlm', charlm_dls, lambda dls: CharLM(), loss_func=lm_loss, metric_name='loss (nats/char)', target=2.77,
                     steps=150, lrs=(1e-4, 1.), every=15,
                     about="a causal byte-level transformer (2 pre-norm layers of 32, 2 heads, contexts of 32) on this Python's "
-                          "stdlib source (1 MiB to train, 256 contexts from other files to validate); " + _DERIVED.format('charlm', 'the best 2.654'))):
+                          "stdlib source (1 MiB to train, 256 contexts from other files to validate); " + _DERIVED.format('charlm', '2.712'))):
     add_problem(_pb)

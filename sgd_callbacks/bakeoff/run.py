@@ -30,7 +30,8 @@ from .pool import TrialPool, TrialStore, TrialLost, SharedLost
 # %% auto #0
 __all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'SCHEDULES', 'PROTOCOLS', 'TIMES', 'OptEntry', 'opt_kwargs',
            'own_rule', 'trial_seed', 'Trace', 'lr_factor', 'run_trial', 'Spec', 'spec_seed', 'check_bakeoff',
-           'BakeoffResult', 'TrialRecord', 'trial_record', 'bakeoff', 'derive_target']
+           'BakeoffResult', 'TrialRecord', 'trial_record', 'bakeoff', 'derive_target', 'baseline_spread',
+           'covering_target']
 
 # %% ../../nbs/63_bakeoff.run.ipynb #074555d7
 class OptEntry:
@@ -573,7 +574,7 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
             protocol:str='deepobs', # 'deepobs', 'algoperf' or 'self-tuning'
             studies:int=3,     # algoperf and self-tuning: studies per (problem, optimizer)
             schedule:str='warmup_cosine', # linear warm-up then cosine to zero (AlgoPerf's), for all but schedule-free optimizers; or 'constant'
-            time:str='steps',  # time to target in 'steps' (reproducible anywhere) or training 'seconds' (evaluation excluded)
+            time:str='steps',  # time to target in 'steps' (the same on one processor kind) or training 'seconds' (evaluation excluded)
             reference:str|None=None, # score against this optimizer's time instead of each problem's best
             workers:int|None=None, # run the trials on a Dask `LocalCluster` of this many worker processes (`threads` torch threads each)
             scheduler:str|None=None, # or on the running Dask cluster at this address ('tcp://host:8786')
@@ -622,15 +623,38 @@ def _run(a, pool, ts, cache, progress, threads, file):
     return out
 
 # %% ../../nbs/63_bakeoff.run.ipynb #c0ffee06
+def _baseline_best(pb, lr, s):
+    "One baseline trial's (Adam, 5% warm-up, cosine) best validation metric once training started; None: none finite"
+    tr = run_trial(pb, BAKEOFF_OPTS['adam'], lr, s, hypers=dict(warmup=0.05), schedule='warmup_cosine')
+    ms = [m for m in tr.metrics[1:] if math.isfinite(m)]
+    return (max(ms) if pb.higher else min(ms)) if ms else None
+
+def _one_thread(f):
+    "`f()` on one torch thread, as the bake-off runs its trials (the same numbers); the caller's thread count put back"
+    nt = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try: return f()
+    finally: torch.set_num_threads(nt)
+
 def derive_target(pb:Problem, trials:int=7, lrs=None):
     "The best validation metric of the baseline (Adam, 5% warm-up then cosine) over `trials` lrs on `lrs` (the problem's) at its budget"
-    best,nt = [],torch.get_num_threads()
-    torch.set_num_threads(1) # as the bake-off runs its trials: the same numbers
-    try:
-        for lr in _grid(lrs or pb.lrs, check_int('trials', trials, lo=1)):
-            tr = run_trial(pb, BAKEOFF_OPTS['adam'], lr, trial_seed(pb.name, 'target', lr), hypers=dict(warmup=0.05), schedule='warmup_cosine')
-            ms = [m for m in tr.metrics[1:] if math.isfinite(m)] # after training started
-            if ms: best.append(max(ms) if pb.higher else min(ms))
-    finally: torch.set_num_threads(nt)
+    grid = _grid(lrs or pb.lrs, check_int('trials', trials, lo=1))
+    runs = _one_thread(lambda: [_baseline_best(pb, lr, trial_seed(pb.name, 'target', lr)) for lr in grid])
+    best = [b for b in runs if b is not None]
     if not best: raise ValueError(f"no baseline trial on {pb.name!r} gave a finite metric: no target to derive")
     return max(best) if pb.higher else min(best)
+
+# %% ../../nbs/63_bakeoff.run.ipynb #c0ffee32
+def baseline_spread(pb:Problem, lr:float, seeds:int=5):
+    "The baseline's best validation metric at `lr` on `seeds` seeds, the first `derive_target`'s (None: none finite)"
+    ss = [trial_seed(pb.name, 'target', lr, *([k] if k else [])) for k in range(check_int('seeds', seeds, lo=1))]
+    return _one_thread(lambda: [_baseline_best(pb, lr, s) for s in ss])
+
+def covering_target(values, higher:bool, margin:float=0.02):
+    "The worst of `values` made `margin` (a fraction) easier, rounded to 2 decimals the easier way: all reach it"
+    margin = check_float('margin', margin, lo=0)
+    vs = list(values)
+    if not vs or any(v is None or not math.isfinite(v) for v in vs):
+        raise ValueError(f"`values` must be finite metrics, one a run, got {vs!r}: a run without one reaches no target")
+    w = min(vs) if higher else max(vs)
+    return math.floor(round(w*(1-margin)*100, 6))/100 if higher else math.ceil(round(w*(1+margin)*100, 6))/100
