@@ -18,7 +18,8 @@ from fastai.data.core import DataLoaders
 import fastai.callback.schedule # `fit_one_cycle` and `lr_find`, which act on ScratchSGD through `learn.opt`
 from .seeding import EpochShuffle
 from .events import OwnEvents
-from .scratch import mse, sgd_update, check_hypers
+from .scratch import mse, sgd_decay, sgd_update, check_hypers
+from .lowbit import HALF, kahan_fold, bf16_sr, check_lowbit
 from .divergence import DivergedError, check_finite_step
 
 # %% auto #0
@@ -39,19 +40,38 @@ class ScratchSGD(OwnEvents, Callback):
     "Do fastai's SGD step with the lesson's hand-written `sgd_update`, then cancel fastai's own step"
     order,run_valid = GradientClip.order+1,False
     def __init__(self, foreach:bool|None=None, # None: per-tensor on the CPU with momentum, multi-tensor otherwise
-                 check_finite:bool=True):      # stop with `DivergedError` at the first non-finite loss or gradient
+                 check_finite:bool=True,       # stop with `DivergedError` at the first non-finite loss or gradient
+                 kahan:bool=False,             # 16-bit weights: Kahan summation (torch-optimi's `kahan_sum`)
+                 stochastic_round:bool=False): # bf16 weights: step in float32, round back stochastically (torchao's)
+        check_lowbit([], kahan, stochastic_round)
         store_attr()
 
     def before_fit(self):
         if self.learn.opt is None: return # `learn.validate()` before any fit: no optimizer, no step to take
         self.momentum,self.decouple_wd = sgd_recipe(self.learn.opt)
+        check_lowbit(list(self.learn.model.parameters()), self.kahan, self.stochastic_round)
         dev = getattr(self.dls, 'device', None) or next(self.model.parameters()).device
         self.use_foreach = (torch.device(dev).type != 'cpu' or not self.momentum) if self.foreach is None else self.foreach
 
     def _buf(self, p):
         st = self.learn.opt.state[p]
-        if 'grad_avg' not in st: st['grad_avg'] = torch.zeros_like(p)
+        if 'grad_avg' not in st: st['grad_avg'] = torch.zeros_like(p, dtype=self._step_dtype(p))
         return st['grad_avg']
+
+    def _step_dtype(self, p): return torch.float32 if self.stochastic_round and p.dtype == torch.bfloat16 else p.dtype
+
+    def _lowbit_update(self, p, g, lr, wd, mom, buf):
+        "`sgd_update` on one 16-bit weight: Kahan-compensated, or computed in float32 and rounded stochastically"
+        if self.kahan:
+            st = self.learn.opt.state[p]
+            if 'kahan_comp' not in st: st['kahan_comp'] = torch.zeros_like(p)
+            sgd_decay([p], [g], lr, wd, self.decouple_wd)  # the decay rounds as the weight does (torch-optimi's order)
+            sgd_update([st['kahan_comp']], [g], lr, 0., self.decouple_wd, mom, buf) # the step, into the compensation
+            kahan_fold(p, st['kahan_comp'])
+        else:
+            w = p.float()
+            sgd_update([w], [g.float()], lr, wd, self.decouple_wd, mom, buf)
+            p.copy_(bf16_sr(w))
 
     @torch.no_grad()
     def step(self):
@@ -66,9 +86,12 @@ class ScratchSGD(OwnEvents, Callback):
         if self.check_finite: check_finite_step(self.learn, [g for _,gs,*_ in todo for g in gs])
         for ps,gs,lr,wd,mom in todo:
             bufs = [self._buf(p) for p in ps] if self.momentum else None
-            if self.use_foreach: sgd_update(ps, gs, lr, wd, self.decouple_wd, mom, bufs)
-            else:
-                for i,(p,g) in enumerate(zip(ps, gs)): sgd_update([p], [g], lr, wd, self.decouple_wd, mom, bufs and [bufs[i]])
+            if self.use_foreach and not (self.kahan or self.stochastic_round):
+                sgd_update(ps, gs, lr, wd, self.decouple_wd, mom, bufs)
+                continue
+            for i,(p,g) in enumerate(zip(ps, gs)):
+                if p.dtype in HALF and (self.kahan or self.stochastic_round): self._lowbit_update(p, g, lr, wd, mom, bufs and [bufs[i]])
+                else: sgd_update([p], [g], lr, wd, self.decouple_wd, mom, bufs and [bufs[i]])
 
     def before_step(self):
         self.step()

@@ -15,7 +15,7 @@ from .weights import flat_weights, fingerprint, sync
 from .data import LinearModel
 
 # %% auto #0
-__all__ = ['mse', 'sgd_update', 'check_hypers', 'fit_scratch', 'plot_fit']
+__all__ = ['mse', 'scale_', 'sgd_decay', 'sgd_update', 'check_hypers', 'fit_scratch', 'plot_fit']
 
 # %% ../nbs/11_scratch.ipynb #2c125b2c
 def mse(y_hat, y):
@@ -25,6 +25,19 @@ def mse(y_hat, y):
     return ((y_hat.reshape(-1)-y.reshape(-1))**2).mean()
 
 # %% ../nbs/11_scratch.ipynb #720f7410
+def scale_(ts, s):
+    "`t *= s` for every tensor in `ts`, with `s` a float32 factor whatever the tensors' dtype"
+    # `_foreach_mul_` rounds `s` to a 16-bit tensor's dtype first (0.9 to 0.8984375, 1-1e-4 to 1): `mul_` does not
+    if any(t.dtype in (torch.float16, torch.bfloat16) for t in ts):
+        for t in ts: t.mul_(s)
+    else: torch._foreach_mul_(ts, s)
+
+def sgd_decay(ps, gs, lr, wd=0., decouple_wd=True):
+    "fastai's weight decay on the tensors `ps`: decoupled (`p *= 1-lr*wd`) or L2 (`g += wd*p`)"
+    if not wd: return
+    if decouple_wd: scale_(ps, 1 - lr*wd)               # weight_decay: p *= 1-lr*wd
+    else: torch._foreach_add_(gs, ps, alpha=wd)         # l2_reg: g += wd*p
+
 def sgd_update(ps:list,          # parameters, updated in place
                gs:list,          # their gradients (modified in place by L2 weight decay)
                lr:float,         # learning rate
@@ -34,11 +47,9 @@ def sgd_update(ps:list,          # parameters, updated in place
                bufs:list|None=None, # momentum buffers (start at zeros), None for no momentum
                dampening:bool=False): # average `b = mom*b + (1-mom)*g` instead of `+ g` (SGD's is undampened)
     "One SGD step on the tensors `ps` with gradients `gs`, in place, in fastai's order"
-    if wd:
-        if decouple_wd: torch._foreach_mul_(ps, 1 - lr*wd)  # weight_decay: p *= 1-lr*wd
-        else: torch._foreach_add_(gs, ps, alpha=wd)         # l2_reg: g += wd*p
+    sgd_decay(ps, gs, lr, wd, decouple_wd)
     if bufs is not None:
-        torch._foreach_mul_(bufs, mom)                      # average_grad: b = mom*b + g
+        scale_(bufs, mom)                                   # average_grad: b = mom*b + g
         if dampening: torch._foreach_add_(bufs, gs, alpha=1-mom)
         else: torch._foreach_add_(bufs, gs)
         gs = bufs

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/21_optim.step.ipynb #c499ff59
 from __future__ import annotations
-import inspect, copy
+import inspect, copy, functools
 import torch
 from fastcore.basics import store_attr, partial
 from fastai.callback.core import Callback, CancelStepException
@@ -12,11 +12,12 @@ from fastai.callback.training import GradientClip
 from fastai.optimizer import Optimizer, Lookahead
 from ..checks import check_rule
 from ..divergence import all_finite, check_finite_step
-from .fastai_rules import rule_for, lookahead_stage
+from ..lowbit import HALF, kahan_fold, bf16_sr, check_lowbit
+from .fastai_rules import (rule_for, lookahead_stage, decay, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule)
 
 # %% auto #0
 __all__ = ['RuleError', 'whole_step', 'rule_name', 'apply_rule', 'guarded_step', 'ScratchStep', 'lesson_rule', 'rule_hypers',
-           'shipped_rule', 'RuleOptimizer', 'rule_opt']
+           'shipped_rule', 'RuleOptimizer', 'rule_opt', 'additive', 'is_additive', 'lowbit_rule', 'optimi_adamw_rule']
 
 # %% ../../nbs/21_optim.step.ipynb #c92c90e4
 class RuleError(RuntimeError):
@@ -74,8 +75,13 @@ class ScratchStep(Callback):
     "Take every optimizer step with a hand-written rule (fastai's, recognised from `learn.opt`, or `rule`), cancelling fastai's"
     order,run_valid = GradientClip.order+1,False
     def __init__(self, rule=None,         # `rule(p, g, state, **hypers)` (or a `whole_step` rule); None: the rule of `learn.opt`'s optimizer
-                 check_finite:bool=True): # stop with `DivergedError` at the first non-finite loss or gradient
-        if rule is not None: check_rule(rule)
+                 check_finite:bool=True,  # stop with `DivergedError` at the first non-finite loss or gradient
+                 kahan:bool=False,        # 16-bit weights: Kahan summation (see `lowbit_rule`)
+                 stochastic_round:bool=False): # bf16 weights: step in float32, round back stochastically
+        check_lowbit([], kahan, stochastic_round)
+        if rule is not None:
+            check_rule(rule)
+            if kahan: lowbit_rule(rule, kahan) # refused now, not at the first step
         store_attr()
 
     def before_fit(self):
@@ -88,6 +94,11 @@ class ScratchStep(Callback):
                 raise TypeError(f"ScratchStep(rule=...) steps fastai `Optimizer`s, whose state it keeps; `learn.opt` is {type(opt).__name__}")
             self._rule = self.rule
             _check_signature(self.rule, opt.hypers[0] if _is_whole(self.rule) else {'do_wd': True, **opt.hypers[0]})
+        if (self.kahan or self.stochastic_round) and self.la is not None:
+            raise TypeError(f"`{'kahan' if self.kahan else 'stochastic_round'}=True` cannot follow `Lookahead`, which copies "
+                            "its slow weights into the 16-bit ones itself")
+        check_lowbit(list(self.learn.model.parameters()), self.kahan, self.stochastic_round)
+        if self.kahan or self.stochastic_round: self._rule = lowbit_rule(self._rule, self.kahan, self.stochastic_round)
         self.names = {p: n for n,p in self.learn.model.named_parameters()}
 
     def before_step(self):
@@ -104,7 +115,7 @@ class ScratchStep(Callback):
         if self.la is not None and self.la.slow_weights is None: # Lookahead starts its slow weights at the first step
             self.la.slow_weights = [[p.detach().clone() for p in pg] for pg in self.la.param_lists]
         if self.rule is None: apply_rule(self._rule, todo)
-        else: guarded_step(self.rule, todo, opt.hypers[0], lambda p: self.names.get(p, tuple(p.shape)),
+        else: guarded_step(self._rule, todo, opt.hypers[0], lambda p: self.names.get(p, tuple(p.shape)),
                            f"epoch {self.epoch+1}, batch {self.iter+1}")
         if self.la is not None: lookahead_stage(self.la)
 
@@ -139,11 +150,13 @@ def shipped_rule(rule):
 
 class RuleOptimizer(Optimizer):
     "A fastai `Optimizer` whose step is `rule`, with the rule's keyword defaults as its hyper-parameters"
-    def __init__(self, params, rule, guard:bool|None=None, **hypers):
+    def __init__(self, params, rule, guard:bool|None=None, kahan:bool=False, stochastic_round:bool=False, **hypers):
         self.rule,self.guard,self.n_step = rule,(not shipped_rule(rule) if guard is None else guard),0
+        if kahan or stochastic_round: self.rule = lowbit_rule(rule, kahan, stochastic_round)
         self.decl,self.kwargs = _check_hypers(rule, hypers)
         self.takes_do_wd = _is_whole(rule) or self.kwargs or 'do_wd' in self.decl
         super().__init__(params, [])
+        check_lowbit([p for pg in self.param_lists for p in pg], kahan, stochastic_round)
         dflt = {k: d for k,d in self.decl.items() if d is not inspect.Parameter.empty and k != 'do_wd'} # `do_wd`: per parameter, in `state`
         for k,v in {**dflt, **hypers}.items():
             if isinstance(v, (slice, list)): self.set_hyper(k, v)       # per group, as fastai's `lr=slice(...)`
@@ -179,10 +192,78 @@ class RuleOptimizer(Optimizer):
 
 def rule_opt(rule,                # `rule(p, g, state, **hypers)`, or a `whole_step` rule
              guard:bool|None=None, # check every step (a copy of the weights and state): `RuleError` if the rule breaks a weight; None: your own rules only
+             kahan:bool=False,    # 16-bit weights: Kahan summation (see `lowbit_rule`)
+             stochastic_round:bool=False, # bf16 weights: step in float32, round back stochastically
              **hypers):           # the rule's hyper-parameters, over its defaults (the `Learner` gives `lr`, `wd`, schedules)
     """An `opt_func` for any `Learner`: a fastai `Optimizer` whose step is `rule(p, g, state, **hypers)` (or a `whole_step` rule).
     Its hyper-parameters: the rule's keyword defaults after `p, g, state`, overridden by `hypers`, overridden by what the
     `Learner` sets (`lr`, `wd`, schedules). The rule gets those it declares (all, if it takes `**kwargs`; `fit_one_cycle`'s
     `mom` is dropped for a rule without one, any other undeclared one is refused); `do_wd` per parameter; state in `opt.state[p]`."""
     _check_hypers(rule, hypers)
-    return partial(RuleOptimizer, rule=rule, guard=guard, **hypers)
+    if kahan or stochastic_round: lowbit_rule(rule, kahan, stochastic_round) # refused now, before a Learner is built
+    return partial(RuleOptimizer, rule=rule, guard=guard, kahan=kahan, stochastic_round=stochastic_round, **hypers)
+
+# %% ../../nbs/21_optim.step.ipynb #3e194fab
+def additive(rule):
+    """Mark `rule` as additive: it reads its weight only to decay it (as `decay` does, with its `lr`, `wd`, `do_wd`,
+    `decouple_wd`) and writes it only by adding its update, so `kahan=True` can compensate it"""
+    rule.additive = True
+    return rule
+
+_ADDITIVE = (sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule, lesson_rule) # Larc and Lamb read the weight's norm
+
+def is_additive(rule): return getattr(getattr(rule, 'func', rule), 'additive', False) or getattr(rule, 'func', rule) in _ADDITIVE
+
+def _like(step, rule):
+    "`step` named, documented and signed as `rule`, which `rule_opt` and its messages read"
+    functools.update_wrapper(step, rule, assigned=('__doc__',))
+    step.__name__,step.__module__ = rule_name(rule),getattr(getattr(rule, 'func', rule), '__module__', None)
+    step.whole_step = _is_whole(rule)
+    return step
+
+def _kahan(rule):
+    "`rule` Kahan-compensated on 16-bit weights: decay the weight, step the buffer, fold the buffer into the weight"
+    if not is_additive(rule):
+        what = 'takes the whole step at once' if _is_whole(rule) else 'is not marked `additive`'
+        raise TypeError(f"`kahan=True` compensates a rule that writes its weight only by adding its update; rule "
+                        f"`{rule_name(rule)}` {what}. Use `stochastic_round=True`, or mark the rule with `additive` if it is")
+    dflt = {k: v for k,v in rule_hypers(rule)[0].items() if v is not inspect.Parameter.empty}
+    def step(p, g, state, **h):
+        if p.dtype not in HALF: return rule(p, g, state, **h)
+        if 'kahan_comp' not in state: state['kahan_comp'] = torch.zeros_like(p)
+        a = {**dflt, **h}
+        decay(p, g, a['lr'], a.get('wd', 0.), a.get('do_wd', True), a.get('decouple_wd', True))
+        rule(state['kahan_comp'], g, state, **({**h, 'wd': 0.} if 'wd' in a else h)) # decayed already
+        kahan_fold(p, state['kahan_comp'])
+    return _like(step, rule)
+
+def _stochastic_round(rule):
+    "`rule` stepping float32 copies of the bf16 weights, rounded back with `bf16_sr` in parameter order"
+    up = lambda p,g: (p.float(),g.float()) if p.dtype == torch.bfloat16 else (p,g)
+    def back(ps, ws):
+        for p,w in zip(ps, ws):
+            if w is not p: p.copy_(bf16_sr(w))
+    def step(p, g, state, **h):
+        w,g = up(p, g); rule(w, g, state, **h); back([p], [w])
+    def whole(ps, gs, states, hypers, **kw):
+        ws,gs = zip(*map(up, ps, gs)) if ps else ((),())
+        rule(list(ws), list(gs), states, hypers, **kw); back(ps, ws)
+    return _like(whole if _is_whole(rule) else step, rule)
+
+def lowbit_rule(rule, kahan:bool=False, stochastic_round:bool=False):
+    "`rule` with Kahan summation or stochastic rounding for its 16-bit weights (`rule` itself if neither)"
+    check_lowbit([], kahan, stochastic_round)
+    return _kahan(rule) if kahan else _stochastic_round(rule) if stochastic_round else rule
+
+# %% ../../nbs/21_optim.step.ipynb #2ff9ed21
+@additive
+def optimi_adamw_rule(p, g, state, lr, mom=0.9, sqr_mom=0.99, eps=1e-6, wd=0.01, do_wd=True, **_):
+    "torch-optimi's AdamW: debiased betas `(b**t - b)/(b**t - 1)` in the averages, decoupled decay"
+    decay(p, g, lr, wd, do_wd)
+    t = state['step'] = state.get('step', 0) + 1
+    b1,b2 = ((b**t - b)/(b**t - 1) for b in (mom, sqr_mom))
+    if 'exp_avg' not in state: state['exp_avg'],state['exp_avg_sq'] = torch.zeros_like(p),torch.zeros_like(p)
+    m,v = state['exp_avg'],state['exp_avg_sq']
+    m.lerp_(g, weight=1-b1)
+    v.mul_(b2).addcmul_(g, g, value=1-b2)
+    p.addcdiv_(m, v.sqrt().add_(eps), value=-lr)
