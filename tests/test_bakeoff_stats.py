@@ -82,10 +82,11 @@ def test_expected_best_starts_at_the_mean_and_never_gets_worse(studies):
     rng = np.random.default_rng(0)
     for n in (1, 2, 5, 9):
         v = rng.normal(size=n)
-        e = expected_best(v)
-        np.testing.assert_allclose(e[0], v.mean(), rtol=1e-12); assert (np.diff(e) <= 1e-12).all()
         draws = v[rng.integers(0, n, size=(20000, n))] # Monte Carlo of the best of k=n draws with replacement
-        np.testing.assert_allclose(e[-1], draws.min(1).mean(), atol=0.03)
+        for higher,best,sign in ((False, draws.min(1), -1), (True, draws.max(1), 1)):
+            e = expected_best(v, higher)
+            np.testing.assert_allclose(e[0], v.mean(), rtol=1e-12); assert (sign*np.diff(e) >= -1e-12).all()
+            np.testing.assert_allclose(e[-1], best.mean(), atol=0.03)
 
 def test_bit_for_bit_on_a_rerun_and_from_the_csvs(planted, studies, tmp_path):
     again = {'deepobs': lambda: run(PBS(), TWINS), 'algoperf': lambda: run(PBS(), {'sgd': SGD, 'adam': Adam}, **ALGOPERF)}

@@ -239,13 +239,14 @@ def stats(self:BakeoffResult, alpha:float=0.05, n_boot:int=N_BOOT, seed:int=0):
     return self._stats[1]
 
 def win_levels(stats, winners:dict):
-    "`{problem: (winner, level, p, against)}`: the smallest of `LEVELS` at which its Holm-adjusted p against every other optimizer is (None: none), that largest p and whom it is against"
+    "`{problem: (winner, level, p, against)}`: the smallest of `LEVELS` its Holm-adjusted p against every other optimizer lies under (None: none), that largest p and whom it is against (the fastest rival on a tie)"
     out,pr = {},stats.pairs
     for p,w in winners.items():
         if w == '-': out[p] = (w, None, float('nan'), ''); continue
         mine = pr[(pr.problem == p) & ((pr.a == w) | (pr.b == w))]
         if not len(mine): out[p] = (w, None, float('nan'), ''); continue
-        worst = mine.loc[mine.p_holm.idxmax()]
+        other = np.where(mine.a == w, mine.time_b, mine.time_a)
+        worst = mine.iloc[np.lexsort((other, -mine.p_holm.values))[0]] # the largest p; among equal ones, the closest rival
         lv = [l for l in LEVELS if worst.p_holm <= l and worst.faster == w]
         out[p] = (w, lv[0] if lv else None, float(worst.p_holm), worst.b if worst.a == w else worst.a)
     return out
