@@ -407,6 +407,7 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
         for p in res.save(outp): print(f"wrote {p}", file=file)
     if resume: print(f"sgd_bakeoff: trials: {res.meta['stored']['loaded']} read from {outp/'trials.jsonl'}, "
                      f"{res.meta['stored']['written']} run and written", file=file)
+    print(f"sgd_bakeoff: {res.winners_line()}", file=file) # which wins are significant (`64_bakeoff.report`)
     print(f"sgd_bakeoff: {res.summary()} ({res.meta['seconds']:.0f} s)", file=file)
     return 0
 

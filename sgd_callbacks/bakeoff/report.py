@@ -11,6 +11,7 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated') # 
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
 from .run import BAKEOFF_OPTS, DEFAULT_OPTS, BakeoffResult
+from .stats import win_levels # and `BakeoffResult.stats`
 from .problems import rosen, Rosenbrock
 from ..files import atomic_write
 from ..plots import line_style
@@ -34,18 +35,23 @@ def plot_profile(self:BakeoffResult, ax=None):
     "ρ(τ) per optimizer: the fraction of problems it solves within τ times the best optimizer's steps"
     import matplotlib.pyplot as plt
     if ax is None: _,ax = plt.subplots(figsize=(8.5, 4))
-    sc = dict(zip(self.scores.optimizer, self.scores.score))
+    st = self.stats()
+    sc,band = st.scores.set_index('optimizer'),st.profile_band
     for i,o in enumerate(self._opts()):
-        d = self.profile[self.profile.optimizer == o]
+        d,s = self.profile[self.profile.optimizer == o],line_style(i)
         every = max(len(d)//8, 1)
+        ci = '' if sc.note[o] else f", 95% {sc.score_lo[o]:.2f}–{sc.score_hi[o]:.2f}"
         ax.step(d.tau, d.rho, where='post', lw=2.2-0.2*i, ms=6, mfc='none', markevery=(i*every//len(self._opts()), every),
-                label=f"{o} (score {sc[o]:.2f})", **line_style(i))
+                label=f"{o} (score {sc.score[o]:.2f}{ci})", **s)
+        b = band[band.optimizer == o]
+        if len(b): ax.fill_between(b.tau, b.lo, b.hi, step='post', color=s['color'], alpha=0.08, lw=0) # the bootstrap's 95% band
     ax.set_xlim(1, self.meta['tau_max']); ax.set_ylim(-0.03, 1.03)
     what = f"{self.meta['time']} to target"
     ax.set_xlabel(f"τ: {what} ÷ " + (f"{self.meta['reference']}'s" if self.meta.get('reference') else "the best optimizer's on that problem"))
     ax.set_ylabel('ρ(τ): fraction of problems solved')
     ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=9) # beside the plot: the steps fill all of it
-    ax.set_title(f"performance profile over {len(self.problems)} problems (score: trapezoid area ÷ {self.meta['tau_max']-1:g})")
+    what = "band: 95% of the bootstrap's profiles" if len(band) else "one repeat: no band"
+    ax.set_title(f"performance profile over {len(self.problems)} problems (score: trapezoid area ÷ {self.meta['tau_max']-1:g})\n{what}")
     ax.figure.tight_layout()
     return ax.figure
 
@@ -144,13 +150,60 @@ def plot_paths(self:BakeoffResult, problem:str='rosenbrock', ax=None):
     ax.figure.tight_layout()
     return ax.figure
 
+# %% ../../nbs/64_bakeoff.report.ipynb #e5d11fd9
+@patch
+def plot_budget(self:BakeoffResult, ncols:int=3):
+    "AlgoPerf's tuning budget: the expected best final metric of k trials (Dodge et al.) per optimizer and problem, k = 1 … n"
+    b = self.stats().budget
+    if b is None: raise ValueError("the tuning budget is drawn for the algoperf protocol's quasi-random trials: run with protocol='algoperf'")
+    fig,axs = _axes(len(self.problems), ncols)
+    for ax,(p,pb) in zip(axs, self.problems.items()):
+        for i,o in enumerate(self._opts()):
+            d = b[(b.problem == p) & (b.optimizer == o)]
+            ax.plot(d.k, d.expected_metric, ms=5, mfc='none', lw=1.6, label=o, **line_style(i))
+        ax.axhline(pb.target, color='k', ls='--', lw=1, label=f"target {pb.goal}")
+        if not pb.higher and (b[b.problem == p].expected_metric > 0).all(): ax.set_yscale('log')
+        ax.set_xlabel('k: trials drawn'); ax.set_ylabel(f"expected best final {pb.metric_name}")
+        ax.set_title(p, fontsize=10); ax.legend(fontsize=7)
+    fig.suptitle(f"the tuning budget: expected best of k of the {b.trials.max()} trials per optimizer "
+                 "(a diverged trial counts as the worst finite final metric on its problem)")
+    fig.tight_layout()
+    return fig
+
+@patch
+def pair_matrix(self:BakeoffResult, problem:str):
+    "Problem `problem`'s pairs as a matrix: the row's time to target ÷ the column's, the Holm-adjusted p, `*` where significant"
+    if problem not in self.problems: raise ValueError(f"`problem` {problem!r} was not run; run: {', '.join(self.problems)}")
+    pr,opts = self.stats().pairs,self._opts()
+    m = pd.DataFrame('', index=opts, columns=opts)
+    for r in pr[pr.problem == problem].itertuples():
+        for a,b,ta,tb in ((r.a, r.b, r.time_a, r.time_b), (r.b, r.a, r.time_b, r.time_a)):
+            with np.errstate(invalid='ignore', divide='ignore'): q = np.float64(ta)/np.float64(tb) # ∞ where only the column reaches it
+            m.loc[a, b] = ('–' if q != q else '∞×' if q == np.inf else f"{q:.2g}×") + f" p={r.p_holm:.2g}" + ('*' if r.significant else '')
+    return m
+
+@patch
+def winners_line(self:BakeoffResult):
+    "The winner of each problem and whether its win is significant (Holm-adjusted rank tests against every other optimizer), at what level"
+    st = self.stats()
+    unit = 'seeds' if self.meta['protocol'] == 'deepobs' else 'studies'
+    out = []
+    for p,(w,lv,pv,vs) in win_levels(st, self.winners()).items():
+        if w == '-': out.append(f"{p} -")
+        elif lv is not None: out.append(f"{p} {w} (significant, p ≤ {lv:g})")
+        else: out.append(f"{p} {w} (not significant: p {pv:.2g} against {vs})")
+    n = int(st.times.repeats.min()) if len(st.times) else 0
+    return f"winners over {n} {unit} (rank tests, Holm's correction per problem): " + ', '.join(out)
+
 # %% ../../nbs/64_bakeoff.report.ipynb #725ef838
-PICTURES = dict(profile='plot_profile', curves='plot_curves', lr_sensitivity='plot_lr', rosenbrock_paths='plot_paths')
+PICTURES = dict(profile='plot_profile', curves='plot_curves', lr_sensitivity='plot_lr', rosenbrock_paths='plot_paths',
+                budget='plot_budget')
 
 @patch
 def figures(self:BakeoffResult):
-    "`{file stem: figure}` of every picture this run can draw (the paths need the rosenbrock problem)"
-    return {k: getattr(self, m)() for k,m in PICTURES.items() if m != 'plot_paths' or 'rosenbrock' in self.problems}
+    "`{file stem: figure}` of every picture this run can draw (the paths need the rosenbrock problem, the budget AlgoPerf's trials)"
+    can = dict(plot_paths='rosenbrock' in self.problems, plot_budget=self.stats().budget is not None)
+    return {k: getattr(self, m)() for k,m in PICTURES.items() if can.get(m, True)}
 
 def _png(fig):
     import matplotlib.pyplot as plt
@@ -158,6 +211,11 @@ def _png(fig):
     return b.getvalue()
 
 def _csv(df): return df.to_csv(index=False, na_rep='') # every float at full precision: read back, the same profile and scores
+
+@patch
+def scores_table(self:BakeoffResult):
+    "`scores` with each score's 95% bootstrap interval (`score_lo`, `score_hi`; empty, with a note, for one repeat)"
+    return self.scores.merge(self.stats().scores[['optimizer', 'score_lo', 'score_hi', 'note']], on='optimizer', how='left')
 
 @patch
 def results_table(self:BakeoffResult): return self.results.astype({'steps_to_target': float}).drop(columns='at_edge') # NaN as na_rep
@@ -205,14 +263,31 @@ under ρ on 100 points of τ in [1, τ_max], divided by τ_max−1.</p>
 <p><b>{e(self.summary())}</b></p><h2>problems</h2>{pbs.to_html(index=False)}
 <h2>run</h2>{pd.DataFrame(list(run.items()), columns=['setting', 'value']).to_html(index=False)}
 <h2>results</h2>{self.results_table()[cols].to_html(index=False, na_rep='', float_format=lambda v: f'{v:.4g}')}
-<h2>scores</h2>{self.scores.to_html(index=False, float_format=lambda v: f'{v:.3f}')}{imgs}</body></html>"""
+<h2>scores</h2>{self.scores_table().to_html(index=False, na_rep='', float_format=lambda v: f'{v:.3f}')}{self._sure_html()}{imgs}</body></html>"""
+
+@patch
+def _sure_html(self:BakeoffResult):
+    "The page's section on how sure the run is: the winners line, the repeats that decide, a matrix of pairs per problem"
+    e,st = html.escape,self.stats()
+    mats = ''.join(f"<h3>{e(p)}</h3>{self.pair_matrix(p).to_html()}" for p in self.problems)
+    return f"""<h2>how sure</h2><p><b>{e(self.winners_line())}</b></p>
+<p>95% intervals: a seeded bootstrap ({st.n_boot} resamples) of the repeats, aggregated and scored as the run is
+(<code>intervals.csv</code>, <code>scores.csv</code>). Pairs: a permutation test of the rank sum over the repeats (a run
+that never reaches the target ranks last), Holm's correction over each problem's pairs, * where p ≤ {st.alpha:g}
+(<code>pairs.csv</code>). Repeats that decide: for the first two of each problem, whether the repeats told them apart
+and how many more a power estimate asks for (Noether's formula at 80% power; <code>decide.csv</code>).</p>
+<h3>repeats that decide</h3>{st.decide.to_html(index=False, float_format=lambda v: f'{v:.3g}')}
+<h3>pairs: the row's time to target ÷ the column's, Holm-adjusted p</h3>{mats}"""
 
 @patch
 def save(self:BakeoffResult, out):
-    "Write results.csv, trials.csv, profile.csv, scores.csv, the pictures and index.html into the directory `out`; the paths"
+    "Write results.csv, trials.csv, profile.csv, scores.csv, intervals.csv, pairs.csv, decide.csv (budget.csv), the pictures and index.html into `out`; the paths"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     pngs = {k: _png(f) for k,f in self.figures().items()}
-    jobs = {f'{k}.csv': _csv(getattr(self, k)) for k in ('results', 'trials', 'profile', 'scores')}
+    st = self.stats()
+    jobs = {f'{k}.csv': _csv(getattr(self, k)) for k in ('results', 'trials', 'profile')}
+    jobs.update({'scores.csv': _csv(self.scores_table()), 'intervals.csv': _csv(st.times), 'pairs.csv': _csv(st.pairs),
+                 'decide.csv': _csv(st.decide), **({'budget.csv': _csv(st.budget)} if st.budget is not None else {})})
     jobs.update({f'{k}.png': v for k,v in pngs.items()})
     jobs['index.html'] = self.to_html(pngs)
     for name,data in jobs.items():
