@@ -28,6 +28,7 @@ from .port import port, Port
 # bake-off
 from .bakeoff.problems import Problem, add_problem, BAKEOFF_PROBLEMS
 from .bakeoff.run import bakeoff, BakeoffResult, OptEntry, own_rule, BAKEOFF_OPTS, DEFAULT_OPTS, performance_profile, run_trial
+from .bakeoff.stats import bakeoff_stats # and `BakeoffResult.stats`
 import sgd_callbacks.bakeoff.report # the pictures and `save` of `BakeoffResult`, patched onto it
 from .cli import run_bakeoff, run_explain
 # scale and speed
@@ -46,5 +47,5 @@ __all__ = ['OwnEvents', 'epoch_order', 'seed_epoch', 'EpochShuffle', 'SliceDL', 
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
            'Setup', 'explain_difference', 'Explanation', 'Cause', 'VOCAB', 'TorchSched', 'torch_adam_rule', 'port', 'Port',
            'Problem', 'add_problem', 'BAKEOFF_PROBLEMS', 'bakeoff', 'BakeoffResult', 'OptEntry', 'own_rule', 'BAKEOFF_OPTS',
-           'DEFAULT_OPTS', 'performance_profile', 'run_trial', 'run_bakeoff', 'run_explain',
+           'DEFAULT_OPTS', 'performance_profile', 'run_trial', 'bakeoff_stats', 'run_bakeoff', 'run_explain',
            'LeanLearner', 'LeanRecorder', 'fast_learner', 'ddp_env', 'DDPShard', 'RankFailed']
