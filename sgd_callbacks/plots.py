@@ -10,20 +10,21 @@ import numpy as np, torch
 import matplotlib.pyplot as plt
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import MaxNLocator
 from fastai.torch_core import to_np
 from .data import lstsq_weights
 from .checks import check_int
 from .scratch import mse, fit_scratch, plot_fit
 
 # %% auto #0
-__all__ = ['COLORS', 'MARKERS', 'animate_fit', 'GIF', 'gif', 'line_style', 'plot_landscape', 'lesson_paths']
+__all__ = ['COLORS', 'MARKERS', 'animate_fit', 'GIF', 'gif', 'line_style', 'plot_log_zero', 'plot_landscape', 'lesson_paths']
 
 # %% ../nbs/13_plots.ipynb #9721b65d
 def _frames(n, k): return np.unique(np.linspace(0, n-1, min(n, k)).round().astype(int))
 
 def animate_fit(x, y,               # the data: `x` n×2 (the ones column second), `y`
                 weights_history,    # steps×2 weights, e.g. `fit_scratch(...).weights`
-                frames:int=40,      # at most this many frames, spread evenly over the steps (first and last kept)
+                frames:int=25,      # at most this many frames, spread evenly over the steps (first and last kept)
                 interval:int=100,   # milliseconds between frames
                 figsize=(5,3.5)):
     "A `FuncAnimation` of the line `x@a` moving through `weights_history`"
@@ -32,6 +33,7 @@ def animate_fit(x, y,               # the data: `x` n×2 (the ones column second
     frames = check_int('frames', frames, lo=1)
     fig,ax = plt.subplots(figsize=figsize)
     plot_fit(x, y, w[0], ax=ax)
+    ax.xaxis.set_major_locator(MaxNLocator(5)) # tick labels apart at the GIF's size
     line,txt = ax.lines[-1],ax.get_legend().get_texts()[-1]
     xs = line.get_xdata()
     idx = _frames(len(w), frames)
@@ -52,7 +54,7 @@ class GIF:
 
 def gif(anim,          # a matplotlib animation, e.g. from `animate_fit`
         fps:int=8,     # frames per second
-        dpi:int=60):   # resolution: 60 keeps a 40-frame fit animation near 100 kB
+        dpi:int=100):  # resolution: 100 keeps a 25-frame fit animation near 120 kB
     "`anim` as a `GIF`, its bytes in `.data`"
     with tempfile.TemporaryDirectory() as d:
         fn = Path(d)/'anim.gif'
@@ -66,6 +68,23 @@ MARKERS = 'osD^v<>ph*X'
 def line_style(i:int): # the line's place in the picture, from 0
     "The colour and marker of the `i`-th line of a picture: ten distinct colours, eleven markers"
     return dict(color=COLORS[i % len(COLORS)], marker=MARKERS[i % len(MARKERS)])
+
+# %% ../nbs/13_plots.ipynb #d712405f
+def plot_log_zero(ax,           # the matplotlib axes to draw on
+                  lines:dict,   # label -> (values ≥ 0 at steps 0, 1, ..., keyword arguments of `ax.plot`)
+                  max_ticks:int=6): # at most this many decades labelled, besides the zero
+    "Lines of values ≥ 0 on a log axis, their zeros on a dotted line of their own at the bottom, labelled 0"
+    ys = {k: np.asarray(y, dtype=float) for k,(y,_) in lines.items()}
+    if any((y < 0).any() for y in ys.values()): raise ValueError("`lines` must hold values ≥ 0")
+    pos = np.concatenate([y[y > 0] for y in ys.values()] + [np.ones(1)]) # no value above 0: the axis shows 0 and 1
+    lo,hi = int(np.floor(np.log10(pos.min()))),int(np.ceil(np.log10(pos.max())))
+    zero = 10.**(lo-1)
+    for k,(y,kw) in lines.items(): ax.plot(np.where(ys[k] > 0, ys[k], zero), label=k, **kw)
+    ax.set_yscale('log'); ax.axhline(zero, color='0.5', lw=0.8, ls=':', zorder=0)
+    decades = list(range(hi, lo-1, -max(1, -(-(hi-lo+1)//max_ticks))))
+    ax.set_yticks([10.**d for d in decades] + [zero], [f'$10^{{{d}}}$' for d in decades] + ['0'])
+    ax.minorticks_off(); ax.set_ylim(zero/2, 10.**hi*1.5)
+    return ax
 
 # %% ../nbs/13_plots.ipynb #ffa9fb85
 def plot_landscape(x, y,            # the data of a two-parameter linear model `x@a`
