@@ -76,7 +76,8 @@ def plot_log_zero(ax,           # the matplotlib axes to draw on
     "Lines of values ≥ 0 on a log axis, their zeros on a dotted line of their own at the bottom, labelled 0"
     ys = {k: np.asarray(y, dtype=float) for k,(y,_) in lines.items()}
     if any((y < 0).any() for y in ys.values()): raise ValueError("`lines` must hold values ≥ 0")
-    pos = np.concatenate([y[y > 0] for y in ys.values()] + [np.ones(1)]) # no value above 0: the axis shows 0 and 1
+    pos = np.concatenate([y[y > 0] for y in ys.values()] + [np.empty(0)])
+    if not len(pos): pos = np.ones(1) # every value 0: the axis shows 0 and 1
     lo,hi = int(np.floor(np.log10(pos.min()))),int(np.ceil(np.log10(pos.max())))
     zero = 10.**(lo-1)
     for k,(y,kw) in lines.items(): ax.plot(np.where(ys[k] > 0, ys[k], zero), label=k, **kw)
@@ -92,7 +93,8 @@ def plot_landscape(x, y,            # the data of a two-parameter linear model `
                    ax=None, title:str|None=None,
                    levels:int=20,   # contour levels, log-spaced between the smallest and largest loss shown
                    margin:float=0.2, # extra room around the paths, as a fraction of their extent
-                   res:int=120):    # grid points per axis
+                   res:int=120,     # grid points per axis
+                   styles=None):    # each path's `line_style` number (default 0, 1, ...): a run keeps its colour across panels
     "Contours of `mse(x@a, y)` over `a`, the least-squares optimum, and the weights of each path"
     x,y = torch.as_tensor(x).detach().float().cpu(),torch.as_tensor(y).detach().float().cpu()
     if x.ndim != 2 or x.shape[1] != 2: raise ValueError(f"`x` must be n×2 (the lesson's model has two parameters), got {tuple(x.shape)}")
@@ -112,9 +114,11 @@ def plot_landscape(x, y,            # the data of a two-parameter linear model `
     lv = np.geomspace(L.min(), L.max(), levels)
     ax.contour(A0, A1, L, levels=lv, norm=LogNorm(), colors='0.7', linewidths=0.6, zorder=1)
     long = sorted(ps, key=lambda k: -np.linalg.norm(np.diff(ps[k], axis=0), axis=1).sum()) # the longest path first, under the rest
+    styles = list(range(len(ps))) if styles is None else list(styles)
+    if len(styles) != len(ps): raise ValueError(f"`styles` must give one number per path ({len(ps)}), got {len(styles)}")
     for i,(k,v) in enumerate(ps.items()):
         every = max(len(v)//10, 1)
-        ax.plot(v[:,0], v[:,1], **line_style(i), markevery=(i*every//len(ps), every), ms=6, mfc='none',
+        ax.plot(v[:,0], v[:,1], **line_style(styles[i]), markevery=(i*every//len(ps), every), ms=6, mfc='none',
                 lw=max(2.2-0.5*i, 0.6), alpha=0.9, zorder=2+long.index(k)/len(ps), label=f'{k} ({len(v)-1} steps)')
     ax.plot(*next(iter(ps.values()))[0], 'kx', ms=9, mew=2, zorder=3, label='start')
     ax.plot(*a_opt, 'k*', ms=15, zorder=3, label='least squares')
