@@ -20,7 +20,7 @@ from .weights import flat_weights, fingerprint, sync, same_weights, max_weight_d
 from .data import lstsq_weights, LinearModel, linear_dls
 from .scratch import mse, check_hypers, fit_scratch
 from .callback import ScratchSGD, scratch_learner
-from .plots import plot_landscape, line_style
+from .plots import plot_landscape, line_style, plot_log_zero
 from .optim.step import ScratchStep, rule_name, rule_opt
 from .references import (OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers, torch_counterpart, modern_reference,
                                       modern_kw, check_modern, default_lr)
@@ -274,11 +274,11 @@ class CompareResult:
         if self.a_opt is not None and len(self.a_opt)==2 and ws:
             plot_landscape(*self.dls.train.dataset.tensors, ws, ax=ax1, title='weights after every step')
         elif ws:
-            for i,(k,w) in enumerate(ws.items()):
-                d = (w - w[-1:]).norm(dim=1)
-                ax1.plot(d.numpy(), **line_style(i), markevery=(i*max(len(d)//8,1)//len(ws), max(len(d)//8,1)),
-                         lw=2.5-0.6*i, mfc='none', label=k)
-            ax1.set_yscale('symlog', linthresh=1e-3); ax1.set_xlabel('step'); ax1.set_ylabel('|w - final w|'); ax1.legend()
+            every = lambda d: max(len(d)//8, 1)
+            ds = {k: (w - w[-1:]).norm(dim=1).numpy() for k,w in ws.items()}
+            plot_log_zero(ax1, {k: (d, dict(**line_style(i), markevery=(i*every(d)//len(ds), every(d)), lw=2.5-0.6*i, mfc='none'))
+                                for i,(k,d) in enumerate(ds.items())})
+            ax1.set_xlabel('step'); ax1.set_ylabel('|w - final w|'); ax1.legend()
             ax1.set_title('distance of the weights to where they end')
         else: self._plot_valid(ax1) # too many weights to keep (a CNN): what each contender ends with
         fig.tight_layout()

@@ -18,6 +18,7 @@ from .optim.step import RuleOptimizer, rule_opt, rule_name
 from .optim.muon import torch_adamw_rule
 from fastai.metrics import mse
 from .compare import StepTrack, CompareResult
+from .plots import plot_log_zero
 
 # %% auto #0
 __all__ = ['VOCAB', 'OP_ORDER_TOL', 'TORCH_ARITH', 'torch_cls', 'torch_adam_rule', 'Setup', 'opt_name', 'check_setup',
@@ -442,24 +443,29 @@ class Explanation:
         return '\n'.join(ls)
     __repr__ = summary
 
-    def plot(self, figsize=(11, 4)):
+    def plot(self, figsize=(11, 4.5)):
         "The two loss curves, and the weights' distance per step before and after removing the causes"
         import matplotlib.pyplot as plt
         fig,(ax0,ax1) = plt.subplots(1, 2, figsize=figsize)
-        for r,lbl,c,ls in ((self.ra, f'a: {opt_name(self.a.opt)}', 'C0', '-'), (self.rb, f'b: {opt_name(self.b.opt)}', 'C3', '--')):
-            ax0.plot(np.arange(1, len(r.losses)+1), r.losses, c=c, ls=ls, lw=2 if c == 'C0' else 1.5, label=lbl)
-        ax0.set_xlabel('step'); ax0.set_ylabel('training loss'); ax0.set_yscale('log'); ax0.legend(fontsize=8)
-        ax0.set_title('loss of every step')
+        def label(s): return repr(s).removeprefix('Setup(').removesuffix(')').replace(", fit='fit'", '') # the whole recipe: names can agree
+        for r,s,c,ls in ((self.ra, self.a, 'C0', '-'), (self.rb, self.b, 'C3', '--')):
+            ax0.plot(np.arange(1, len(r.losses)+1), r.losses, c=c, ls=ls, lw=2 if c == 'C0' else 1.5, label=f'{"a" if c == "C0" else "b"}: {label(s)}')
+        la,lb = np.asarray(self.ra.losses, dtype=float),np.asarray(self.rb.losses, dtype=float)
+        gap = np.abs(la-lb).max()/np.abs(lb).max()
+        # curves closer than a line's width hide each other: the title says so
+        ax0.set_title('loss of every step' + (': identical' if self.identical else f': a and b overlap (within {gap*100:.2g}%)' if gap < 0.01 else ''))
+        ax0.set_xlabel('step'); ax0.set_ylabel('training loss'); ax0.set_yscale('log')
         def dist(ra, rb): return (ra.ws-rb.ws).norm(dim=1).numpy()
-        ax1.plot(dist(self.ra, self.rb), c='C1', lw=2, label='as given')
+        lines = {'as given': (dist(self.ra, self.rb), dict(c='C1', lw=2))}
         if not self.identical:
             rest = [c.name for c in self.causes if c.name != 'op_order']
-            ax1.plot(dist(*self.aligned), c='C2', lw=1.5, ls='--', label=f"without {', '.join(rest)}" if rest else 'aligned')
+            lines[f"without {', '.join(rest)}" if rest else 'aligned'] = (dist(*self.aligned), dict(c='C2', lw=1.5, ls='--'))
             if self.swapped is not None:
                 pair = (self.aligned[0], self.swapped) if self.swapped_side == 'b' else (self.swapped, self.aligned[1])
-                ax1.plot(dist(*pair), c='C4', lw=1.5, ls=':', label=f"and {self.proof}")
-        ax1.set_yscale('symlog', linthresh=1e-9); ax1.set_xlabel('step'); ax1.set_ylabel('|w_a - w_b|'); ax1.legend(fontsize=8)
+                lines[f"and {self.proof}"] = (dist(*pair), dict(c='C4', lw=1.5, ls=':'))
+        plot_log_zero(ax1, lines); ax1.set_xlabel('step'); ax1.set_ylabel('|w_a - w_b|')
         ax1.set_title('distance of the weights (0: bit-identical)')
+        for ax in (ax0, ax1): ax.legend(fontsize=9, loc='upper center', bbox_to_anchor=(0.5, -0.18)) # below: off the data
         fig.tight_layout()
         return fig
 

@@ -10,20 +10,21 @@ import numpy as np, torch
 import matplotlib.pyplot as plt
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import MaxNLocator
 from fastai.torch_core import to_np
 from .data import lstsq_weights
 from .checks import check_int
 from .scratch import mse, fit_scratch, plot_fit
 
 # %% auto #0
-__all__ = ['COLORS', 'MARKERS', 'animate_fit', 'GIF', 'gif', 'line_style', 'plot_landscape', 'lesson_paths']
+__all__ = ['COLORS', 'MARKERS', 'animate_fit', 'GIF', 'gif', 'line_style', 'plot_log_zero', 'plot_landscape', 'lesson_paths']
 
 # %% ../nbs/13_plots.ipynb #9721b65d
 def _frames(n, k): return np.unique(np.linspace(0, n-1, min(n, k)).round().astype(int))
 
 def animate_fit(x, y,               # the data: `x` n×2 (the ones column second), `y`
                 weights_history,    # steps×2 weights, e.g. `fit_scratch(...).weights`
-                frames:int=40,      # at most this many frames, spread evenly over the steps (first and last kept)
+                frames:int=25,      # at most this many frames, spread evenly over the steps (first and last kept)
                 interval:int=100,   # milliseconds between frames
                 figsize=(5,3.5)):
     "A `FuncAnimation` of the line `x@a` moving through `weights_history`"
@@ -32,6 +33,7 @@ def animate_fit(x, y,               # the data: `x` n×2 (the ones column second
     frames = check_int('frames', frames, lo=1)
     fig,ax = plt.subplots(figsize=figsize)
     plot_fit(x, y, w[0], ax=ax)
+    ax.xaxis.set_major_locator(MaxNLocator(5)) # tick labels apart at the GIF's size
     line,txt = ax.lines[-1],ax.get_legend().get_texts()[-1]
     xs = line.get_xdata()
     idx = _frames(len(w), frames)
@@ -52,7 +54,7 @@ class GIF:
 
 def gif(anim,          # a matplotlib animation, e.g. from `animate_fit`
         fps:int=8,     # frames per second
-        dpi:int=60):   # resolution: 60 keeps a 40-frame fit animation near 100 kB
+        dpi:int=100):  # resolution: 100 keeps a 25-frame fit animation near 120 kB
     "`anim` as a `GIF`, its bytes in `.data`"
     with tempfile.TemporaryDirectory() as d:
         fn = Path(d)/'anim.gif'
@@ -67,13 +69,32 @@ def line_style(i:int): # the line's place in the picture, from 0
     "The colour and marker of the `i`-th line of a picture: ten distinct colours, eleven markers"
     return dict(color=COLORS[i % len(COLORS)], marker=MARKERS[i % len(MARKERS)])
 
+# %% ../nbs/13_plots.ipynb #d712405f
+def plot_log_zero(ax,           # the matplotlib axes to draw on
+                  lines:dict,   # label -> (values ≥ 0 at steps 0, 1, ..., keyword arguments of `ax.plot`)
+                  max_ticks:int=6): # at most this many decades labelled, besides the zero
+    "Lines of values ≥ 0 on a log axis, their zeros on a dotted line of their own at the bottom, labelled 0"
+    ys = {k: np.asarray(y, dtype=float) for k,(y,_) in lines.items()}
+    if any((y < 0).any() for y in ys.values()): raise ValueError("`lines` must hold values ≥ 0")
+    pos = np.concatenate([y[y > 0] for y in ys.values()] + [np.empty(0)])
+    if not len(pos): pos = np.ones(1) # every value 0: the axis shows 0 and 1
+    lo,hi = int(np.floor(np.log10(pos.min()))),int(np.ceil(np.log10(pos.max())))
+    zero = 10.**(lo-1)
+    for k,(y,kw) in lines.items(): ax.plot(np.where(ys[k] > 0, ys[k], zero), label=k, **kw)
+    ax.set_yscale('log'); ax.axhline(zero, color='0.5', lw=0.8, ls=':', zorder=0)
+    decades = list(range(hi, lo-1, -max(1, -(-(hi-lo+1)//max_ticks))))
+    ax.set_yticks([10.**d for d in decades] + [zero], [f'$10^{{{d}}}$' for d in decades] + ['0'])
+    ax.minorticks_off(); ax.set_ylim(zero/2, 10.**hi*1.5)
+    return ax
+
 # %% ../nbs/13_plots.ipynb #ffa9fb85
 def plot_landscape(x, y,            # the data of a two-parameter linear model `x@a`
                    paths:dict,      # name -> steps×2 weights (e.g. `fit_scratch(...).weights`)
                    ax=None, title:str|None=None,
                    levels:int=20,   # contour levels, log-spaced between the smallest and largest loss shown
                    margin:float=0.2, # extra room around the paths, as a fraction of their extent
-                   res:int=120):    # grid points per axis
+                   res:int=120,     # grid points per axis
+                   styles=None):    # each path's `line_style` number (default 0, 1, ...): a run keeps its colour across panels
     "Contours of `mse(x@a, y)` over `a`, the least-squares optimum, and the weights of each path"
     x,y = torch.as_tensor(x).detach().float().cpu(),torch.as_tensor(y).detach().float().cpu()
     if x.ndim != 2 or x.shape[1] != 2: raise ValueError(f"`x` must be n×2 (the lesson's model has two parameters), got {tuple(x.shape)}")
@@ -93,9 +114,11 @@ def plot_landscape(x, y,            # the data of a two-parameter linear model `
     lv = np.geomspace(L.min(), L.max(), levels)
     ax.contour(A0, A1, L, levels=lv, norm=LogNorm(), colors='0.7', linewidths=0.6, zorder=1)
     long = sorted(ps, key=lambda k: -np.linalg.norm(np.diff(ps[k], axis=0), axis=1).sum()) # the longest path first, under the rest
+    styles = list(range(len(ps))) if styles is None else list(styles)
+    if len(styles) != len(ps): raise ValueError(f"`styles` must give one number per path ({len(ps)}), got {len(styles)}")
     for i,(k,v) in enumerate(ps.items()):
         every = max(len(v)//10, 1)
-        ax.plot(v[:,0], v[:,1], **line_style(i), markevery=(i*every//len(ps), every), ms=6, mfc='none',
+        ax.plot(v[:,0], v[:,1], **line_style(styles[i]), markevery=(i*every//len(ps), every), ms=6, mfc='none',
                 lw=max(2.2-0.5*i, 0.6), alpha=0.9, zorder=2+long.index(k)/len(ps), label=f'{k} ({len(v)-1} steps)')
     ax.plot(*next(iter(ps.values()))[0], 'kx', ms=9, mew=2, zorder=3, label='start')
     ax.plot(*a_opt, 'k*', ms=15, zorder=3, label='least squares')

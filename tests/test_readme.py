@@ -32,6 +32,7 @@ def test_readme_commands():
     assert len(cmds) == 2
     assert 'sgd_compare' in cmds[0] and 'nbdev_test' in cmds[1] and cmds[1].endswith('pytest')
     assert cmds[1] in (root/'.ci'/'run').read_text(), ".ci/run must use the README's test command verbatim"
+    assert cmds[1] in (root/'.github'/'workflows'/'test.yaml').read_text(), "the test workflow must run the README's test command"
 
 def test_index_notebook_matches_readme():
     nb = json.loads((root/'nbs'/'index.ipynb').read_text())
