@@ -351,7 +351,7 @@ def _dls(dls):
     return d
 
 def _op_order(A, B, ca, cb, run):
-    """`(run, side, how)` if one side stepped in the other's arithmetic trains bit-identically to the other side, else None.
+    """`(run, side, how, rule)` if one side stepped in the other's arithmetic trains bit-identically to the other side, else None.
     Where the package holds the other's arithmetic as a rule (`torch_twin`) that proves it whatever the size; elsewhere
     a's implementation in b's recipe must be bit-identical and the runs within `OP_ORDER_TOL` (more is another update)"""
     tb,ta = torch_twin(B, cb, ca),torch_twin(A, ca, cb)
@@ -359,13 +359,13 @@ def _op_order(A, B, ca, cb, run):
         x = tb or ta
         nx = run(x.s, cbs=x.cbs)
         side,other = ('b', 'a') if tb else ('a', 'b')
-        return (nx, side, f"{side} stepped in {other}'s arithmetic, {opt_name(x.s.opt)}") if same_run(nx, ca if tb else cb) else None
+        return (nx, side, f"{side} stepped in {other}'s arithmetic", opt_name(x.s.opt)) if same_run(nx, ca if tb else cb) else None
     B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt, wd_bn_bias=A.s.wd_bn_bias)
     keys = [k for k in _SCALARS if ca.steps[0][0][k] is not None]
     B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))] + [x for x in A.cbs if isinstance(x, PinDecay)]
               + [PinHypers(ca.steps, keys)]) # a's implementation, with a's decayed tensors
     nb = run(B2.s, cbs=B2.cbs)
-    return (nb, 'b', "a's implementation in b's recipe") if same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL else None
+    return (nb, 'b', "a's implementation in b's recipe", None) if same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL else None
 
 def explain_difference(a:Setup, b:Setup,  # the two recipes
                        dls,                # fastai `DataLoaders`, or a no-argument callable returning them
@@ -407,7 +407,7 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
         if found:
             step = next(t for t in range(len(ca.ws)) if not torch.equal(ca.ws[t], cb.ws[t]))
             proven.append(Cause('op_order', ra.family[1], rb.family[1], 'all', step, rel_dist(ca, cb), 0.))
-            rep.swapped,rep.swapped_side,rep.proof = found
+            rep.swapped,rep.swapped_side,rep.proof,rep.twin = found
     rep.causes,rep.n_runs = L(proven),n_runs
     return rep
 
@@ -415,7 +415,8 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
 class Explanation:
     "What `explain_difference` found: `identical`, where the runs part, the proven `causes`, and the runs before and after aligning"
     def __init__(self, a, b, ra, rb):
-        store_attr(); self.causes,self.aligned,self.swapped,self.swapped_side,self.proof,self.n_runs = L(),(ra, rb),None,None,None,2
+        store_attr(); self.causes,self.aligned,self.n_runs = L(),(ra, rb),2
+        self.swapped,self.swapped_side,self.proof,self.twin = None,None,None,None # how `op_order` was proven, if it was
         self.identical = same_run(ra, rb)
         self.part = None if self.identical else next(t for t in range(len(ra.ws)) if not torch.equal(ra.ws[t], rb.ws[t]))
     @property
@@ -435,7 +436,7 @@ class Explanation:
         ls.append(f"they part at step {self.part}; after the run |w_a-w_b|/|w_a| = {rel_dist(self.ra, self.rb):.3g}")
         ls.append(f"causes ({len(self.causes)}, each proven by removing it: the runs change; {self.n_runs} runs):")
         for c in self.causes:
-            ls.append(f"  {c!r}" + (f"  (same maths, other rounding: bound {c.before:.2g}; {self.proof}: bit-identical)"
+            ls.append(f"  {c!r}" + (f"  (same maths, other rounding: bound {c.before:.2g}; {self.proof}{f', {self.twin}' if self.twin else ''}: bit-identical)"
                                     if c.name == 'op_order' else f"  |Δw| {c.before:.3g} → {c.after:.3g}"))
         ls.append("with them removed: bit-identical" if self.explained else
                   f"with them removed they still differ by {rel_dist(*self.aligned):.3g}: unexplained")
