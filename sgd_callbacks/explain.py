@@ -27,8 +27,8 @@ __all__ = ['VOCAB', 'OP_ORDER_TOL', 'TORCH_ARITH', 'torch_cls', 'torch_adam_rule
            'explain_difference', 'Explanation', 'contender_setup']
 
 # %% ../nbs/42_explain.ipynb #9a92cf7a
-VOCAB = ('lr', 'lr_schedule', 'momentum', 'beta1', 'beta1_schedule', 'beta2', 'eps', 'weight_decay', 'decay_form', 'decayed_params',
-         'nesterov', 'dampening', 'op_order')
+VOCAB = ('lr', 'lr_schedule', 'momentum', 'beta1', 'beta1_schedule', 'beta2', 'eps', 'weight_decay', 'decay_form',
+         'decayed_params', 'nesterov', 'dampening', 'op_order')
 _SCALARS = ('lr', 'beta1', 'beta2', 'eps', 'weight_decay') # hyper-parameters with a value at every step
 _FITS = ('fit', 'fit_one_cycle', 'fit_flat_cos')
 OP_ORDER_TOL = 1e-4 # the largest |w_a-w_b|/|w_a| that other roundings leave here; more is another update (torch's RMSprop momentum)
@@ -43,7 +43,8 @@ def torch_adam_rule(p, g, state, lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0
     decay(p, g, lr, wd, do_wd, decouple_wd)
     torch_adamw_rule(p, g, state, lr, mom, sqr_mom, eps, 0., do_wd)
 
-TORCH_ARITH = {'Adam': torch_adam_rule} # an algorithm's update in torch.optim's arithmetic, as a rule (SGD, RMSprop: fastai's own)
+# an algorithm's update in torch.optim's arithmetic, as a rule (fastai's SGD and RMSProp already do torch's operations)
+TORCH_ARITH = {'Adam': torch_adam_rule}
 
 # %% ../nbs/42_explain.ipynb #63cd83eb
 class Setup:
@@ -130,9 +131,10 @@ def opt_family(o):
 def _stage_names(o): return [getattr(getattr(c, 'func', c), '__name__', '') for c in o.cbs]
 
 def momentum_free(o):
-    "Whether `o` takes no momentum step whatever its `mom` (fastai's SGD or RMSProp built with `mom=0`): its `mom` does nothing"
+    "Whether `o` takes no momentum step whatever its `mom` (fastai's SGD or RMSProp built with `mom=0`)"
     if isinstance(o, OptimWrapper): return False
-    if isinstance(o, RuleOptimizer): return rule_name(o.rule) in ('sgd_rule', 'rmsprop_rule') and not o.hypers[0].get('use_mom')
+    if isinstance(o, RuleOptimizer):
+        return rule_name(o.rule) in ('sgd_rule', 'rmsprop_rule') and not o.hypers[0].get('use_mom')
     return opt_family(o)[0] in ('SGD', 'RMSProp') and 'average_grad' not in _stage_names(o)
 
 def _decoupled(o, h):
@@ -141,7 +143,7 @@ def _decoupled(o, h):
     return any(getattr(getattr(c, 'func', c), '__name__', '') == 'weight_decay' for c in o.cbs)
 
 def hypers_of(o):
-    "Each param group's effective hyper-parameters in the common vocabulary: lr, beta1 (None: no momentum step), beta2, eps, ..."
+    "Each param group's effective hyper-parameters in the common vocabulary: lr, beta1 (None: no momentum step), ..."
     res = []
     if isinstance(o, OptimWrapper):
         for pg in o.opt.param_groups:
@@ -152,7 +154,8 @@ def hypers_of(o):
     fam,free = opt_family(o)[0],momentum_free(o)
     for h in o.hypers:
         sgd = fam == 'SGD'
-        res.append(dict(lr=h['lr'], beta1=None if free else h.get('mom'), beta2=h.get('sqr_mom'), eps=h.get('eps'), weight_decay=h.get('wd', 0.),
+        res.append(dict(lr=h['lr'], beta1=None if free else h.get('mom'), beta2=h.get('sqr_mom'), eps=h.get('eps'),
+                        weight_decay=h.get('wd', 0.),
                         decay_form='decoupled' if _decoupled(o, h) else 'L2', nesterov=False if sgd else None, dampening=0. if sgd else None))
     return res
 
@@ -262,7 +265,8 @@ def candidates(ra, rb):
         if on:
             v0 = [x[on[0][1]] for x in vs] # the values of the first group with a momentum
             v = v0[0] if _const(v0) else v0
-            cs.append(Cause('momentum', 'none' if free(ra) else v, v if free(ra) else 'none', names(sorted({i for _,i in on})), on[0][0]+1))
+            a,b = ('none', v) if free(ra) else (v, 'none')
+            cs.append(Cause('momentum', a, b, names(sorted({i for _,i in on})), on[0][0]+1))
     for k in _SCALARS + ('nesterov', 'dampening', 'decay_form'):
         va,vb = col(ra, k),col(rb, k)
         diff = [(t, i) for t in range(n) for i,(x,y) in enumerate(zip(va[t], vb[t])) if known(x, y) and x != y]
@@ -294,7 +298,7 @@ def _pin(x, steps, k):
     x.cbs = [cb for cb in x.cbs if not isinstance(cb, PinHypers)] + [PinHypers(steps, (pins[0].keys if pins else []) + [k])]
 
 def _align(c, A, B, ra, rb, a_like_b=False):
-    "`(A, B)` (runs `ra`, `rb`) with cause `c` removed: B made like A where B can be, else A like B (a scalar: if `a_like_b`), or None"
+    "`(A, B)` (runs `ra`, `rb`) without cause `c`: B made like A where B can be, else A like B (a scalar: `a_like_b`); or None"
     A,B = A.copy(),B.copy()
     if c.name == 'momentum': # the side with a momentum gets none: a momentum of 0 at every step
         x,r = (A, rb) if c.b == 'none' else (B, ra)
@@ -314,11 +318,12 @@ def _align(c, A, B, ra, rb, a_like_b=False):
     else: _pin(B, ra.steps, c.name.replace('_schedule', ''))
     return A,B
 
-def _torch_arith(impl): return impl.startswith('torch.optim.') or impl in ('rule torch_adam_rule', 'rule torch_adamw_rule')
+def _torch_arith(impl):
+    return impl.startswith('torch.optim.') or impl in ('rule torch_adam_rule', 'rule torch_adamw_rule')
 
 def torch_twin(x, r, other):
-    """Side `x` (its run `r`) stepped by the package's rule with torch's arithmetic for its algorithm (`TORCH_ARITH`), each
-    hyper pinned to its own at every step; None where `other` does not run torch's arithmetic, or `x` already does"""
+    """Side `x` (its run `r`) stepped by the package's rule with torch's arithmetic for its algorithm (`TORCH_ARITH`),
+    each hyper pinned to its own at every step; None where `other` does not run torch's arithmetic, or `x` already does"""
     rule = TORCH_ARITH.get(r.family[0])
     if rule is None or _torch_arith(r.family[1]) or not _torch_arith(other.family[1]): return None
     x = x.copy()
@@ -352,21 +357,24 @@ def _dls(dls):
     return d
 
 def _op_order(A, B, ca, cb, run):
-    """`(run, side, how)` if one side stepped in the other's arithmetic trains bit-identically to the other side, else None.
-    Where the package holds the other's arithmetic as a rule (`torch_twin`) that proves it whatever the size; elsewhere
-    a's implementation in b's recipe must be bit-identical and the runs within `OP_ORDER_TOL` (more is another update)"""
+    """`(run, side, how, rule)` if one side stepped in the other's arithmetic trains as the other side, bit for bit; else
+    None. Where the package holds the other's arithmetic as a rule (`torch_twin`) that proves it whatever the size;
+    elsewhere a's implementation in b's recipe must be bit-identical and the runs within `OP_ORDER_TOL` (more is another
+    update)"""
     tb,ta = torch_twin(B, cb, ca),torch_twin(A, ca, cb)
     if tb or ta:
         x = tb or ta
         nx = run(x.s, cbs=x.cbs)
         side,other = ('b', 'a') if tb else ('a', 'b')
-        return (nx, side, f"{side} stepped in {other}'s arithmetic, {opt_name(x.s.opt)}") if same_run(nx, ca if tb else cb) else None
+        ok = same_run(nx, ca if tb else cb)
+        return (nx, side, f"{side} stepped in {other}'s arithmetic", opt_name(x.s.opt)) if ok else None
     B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt, wd_bn_bias=A.s.wd_bn_bias)
     keys = [k for k in _SCALARS if ca.steps[0][0][k] is not None]
     B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))] + [x for x in A.cbs if isinstance(x, PinDecay)]
               + [PinHypers(ca.steps, keys)]) # a's implementation, with a's decayed tensors
     nb = run(B2.s, cbs=B2.cbs)
-    return (nb, 'b', "a's implementation in b's recipe") if same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL else None
+    ok = same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL
+    return (nb, 'b', "a's implementation in b's recipe", None) if ok else None
 
 def explain_difference(a:Setup, b:Setup,  # the two recipes
                        dls,                # fastai `DataLoaders`, or a no-argument callable returning them
@@ -408,7 +416,7 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
         if found:
             step = next(t for t in range(len(ca.ws)) if not torch.equal(ca.ws[t], cb.ws[t]))
             proven.append(Cause('op_order', ra.family[1], rb.family[1], 'all', step, rel_dist(ca, cb), 0.))
-            rep.swapped,rep.swapped_side,rep.proof = found
+            rep.swapped,rep.swapped_side,rep.proof,rep.twin = found
     rep.causes,rep.n_runs = L(proven),n_runs
     return rep
 
@@ -416,7 +424,8 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
 class Explanation:
     "What `explain_difference` found: `identical`, where the runs part, the proven `causes`, and the runs before and after aligning"
     def __init__(self, a, b, ra, rb):
-        store_attr(); self.causes,self.aligned,self.swapped,self.swapped_side,self.proof,self.n_runs = L(),(ra, rb),None,None,None,2
+        store_attr(); self.causes,self.aligned,self.n_runs = L(),(ra, rb),2
+        self.swapped,self.swapped_side,self.proof,self.twin = None,None,None,None # how `op_order` was proven, if it was
         self.identical = same_run(ra, rb)
         self.part = None if self.identical else next(t for t in range(len(ra.ws)) if not torch.equal(ra.ws[t], rb.ws[t]))
     @property
@@ -435,8 +444,9 @@ class Explanation:
         if self.identical: return '\n'.join(ls + [f"identical: every weight after every one of {len(self.ra.losses)} steps (torch.equal)"])
         ls.append(f"they part at step {self.part}; after the run |w_a-w_b|/|w_a| = {rel_dist(self.ra, self.rb):.3g}")
         ls.append(f"causes ({len(self.causes)}, each proven by removing it: the runs change; {self.n_runs} runs):")
+        how = f"{self.proof}{f', {self.twin}' if self.twin else ''}" # how `op_order` was proven
         for c in self.causes:
-            ls.append(f"  {c!r}" + (f"  (same maths, other rounding: bound {c.before:.2g}; {self.proof}: bit-identical)"
+            ls.append(f"  {c!r}" + (f"  (same maths, other rounding: bound {c.before:.2g}; {how}: bit-identical)"
                                     if c.name == 'op_order' else f"  |Δw| {c.before:.3g} → {c.after:.3g}"))
         ls.append("with them removed: bit-identical" if self.explained else
                   f"with them removed they still differ by {rel_dist(*self.aligned):.3g}: unexplained")

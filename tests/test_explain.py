@@ -88,7 +88,7 @@ def test_the_readme_pair_on_fastais_default_mlp_ends_bit_identical(lin_first):
     assert rep.names == ['beta2', 'eps', 'decayed_params', 'op_order'] and rep.explained, rep
     assert torch.equal(rep.swapped.ws, rep.aligned[0].ws) and rep.swapped_side == 'b' # b in a's arithmetic is a, bit for bit
     assert rep.bound == rep.causes[-1].before == rel_dist(*rep.aligned) > 0 # what is left before the swap: not the 0 after it
-    assert 'torch_adam_rule' in rep.proof and rep.summary().endswith('with them removed: bit-identical')
+    assert rep.twin == 'rule_opt(torch_adam_rule)' and rep.summary().endswith('with them removed: bit-identical')
 
 def test_op_order_proven_whatever_its_size():
     "Linear then BatchNorm: Adam scales each coordinate by its own gradient's size, so a rounding tipped at step 4 grows to 1e-3"
@@ -109,3 +109,28 @@ def test_a_cause_names_only_the_groups_it_touches(dls):
     assert rep.causes[0].params == ['2.weight', '2.bias'] and (rep.causes[0].a, rep.causes[0].b) == (0.1, 0.05), rep # that group's values
     both = explain_difference(Setup(SGD, lr=[0.1, 0.1], splitter=split), Setup(SGD, lr=[0.05, 0.05], splitter=split), dls, mlp())
     assert both.causes[0].params == 'all', both
+
+def test_more_bad_input_named():
+    "Each argument a user can get wrong, named in the error before any training"
+    dls = diabetes_dls(bs=128)
+    m2 = mlp(); torch.nn.init.zeros_(m2[0].bias)
+    with pytest.raises(ValueError, match='`model`: the two models start from different weights'): explain_difference(Setup(SGD), Setup(SGD), dls, (mlp(), m2))
+    with pytest.raises(ValueError, match=r'`model` gives \(128, 2\) for targets'):
+        explain_difference(Setup(SGD), Setup(SGD), dls, nn.Sequential(nn.Linear(11, 2)))
+    with pytest.raises(TypeError, match='`dls` must be fastai DataLoaders'): explain_difference(Setup(SGD), Setup(SGD), [1, 2], mlp())
+    with pytest.raises(TypeError, match='`a.sched` is a torch scheduler'):
+        explain_difference(Setup(SGD, sched=lambda o: None), Setup(SGD), dls, mlp())
+    with pytest.raises(TypeError, match='`sched` must be a callable'): Setup(SGD, sched=3)
+    with pytest.raises(TypeError, match='`splitter` must be a callable'): Setup(SGD, splitter=[1])
+
+def test_dls_as_a_callable_and_identical_runs():
+    "`dls` may be a function returning them; identical runs say so, with the number of steps"
+    rep = explain_difference(Setup(partial(TSGD, momentum=0.9), lr=0.05), Setup(partial(SGD, mom=0.9), lr=0.05),
+                             lambda: diabetes_dls(bs=128), mlp())
+    assert rep.identical and rep.causes == [] and rep.part is None
+    assert rep.summary().endswith(f'identical: every weight after every one of {len(rep.ra.losses)} steps (torch.equal)')
+
+def test_a_torch_partials_lr_is_the_learners():
+    "Setup(partial(torch.optim.SGD, lr=0.05)) without `lr`: the partial's lr is the one trained with, as fastai's SGD at 0.05"
+    rep = explain_difference(Setup(partial(TSGD, lr=0.05, momentum=0.9)), Setup(partial(SGD, mom=0.9), lr=0.05), diabetes_dls(bs=128), mlp())
+    assert rep.identical and rep.ra.steps[0][0]['lr'] == 0.05, rep

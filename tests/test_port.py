@@ -96,3 +96,23 @@ def test_no_decay_group_first_takes_the_decay_of_the_other(dls, sched):
     p = port(Setup(T.AdamW, lr=3e-3, splitter=no_decay_first, sched=SCHEDS[sched]), dls=dls, model=bn_mlp())
     assert p.identical and p.moved, p
     assert p.setup.splitter is None and p.setup.wd_bn_bias is False and p.setup.wd == 0.05, p
+
+def test_the_learner_keywords_train_as_the_proof(dls):
+    "What a user copies, `Learner(dls, model, **p.learner_kw)` fit as `p.fit` says: the source recipe's weights, bit for bit"
+    from fastai.learner import Learner
+    from sgd_callbacks.seeding import EpochShuffle
+    from sgd_callbacks.scratch import mse
+    from sgd_callbacks.explain import train_setup
+    src = Setup(partial(T.SGD, momentum=0.9), lr=3e-3, splitter=head)
+    p = port(src, dls=dls, model=bn_mlp())
+    learn = Learner(dls, bn_mlp(), loss_func=mse, cbs=EpochShuffle(42), **p.learner_kw)
+    with learn.no_bar(), learn.no_logging(): getattr(learn, p.setup.fit)(2, cbs=p.setup.cbs)
+    assert p.fit == "learn.fit(n_epoch, cbs=[])"
+    want = train_setup(src, dls, bn_mlp()).ws[-1]
+    assert torch.equal(torch.cat([q.detach().flatten() for q in learn.model.parameters()]), want)
+
+def test_refused_on_the_wrong_side_and_fastai_rmsprop_with_momentum(dls):
+    with pytest.raises(ValueError, match='`setup` must be a torch setup to port to fastai'): port(Setup(SGD), to='fastai')
+    with pytest.raises(ValueError, match='`setup` must be a fastai setup to port to torch'): port(Setup(T.SGD), to='torch')
+    with pytest.raises(ValueError, match="fastai's RMSProp: torch.optim has no class"):
+        port(Setup(partial(RMSProp, mom=0.9, decouple_wd=False)), to='torch', dls=dls, model=mlp())

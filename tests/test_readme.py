@@ -10,7 +10,7 @@ def python_blocks(text): return re.findall(r"```python\n(.*?)```", text, re.S)
 def test_readme_examples_run():
     "The first example ends bit-identical; the second trains a rule of one's own, Lion and Prodigy through `rule_opt`"
     blocks = python_blocks(readme)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     out = subprocess.run([sys.executable, '-c', '\n'.join(blocks[:2])], capture_output=True, text=True, cwd=root, timeout=300)
     assert out.returncode == 0, out.stderr
     first,*rules = out.stdout.strip().splitlines()
@@ -26,6 +26,18 @@ def test_readme_port_example_prints_what_the_readme_shows():
     assert out.returncode == 0, out.stderr
     assert out.stdout == shown, out.stdout
     assert shown.rstrip().endswith('weights moved: True')
+
+def test_readme_explain_example_prints_what_the_readme_shows():
+    "The fourth example names why torch's AdamW recipe and fastai's Adam differ, ending bit-identical; the README shows what it prints"
+    blocks = python_blocks(readme)
+    imports = '\n'.join(blocks[0].splitlines()[:2])
+    recipe = blocks[2].splitlines()[0] # `recipe = Setup(...)`, the PyTorch recipe of the port example
+    assert recipe.startswith('recipe = Setup(')
+    shown = re.search(r"It prints the causes, ending bit-identical:\n\n```text\n(.*?)```", readme, re.S)[1]
+    out = subprocess.run([sys.executable, '-c', '\n'.join([imports, recipe, blocks[3]])], capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == shown, out.stdout
+    assert shown.split() == ['beta2', 'eps', 'decayed_params', 'op_order', '→', 'bit-identical']
 
 def test_readme_commands():
     cmds = re.findall(r"```sh\n(.*?)\n```", readme, re.S)

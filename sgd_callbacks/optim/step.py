@@ -28,7 +28,8 @@ def whole_step(rule):
     `ps`: every parameter with a gradient (all groups, in order); `gs`, `states`: their gradients and `opt.state` dicts
     (optimizer-wide state goes in `states[0]`); `hypers`: one dict per parameter, its group's values of the keywords the
     rule declares after the four lists, and its `do_wd`; `kw`: the first group's values of those keywords, the
-    optimizer-wide settings (as torch reads `param_groups[0]`). Read per-group values (`lr` under `slice`) from `hypers`."""
+    optimizer-wide settings (as torch reads `param_groups[0]`). Read per-group values (`lr` under `slice`) from
+    `hypers`."""
     rule.whole_step = True
     return rule
 
