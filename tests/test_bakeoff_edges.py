@@ -172,3 +172,13 @@ def test_the_lower_median_of_an_even_number_of_seeds():
     "DeepOBS-style: the lower of the two middle values, a miss counted as ∞ (one hit of two seeds is enough)"
     assert lower_median([40, 10, 30, 20]) == 20 and lower_median([None, 10]) == 10
     assert lower_median([None, 10, None]) == math.inf
+
+def test_a_resumed_run_may_score_otherwise(tmp_path):
+    "tau_max, time and reference change the scoring, not the trials: a resumed run with others reads every trial back"
+    pb = BAKEOFF_PROBLEMS['line']
+    line = Problem('line', pb.dls_fn, pb.model_fn, pb.loss_func, pb.target, steps=30, lrs=pb.lrs, every=3)
+    kw = dict(opts=['sgd', 'adam'], trials=2, seeds=1, progress=False, file=io.StringIO(), store=tmp_path)
+    a = bakeoff([line], **kw)
+    b = bakeoff([line], resume=True, tau_max=3., time='seconds', reference='sgd', **kw)
+    assert b.meta['stored'] == dict(loaded=6, written=0) and a.results.drop(columns='seconds_to_target').equals(
+        b.results.drop(columns='seconds_to_target'))
