@@ -28,8 +28,8 @@ import sgd_callbacks.bakeoff.report # `BakeoffResult.save` and its pictures
 
 # %% auto #0
 __all__ = ['DATA', 'DIGITS', 'HYPER_TYPES', 'SPEC_OPTS', 'SPEC_SETUP', 'SPEC_CYCLE', 'SPEC_HELP', 'QUICK', 'QUICK_TRIALS',
-           'EDGE_HINT', 'UsageError', 'write_report', 'run_compare', 'sgd_compare', 'parse_spec', 'run_explain',
-           'sgd_explain', 'run_bakeoff', 'sgd_bakeoff']
+           'EDGE_HINT', 'SPACE_HINT', 'UsageError', 'write_report', 'run_compare', 'sgd_compare', 'parse_spec',
+           'run_explain', 'sgd_explain', 'run_bakeoff', 'sgd_bakeoff']
 
 # %% ../nbs/70_cli.ipynb #68bdd1ed
 class UsageError(ValueError): "A bad command-line argument"
@@ -366,6 +366,7 @@ QUICK = dict(trials=4, seeds=2, studies=2) # with `QUICK_PROBLEMS` and `QUICK_OP
 QUICK_TRIALS = dict(deepobs=4, algoperf=3, **{'self-tuning': 1})
 
 EDGE_HINT = "(--lr_min/--lr_max widen a problem's lr range; an OptEntry's own `lrs` or `space` win over them)"
+SPACE_HINT = "(the range is the optimizer's search space: an OptEntry's `space` widens it)" # any hyper-parameter but lr
 
 def _names(s): return None if s is None else [n.strip() for n in s.split(',') if n.strip()]
 
@@ -402,7 +403,9 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
         print(f"sgd_bakeoff: error: {_usage(e)}", file=err); return 2
     print(res.results_table().to_string(index=False, na_rep='-', float_format=lambda v: f"{v:.4g}"), file=file)
     for w in res.failures(): print(f"sgd_bakeoff: warning: trial failed: {w}", file=err)
-    for w in res.edge_warnings(): print(f"sgd_bakeoff: warning: {w}: the best may lie beyond it {EDGE_HINT}", file=err)
+    for w in res.edge_warnings():
+        hint = EDGE_HINT if ': best lr=' in w else SPACE_HINT # --lr_min/--lr_max move the lr's range only
+        print(f"sgd_bakeoff: warning: {w}: the best may lie beyond it {hint}", file=err)
     if outp is not None:
         for p in res.save(outp): print(f"wrote {p}", file=file)
     if resume: print(f"sgd_bakeoff: trials: {res.meta['stored']['loaded']} read from {outp/'trials.jsonl'}, "
@@ -427,8 +430,11 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                 studies:_arg("int >= 1: algoperf and self-tuning: studies per (problem, optimizer); default 3 (--quick: 2)", 'INT', int)=None,
                 schedule:_arg("warmup_cosine (AlgoPerf's: linear warm-up, then cosine to zero over the budget; not for "
                               "schedule-free optimizers) or constant; default warmup_cosine", 'NAME')='warmup_cosine',
-                time:_arg("steps (the same run to run on one processor kind) or seconds (of training, evaluation excluded): the time to target scored; default steps", 'NAME')='steps',
-                reference:_arg("an optimizer run: score against its time instead of each problem's best, so adding a contender moves no score", 'NAME')=None,
+                time:_arg("steps (the same run to run on one processor kind) or seconds (of training, evaluation "
+                          "excluded): the time to target scored; default steps", 'NAME')='steps',
+                reference:_arg("an optimizer run: score against its time instead of each problem's best, so adding a contender "
+                               "moves no score unless it is over 4× faster than a time (AlgoPerf's cut); where the reference "
+                               "never reaches a target, any time that does is solved (AlgoPerf's x/∞ = 0)", 'NAME')=None,
                 problems:_arg(f"names, comma-separated, of {_list(BAKEOFF_PROBLEMS)}; default all", 'NAMES')=None,
                 opts:_arg(f"names, comma-separated, of {_list(BAKEOFF_OPTS)}; default {_list(DEFAULT_OPTS)}", 'NAMES')=None,
                 lr_min:_arg("float > 0: low end of every problem's lr range (with --lr_max; times an optimizer's lr_mult, "

@@ -9,7 +9,7 @@ from fastai.optimizer import SGD, Adam
 from sgd_callbacks.all import *
 from sgd_callbacks.bakeoff import run as bakeoff_module
 from sgd_callbacks.bakeoff.run import opt_kwargs
-from sgd_callbacks.bakeoff.score import performance_profile, CUT
+from sgd_callbacks.bakeoff.score import performance_profile, lower_median, CUT
 from sgd_callbacks.cli import run_bakeoff
 
 # ---- AlgoPerf's scoring, written out from `scoring/performance_profile.py` (mlcommons/algorithmic-efficiency):
@@ -25,22 +25,27 @@ def algoperf(times:dict, max_tau=4., reference=None, num_points=100):
     points = np.linspace(1., max_tau, num=num_points)
     perf = pd.concat([(df <= tau).sum(axis=1)/df.shape[1] for tau in points], axis=1)
     scores = np.trapezoid(perf.values, x=points, axis=1)/(points.max() - points.min())
-    return dict(zip(df.index, scores)), dict(zip(df.index, perf.iloc[:, -1]))
+    return dict(zip(df.index, scores)), dict(zip(df.index, perf.iloc[:, -1])), df
+
+def exact_area(ratios, max_tau):
+    "The area under AlgoPerf's ρ, a step function, over [1, max_tau] ÷ (max_tau - 1): a ratio under 1 counts from τ = 1"
+    return ratios.map(lambda r: max(max_tau - max(r, 1.), 0.)/(max_tau - 1)).mean(axis=1).to_dict()
 
 def package(times:dict, **kw):
     "The package's scores and problems solved for the same times, through `results.csv`'s columns"
     res = pd.DataFrame([dict(problem=p, optimizer=o, steps_to_target=t) for o,d in times.items() for p,t in d.items()])
     s = performance_profile(res, **kw)[1].set_index('optimizer')
-    return s.score.to_dict(), s.solved.to_dict()
+    return s.score.to_dict(), s.solved.to_dict(), s.area.to_dict()
 
 def check_both_ways(times, **kw):
     "The package's scores equal AlgoPerf's; its `solved` is AlgoPerf's ρ(τ_max) times the number of problems"
-    ours,solved = package(times, **kw)
-    theirs,rho = algoperf(times, kw.get('tau_max', 4.), kw.get('reference'))
-    n = len(next(iter(times.values())))
+    ours,solved,area = package(times, **kw)
+    theirs,rho,ratios = algoperf(times, kw.get('tau_max', 4.), kw.get('reference'))
+    exact,n = exact_area(ratios, kw.get('tau_max', 4.)),len(next(iter(times.values())))
     for o in times:
         assert ours[o] == pytest.approx(theirs[o], abs=1e-12), o
         assert solved[o] == round(rho[o]*n), o
+        assert area[o] == pytest.approx(exact[o], abs=1e-12) and 0 <= area[o] <= 1, o
     return ours, solved
 
 def test_a_problem_the_reference_never_solves_is_solved_by_whoever_solves_it():
@@ -49,7 +54,7 @@ def test_a_problem_the_reference_never_solves_is_solved_by_whoever_solves_it():
     ours,solved = check_both_ways(times, reference='ref')
     assert solved == {'ref': 1, 'b': 2, 'c': 1}
     # the other reading (a problem the reference never solves is unsolved by all) gives b a lower score: the edge is hit
-    other,_ = package(dict(ref=times['ref'], b={'p': 20, 'q': None}, c=times['c']), reference='ref')
+    other,*_ = package(dict(ref=times['ref'], b={'p': 20, 'q': None}, c=times['c']), reference='ref')
     assert ours['b'] > other['b'] + 0.4 and ours['c'] == other['c']
 
 def test_tau_max_above_4_keeps_the_cut_at_4():
@@ -113,6 +118,15 @@ def test_a_study_that_never_reaches_the_target_reports_its_lowest_loss(monkeypat
 
 # ---- a configuration's keywords
 
+def test_each_optimizer_tunes_the_hyper_parameters_it_has():
+    "Plain SGD (mom=0) is not tuned into momentum; a schedule-free optimizer tunes no warm-up it would never apply"
+    def sp(o):
+        e = BAKEOFF_OPTS[o] if isinstance(BAKEOFF_OPTS[o], OptEntry) else OptEntry(BAKEOFF_OPTS[o])
+        return set(e.search_space((1e-3, 1e-1), 'warmup_cosine'))
+    assert sp('sgd') == {'lr', 'wd', 'warmup'} and sp('momentum') == {'lr', 'one_minus_beta1', 'wd', 'warmup'}
+    assert sp('adam') == {'lr', 'one_minus_beta1', 'one_minus_beta2', 'wd', 'warmup'}
+    assert 'warmup' not in sp('schedulefree') and 'alpha' in sp('ademamix')
+
 def test_one_minus_beta_becomes_beta():
     kw = opt_kwargs(dict(lr=0.1, warmup=0.05, one_minus_beta1=0.1, one_minus_beta2=0.001, wd=0.01, alpha=5.))
     assert kw == dict(mom=1-0.1, sqr_mom=1-0.001, wd=0.01, alpha=5.)
@@ -140,3 +154,31 @@ def test_the_command_takes_the_scheduler_from_dask_scheduler_address(monkeypatch
     monkeypatch.setenv('DASK_SCHEDULER_ADDRESS', '')
     assert run_bakeoff(problems='line', opts='sgd', file=io.StringIO(), err=io.StringIO()) == 2
     assert asked == [(None, 'tcp://from-env:8786'), (None, 'tcp://given:1'), (2, None), (None, None)]
+
+def test_an_edge_warning_names_what_widens_that_range(monkeypatch):
+    "--lr_min/--lr_max move the lr's range only: an edge of 1-β₂ or wd points to the optimizer's search space"
+    edges = ["p adam: best lr=0.1 at the high end of 0.001..0.1",
+             "p adam: best one_minus_beta2=0.09 at the high end of 0.001..0.1"]
+    res = SimpleNamespace(results_table=lambda: pd.DataFrame(dict(problem=['p'])), failures=lambda: [],
+                          edge_warnings=lambda: edges, summary=lambda: 'winners: p adam', meta=dict(seconds=1.))
+    monkeypatch.setattr('sgd_callbacks.cli.bakeoff', lambda *a, **kw: res)
+    err = io.StringIO()
+    assert run_bakeoff(problems='line', opts='adam', file=io.StringIO(), err=err) == 0
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2 and '--lr_min/--lr_max' in lines[0] and '--lr_min' not in lines[1]
+    assert "the range is the optimizer's search space: an OptEntry's `space` widens it" in lines[1]
+
+def test_the_lower_median_of_an_even_number_of_seeds():
+    "DeepOBS-style: the lower of the two middle values, a miss counted as ∞ (one hit of two seeds is enough)"
+    assert lower_median([40, 10, 30, 20]) == 20 and lower_median([None, 10]) == 10
+    assert lower_median([None, 10, None]) == math.inf
+
+def test_a_resumed_run_may_score_otherwise(tmp_path):
+    "tau_max, time and reference change the scoring, not the trials: a resumed run with others reads every trial back"
+    pb = BAKEOFF_PROBLEMS['line']
+    line = Problem('line', pb.dls_fn, pb.model_fn, pb.loss_func, pb.target, steps=30, lrs=pb.lrs, every=3)
+    kw = dict(opts=['sgd', 'adam'], trials=2, seeds=1, progress=False, file=io.StringIO(), store=tmp_path)
+    a = bakeoff([line], **kw)
+    b = bakeoff([line], resume=True, tau_max=3., time='seconds', reference='sgd', **kw)
+    assert b.meta['stored'] == dict(loaded=6, written=0) and a.results.drop(columns='seconds_to_target').equals(
+        b.results.drop(columns='seconds_to_target'))
