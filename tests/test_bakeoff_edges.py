@@ -160,7 +160,8 @@ def test_an_edge_warning_names_what_widens_that_range(monkeypatch):
     edges = ["p adam: best lr=0.1 at the high end of 0.001..0.1",
              "p adam: best one_minus_beta2=0.09 at the high end of 0.001..0.1"]
     res = SimpleNamespace(results_table=lambda: pd.DataFrame(dict(problem=['p'])), failures=lambda: [],
-                          edge_warnings=lambda: edges, summary=lambda: 'winners: p adam', meta=dict(seconds=1.))
+                          edge_warnings=lambda: edges, summary=lambda: 'winners: p adam',
+                          winners_line=lambda: 'winners: p adam', meta=dict(seconds=1.))
     monkeypatch.setattr('sgd_callbacks.cli.bakeoff', lambda *a, **kw: res)
     err = io.StringIO()
     assert run_bakeoff(problems='line', opts='adam', file=io.StringIO(), err=err) == 0

@@ -210,7 +210,9 @@ def _pairs(times, draws, est, pbs, opts, alpha, seed):
             faster = a if est[p, a] < est[p, b] else b if est[p, b] < est[p, a] else ''
             rows.append(dict(problem=p, a=a, b=b, time_a=est[p, a], time_b=est[p, b], ratio=r, ratio_lo=lo, ratio_hi=hi,
                              p=pv, p_holm=float(ph), significant=bool(ph <= alpha), faster=faster))
-    return pd.DataFrame(rows)
+    # one optimizer makes no pair: the table keeps its columns
+    return pd.DataFrame(rows, columns=['problem', 'a', 'b', 'time_a', 'time_b', 'ratio', 'ratio_lo', 'ratio_hi', 'p', 'p_holm',
+                                       'significant', 'faster'])
 
 def _decide(results, times, pairs, col, alpha):
     "For the first two of each problem (as `winners` ranks them): were their repeats enough to tell them apart, and if not, how many a simple power estimate asks for"
@@ -225,7 +227,7 @@ def _decide(results, times, pairs, col, alpha):
         have = min(len(times[p, a]), len(times[p, b]))
         rows.append(dict(problem=p, first=a, second=b, repeats=have, p_holm=pr.p_holm, enough=bool(pr.significant),
                          needed=need, more=0 if pr.significant else max(need - have, 0) if math.isfinite(need) else float('inf')))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=['problem', 'first', 'second', 'repeats', 'p_holm', 'enough', 'needed', 'more'])
 
 # %% ../../nbs/63a_bakeoff.stats.ipynb #0136387b
 @patch
