@@ -177,3 +177,12 @@ def test_bad_input():
     with pytest.raises(TypeError, match='`kahan=True`.*Lookahead'):
         from fastai.optimizer import ranger
         fit(bf16_learner([ScratchStep(kahan=True)], ranger))
+
+# ---- the divergence check in pure bf16: stopped at the first non-finite gradient, the weights those of the last step
+
+@pytest.mark.parametrize('opt', ['kahan', 'stochastic_round'])
+def test_diverges_cleanly_in_bf16(opt):
+    for cb in (ScratchSGD(**{opt: True}), ScratchStep(**{opt: True})):
+        learn = bf16_learner([cb], partial(SGD, mom=0.9))
+        with pytest.raises(DivergedError, match='non-finite'): fit(learn, 20, lr=50.)
+        assert all(p.dtype == torch.bfloat16 and p.isfinite().all() for p in learn.model.parameters())
