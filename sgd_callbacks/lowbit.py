@@ -5,9 +5,10 @@
 # %% ../nbs/07_lowbit.ipynb #290a7959
 from __future__ import annotations
 import torch
+from torch import nn
 
 # %% auto #0
-__all__ = ['HALF', 'kahan_fold', 'bf16_sr', 'check_lowbit']
+__all__ = ['HALF', 'DTYPES', 'kahan_fold', 'bf16_sr', 'check_lowbit', 'InDtype', 'in_dtype']
 
 # %% ../nbs/07_lowbit.ipynb #cfaff793
 HALF = (torch.float16, torch.bfloat16)
@@ -41,3 +42,19 @@ def check_lowbit(ps,                     # the parameters to step
     if bad is not None:
         raise TypeError(f"`{opt}=True` is for {' or '.join(map(str, ok[1:]))} weights (float32 ones step as without it); "
                         f"a parameter of shape {tuple(bad.shape)} is {bad.dtype}")
+
+# %% ../nbs/07_lowbit.ipynb #d9ce1db0
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+class InDtype(nn.Module):
+    "`model` with its weights in `dtype`: floating inputs cast to it, outputs back to float32"
+    def __init__(self, model, dtype):
+        super().__init__()
+        self.model,self.dtype = model.to(dtype),dtype
+    def forward(self, *xs):
+        return self.model(*(x.to(self.dtype) if x.is_floating_point() else x for x in xs)).float()
+
+def in_dtype(model, dtype:str): # 'fp32' (the model as it is), 'bf16' or 'fp16'
+    "`model` as it is for 'fp32', else wrapped in `InDtype` with its weights in that dtype"
+    if dtype not in DTYPES: raise ValueError(f"`dtype` must be one of {list(DTYPES)}, got {dtype!r}")
+    return model if dtype == 'fp32' else InDtype(model, DTYPES[dtype])

@@ -1,7 +1,7 @@
 """16-bit weights: Kahan summation bit for bit against torch-optimi, stochastic rounding bit for bit against torchao's
 `_fp32_to_bf16_sr`, float32 weights unchanged by either option, the lesson's line of the issue's table, and bad input."""
-import copy
-import pytest, torch
+import copy, io, math
+import pandas as pd, pytest, torch
 from torch import nn
 from fastai.basics import Learner, SGD, Lamb, partial
 from sgd_callbacks.all import *
@@ -186,3 +186,26 @@ def test_diverges_cleanly_in_bf16(opt):
         learn = bf16_learner([cb], partial(SGD, mom=0.9))
         with pytest.raises(DivergedError, match='non-finite'): fit(learn, 20, lr=50.)
         assert all(p.dtype == torch.bfloat16 and p.isfinite().all() for p in learn.model.parameters())
+
+# ---- the bake-off in pure 16 bits: `dtype` threaded from `sgd_bakeoff --dtype` to every trial, in the CSVs and the report
+
+def test_bakeoff_dtype(tmp_path):
+    from sgd_callbacks.bakeoff.run import run_trial
+    from sgd_callbacks.cli import run_bakeoff
+    seen = []
+    def spy(params, **kw):
+        params = list(params); seen.append({p.dtype for p in params})
+        return SGD(params, **kw)
+    pb = BAKEOFF_PROBLEMS['line']
+    fp32,bf16 = (run_trial(pb, spy, 0.01, 0, dtype=d) for d in ('fp32', 'bf16'))
+    assert seen == [{torch.float32}, {torch.bfloat16}] and fp32.losses != bf16.losses and all(map(math.isfinite, bf16.losses))
+    res = bakeoff(['line'], {'sgd': SGD, 'sgd_kahan': rule_opt(sgd_rule, kahan=True)}, trials=1, seeds=1, progress=False, dtype='bf16')
+    assert set(res.trials.dtype) == {'bf16'} and res.meta['dtype'] == 'bf16'
+    ref = bakeoff(['line'], {'sgd': SGD}, trials=1, seeds=1, progress=False).trials
+    assert 'dtype' not in ref # float32 runs as before
+    bf = res.trials[res.trials.optimizer == 'sgd']
+    assert list(bf.lr) == list(ref.lr) and list(bf.final_loss) != list(ref.final_loss) # the same trials, in bf16
+    out,err = io.StringIO(),io.StringIO()
+    assert run_bakeoff(problems='line', opts='sgd', trials=1, seeds=1, out=tmp_path, dtype='bf16', file=out, err=err) == 0
+    assert set(pd.read_csv(tmp_path/'trials.csv').dtype) == {'bf16'} and 'bf16 (pure 16-bit training)' in (tmp_path/'index.html').read_text()
+    assert run_bakeoff(problems='line', opts='sgd', dtype='fp64', file=out, err=err) == 2 and '--dtype' in err.getvalue()
