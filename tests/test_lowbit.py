@@ -209,3 +209,14 @@ def test_bakeoff_dtype(tmp_path):
     assert run_bakeoff(problems='line', opts='sgd', trials=1, seeds=1, out=tmp_path, dtype='bf16', file=out, err=err) == 0
     assert set(pd.read_csv(tmp_path/'trials.csv').dtype) == {'bf16'} and 'bf16 (pure 16-bit training)' in (tmp_path/'index.html').read_text()
     assert run_bakeoff(problems='line', opts='sgd', dtype='fp64', file=out, err=err) == 2 and '--dtype' in err.getvalue()
+
+# ---- compare_optimizers on 16-bit weights: the lesson's step is fastai's SGD, bit for bit, in pure bf16 too
+
+def test_compare_optimizers_in_bf16():
+    from sgd_callbacks.lowbit import in_dtype
+    for mom,wd in ((0., 0.), (0.9, 0.1)):
+        res = compare_optimizers(model_fn=lambda dls: in_dtype(LinearModel(2), 'bf16'), mom=mom, wd=wd, lr=0.01,
+                                 loss_func=lambda p,y: mse(p, y.float()))
+        assert {p.dtype for m in res.models.values() for p in m.parameters()} == {torch.bfloat16}
+        assert all(v is True or v == 'n/a' for v in res.df.identical), res.df[['contender', 'identical']]
+        assert (res.df.identical == True).sum() >= 3
