@@ -1,5 +1,6 @@
 """16-bit weights: Kahan summation bit for bit against torch-optimi, stochastic rounding bit for bit against torchao's
-`_fp32_to_bf16_sr`, float32 weights unchanged by either option, the lesson's line of the issue's table, and bad input."""
+`_fp32_to_bf16_sr`, float32 weights unchanged by either option, the lesson's line of the issue's table, bad input, and
+the divergence check, `compare_optimizers` and the bake-off on 16-bit weights."""
 import copy, io, math
 import pandas as pd, pytest, torch
 from torch import nn
@@ -42,15 +43,18 @@ def test_kahan_sgd_is_optimi():
     ref = mlp(); ours = mlp()
     want = opt_train(ref, optimi.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=0.1, decouple_wd=True,
                                      kahan_sum=True, foreach=False))
-    got = opt_train(ours, RuleOptimizer(list(ours.parameters()), sgd_rule, kahan=True, use_mom=True, lr=0.05, mom=0.9, wd=0.1))
+    hp = dict(use_mom=True, lr=0.05, mom=0.9, wd=0.1)
+    got = opt_train(ours, RuleOptimizer(list(ours.parameters()), sgd_rule, kahan=True, **hp))
     assert equal(got, want)
     plain = mlp()
-    assert not equal(opt_train(plain, RuleOptimizer(list(plain.parameters()), sgd_rule, use_mom=True, lr=0.05, mom=0.9, wd=0.1)), want)
+    assert not equal(opt_train(plain, RuleOptimizer(list(plain.parameters()), sgd_rule, **hp)), want)
 
 def test_kahan_sgd_l2_is_optimi():
     ref = mlp(); ours = mlp()
-    want = opt_train(ref, optimi.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01, kahan_sum=True, foreach=False))
-    got = opt_train(ours, RuleOptimizer(list(ours.parameters()), sgd_rule, kahan=True, use_mom=True, decouple_wd=False, **SGD_HP))
+    want = opt_train(ref, optimi.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01, kahan_sum=True,
+                                     foreach=False))
+    got = opt_train(ours, RuleOptimizer(list(ours.parameters()), sgd_rule, kahan=True, use_mom=True, decouple_wd=False,
+                                        **SGD_HP))
     assert equal(got, want)
 
 def test_kahan_adamw_is_optimi():
@@ -81,13 +85,14 @@ def test_scratch_callbacks_as_rule_opt(opt):
         torch.manual_seed(3); learn = bf16_learner(*a, **kw)
         return fit(learn, lr=1e-3) + [learn.opt.state[p]['grad_avg'] for p in learn.model.parameters()]
     want = run(opt_func=rule_opt(sgd_rule, use_mom=True, mom=0.9, wd=0.01, **{opt: True}))
-    got,step,plain = run([ScratchSGD(**{opt: True})], sgd),run([ScratchStep(**{opt: True})], sgd),run([ScratchSGD()], sgd)
+    got,step = run([ScratchSGD(**{opt: True})], sgd),run([ScratchStep(**{opt: True})], sgd)
+    plain = run([ScratchSGD()], sgd)
     assert equal(got, want) and equal(step, want) and not equal(plain, want)
 
 # ---- stochastic rounding: torchao's draws
 
 def torchao_loop(model, rule, n=150, **hp):
-    "The reference: each bf16 weight stepped in float32 by `rule`, rounded back by torchao's function, in parameter order"
+    "The reference: each bf16 weight stepped in float32 by `rule`, rounded back by torchao's function, in order"
     ps,states = list(model.parameters()),{}
     def step():
         for p in ps:
@@ -187,7 +192,7 @@ def test_diverges_cleanly_in_bf16(opt):
         with pytest.raises(DivergedError, match='non-finite'): fit(learn, 20, lr=50.)
         assert all(p.dtype == torch.bfloat16 and p.isfinite().all() for p in learn.model.parameters())
 
-# ---- the bake-off in pure 16 bits: `dtype` threaded from `sgd_bakeoff --dtype` to every trial, in the CSVs and the report
+# ---- the bake-off in pure 16 bits: `sgd_bakeoff --dtype` threaded to every trial, in the CSVs and the report
 
 def test_bakeoff_dtype(tmp_path):
     from sgd_callbacks.bakeoff.run import run_trial
@@ -198,17 +203,21 @@ def test_bakeoff_dtype(tmp_path):
         return SGD(params, **kw)
     pb = BAKEOFF_PROBLEMS['line']
     fp32,bf16 = (run_trial(pb, spy, 0.01, 0, dtype=d) for d in ('fp32', 'bf16'))
-    assert seen == [{torch.float32}, {torch.bfloat16}] and fp32.losses != bf16.losses and all(map(math.isfinite, bf16.losses))
-    res = bakeoff(['line'], {'sgd': SGD, 'sgd_kahan': rule_opt(sgd_rule, kahan=True)}, trials=1, seeds=1, progress=False, dtype='bf16')
+    assert seen == [{torch.float32}, {torch.bfloat16}] and fp32.losses != bf16.losses
+    assert all(map(math.isfinite, bf16.losses))
+    opts = {'sgd': SGD, 'sgd_kahan': rule_opt(sgd_rule, kahan=True)}
+    res = bakeoff(['line'], opts, trials=1, seeds=1, progress=False, dtype='bf16')
     assert set(res.trials.dtype) == {'bf16'} and res.meta['dtype'] == 'bf16'
     ref = bakeoff(['line'], {'sgd': SGD}, trials=1, seeds=1, progress=False).trials
     assert 'dtype' not in ref # float32 runs as before
     bf = res.trials[res.trials.optimizer == 'sgd']
     assert list(bf.lr) == list(ref.lr) and list(bf.final_loss) != list(ref.final_loss) # the same trials, in bf16
     out,err = io.StringIO(),io.StringIO()
-    assert run_bakeoff(problems='line', opts='sgd', trials=1, seeds=1, out=tmp_path, dtype='bf16', file=out, err=err) == 0
-    assert set(pd.read_csv(tmp_path/'trials.csv').dtype) == {'bf16'} and 'bf16 (pure 16-bit training)' in (tmp_path/'index.html').read_text()
-    assert run_bakeoff(problems='line', opts='sgd', dtype='fp64', file=out, err=err) == 2 and '--dtype' in err.getvalue()
+    kw = dict(problems='line', opts='sgd', file=out, err=err)
+    assert run_bakeoff(trials=1, seeds=1, out=tmp_path, dtype='bf16', **kw) == 0
+    assert set(pd.read_csv(tmp_path/'trials.csv').dtype) == {'bf16'}
+    assert 'bf16 (pure 16-bit training)' in (tmp_path/'index.html').read_text()
+    assert run_bakeoff(dtype='fp64', **kw) == 2 and '--dtype' in err.getvalue()
 
 # ---- compare_optimizers on 16-bit weights: the lesson's step is fastai's SGD, bit for bit, in pure bf16 too
 
