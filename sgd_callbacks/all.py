@@ -18,6 +18,8 @@ from .vision import ImageDL, digits_dls, create_cnn, digits_resnet34, train_digi
 from .optim.fastai_rules import (rule_for, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule, larc_rule, lamb_rule,
                                  lookahead_stage)
 from .optim.step import ScratchStep, RuleError, lesson_rule, rule_opt, whole_step, RuleOptimizer
+from .lowbit import bf16_sr, kahan_fold
+from .optim.step import additive, lowbit_rule, optimi_adamw_rule # 16-bit weights: `kahan=True`, `stochastic_round=True`
 from .optim.modern import lion_rule, schedulefree_adamw_rule, schedulefree_sgd_rule, ScheduleFreeEval, ademamix_rule
 from .optim.muon import muon_rule
 from .optim.prodigy import prodigy_rule
@@ -42,6 +44,7 @@ __all__ = ['OwnEvents', 'epoch_order', 'seed_epoch', 'EpochShuffle', 'SliceDL', 
            'ImageDL', 'digits_dls', 'create_cnn', 'digits_resnet34', 'train_digits_resnet34',
            'rule_for', 'sgd_rule', 'rmsprop_rule', 'adam_rule', 'radam_rule', 'qhadam_rule', 'larc_rule', 'lamb_rule',
            'lookahead_stage', 'ScratchStep', 'RuleError', 'lesson_rule', 'rule_opt', 'whole_step', 'RuleOptimizer',
+           'bf16_sr', 'kahan_fold', 'additive', 'lowbit_rule', 'optimi_adamw_rule',
            'lion_rule', 'schedulefree_adamw_rule', 'schedulefree_sgd_rule', 'ScheduleFreeEval', 'ademamix_rule',
            'muon_rule', 'prodigy_rule',
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',

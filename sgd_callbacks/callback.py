@@ -90,7 +90,8 @@ class ScratchSGD(OwnEvents, Callback):
                 sgd_update(ps, gs, lr, wd, self.decouple_wd, mom, bufs)
                 continue
             for i,(p,g) in enumerate(zip(ps, gs)):
-                if p.dtype in HALF and (self.kahan or self.stochastic_round): self._lowbit_update(p, g, lr, wd, mom, bufs and [bufs[i]])
+                lowbit = p.dtype in HALF and (self.kahan or self.stochastic_round)
+                if lowbit: self._lowbit_update(p, g, lr, wd, mom, bufs and [bufs[i]])
                 else: sgd_update([p], [g], lr, wd, self.decouple_wd, mom, bufs and [bufs[i]])
 
     def before_step(self):

@@ -377,7 +377,7 @@ def _tuning(a):
 
 def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, lr_min=None, lr_max=None, tau_max=4.,
                 out=None, file=None, err=None, progress=None, protocol='deepobs', studies=None, schedule='warmup_cosine',
-                time='steps', reference=None, workers=None, scheduler=None, resume=False):
+                time='steps', reference=None, workers=None, scheduler=None, resume=False, dtype='fp32'):
     "The command's work: check every argument, run, print the results, the warnings and the summary, write the report; the exit code"
     file,err = file or sys.stdout,err or sys.stderr
     if trials is None and quick: trials = QUICK_TRIALS.get(protocol)
@@ -386,7 +386,7 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
     try:
         if (lr_min is None) != (lr_max is None): raise UsageError("--lr_min and --lr_max go together (the tuning range of every problem)")
         lrs = None if lr_min is None else (lr_min, lr_max)
-        try: a = check_bakeoff(_names(problems), _names(opts), trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference)
+        try: a = check_bakeoff(_names(problems), _names(opts), trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference, dtype)
         except (TypeError, ValueError) as e: raise _usage(e) from None
         if resume and out is None: raise UsageError("--resume continues the run stored in --out DIR: pass its folder")
         # Dask's default address, unless the command names one or asks for local workers
@@ -398,7 +398,7 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
           f"{_tuning(a)}, schedule {a.schedule}, time in {a.time}{' (--quick)' if quick else ''}", file=file, flush=True)
     try: res = bakeoff(list(a.pbs.values()), dict(a.ops), a.trials, a.seeds, a.lrs, a.tau_max, quick, progress=progress, file=file,
                        protocol=a.protocol, studies=a.studies, schedule=a.schedule, time=a.time, reference=a.reference,
-                       workers=workers, scheduler=scheduler, store=outp, resume=resume)
+                       workers=workers, scheduler=scheduler, store=outp, resume=resume, dtype=a.dtype)
     except (TypeError, ValueError, ImportError) as e: # a bad --workers or --scheduler, another run's store: before any trial
         print(f"sgd_bakeoff: error: {_usage(e)}", file=err); return 2
     print(res.results_table().to_string(index=False, na_rep='-', float_format=lambda v: f"{v:.4g}"), file=file)
@@ -447,8 +447,10 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                 scheduler:_arg("the address of a running Dask scheduler (tcp://host:8786) to send the trials to; default "
                                "$DASK_SCHEDULER_ADDRESS if set and --workers is not", 'ADDRESS')=None,
                 resume:_arg("continue the run stored in --out DIR (its trials.jsonl): finished trials are read, not rerun", typ=store_true)=False,
+                dtype:_arg("fp32, bf16 or fp16: the weights' dtype; bf16 or fp16 train in pure 16 bits (which optimizers survive?); default fp32", 'NAME')='fp32',
                 out:_arg("a directory (made if missing): trials.jsonl as trials finish, then results.csv, trials.csv, profile.csv, "
                          "scores.csv, PNGs, index.html", 'DIR')=None):
     "Which optimizer, tuned, reaches each problem's target first? Tables, performance profile and an HTML report"
     sys.exit(run_bakeoff(quick, trials, seeds, problems, opts, lr_min, lr_max, tau_max, out, protocol=protocol, studies=studies,
-                         schedule=schedule, time=time, reference=reference, workers=workers, scheduler=scheduler, resume=resume))
+                         schedule=schedule, time=time, reference=reference, workers=workers, scheduler=scheduler, resume=resume,
+                         dtype=dtype))

@@ -1,7 +1,8 @@
 """16-bit weights: Kahan summation bit for bit against torch-optimi, stochastic rounding bit for bit against torchao's
-`_fp32_to_bf16_sr`, float32 weights unchanged by either option, the lesson's line of the issue's table, and bad input."""
-import copy
-import pytest, torch
+`_fp32_to_bf16_sr`, float32 weights unchanged by either option, the lesson's line of the issue's table, bad input, and
+the divergence check, `compare_optimizers` and the bake-off on 16-bit weights."""
+import copy, io, math
+import pandas as pd, pytest, torch
 from torch import nn
 from fastai.basics import Learner, SGD, Lamb, partial
 from sgd_callbacks.all import *
@@ -38,18 +39,22 @@ SGD_HP = dict(lr=0.05, mom=0.9, wd=0.01)
 # ---- Kahan summation: torch-optimi's arithmetic, bit for bit
 
 def test_kahan_sgd_is_optimi():
+    "Decoupled decay by `lr*wd` = 0.005, above bf16's relative half spacing (2**-9): smaller, the decay rounds away"
     ref = mlp(); ours = mlp()
-    want = opt_train(ref, optimi.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01, decouple_wd=True,
+    want = opt_train(ref, optimi.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=0.1, decouple_wd=True,
                                      kahan_sum=True, foreach=False))
-    got = opt_train(ours, RuleOptimizer(list(ours.parameters()), sgd_rule, kahan=True, use_mom=True, **SGD_HP))
+    hp = dict(use_mom=True, lr=0.05, mom=0.9, wd=0.1)
+    got = opt_train(ours, RuleOptimizer(list(ours.parameters()), sgd_rule, kahan=True, **hp))
     assert equal(got, want)
     plain = mlp()
-    assert not equal(opt_train(plain, RuleOptimizer(list(plain.parameters()), sgd_rule, use_mom=True, **SGD_HP)), want)
+    assert not equal(opt_train(plain, RuleOptimizer(list(plain.parameters()), sgd_rule, **hp)), want)
 
 def test_kahan_sgd_l2_is_optimi():
     ref = mlp(); ours = mlp()
-    want = opt_train(ref, optimi.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01, kahan_sum=True, foreach=False))
-    got = opt_train(ours, RuleOptimizer(list(ours.parameters()), sgd_rule, kahan=True, use_mom=True, decouple_wd=False, **SGD_HP))
+    want = opt_train(ref, optimi.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01, kahan_sum=True,
+                                     foreach=False))
+    got = opt_train(ours, RuleOptimizer(list(ours.parameters()), sgd_rule, kahan=True, use_mom=True, decouple_wd=False,
+                                        **SGD_HP))
     assert equal(got, want)
 
 def test_kahan_adamw_is_optimi():
@@ -75,15 +80,19 @@ def fit(learn, n=5, lr=0.01):
 def test_scratch_callbacks_as_rule_opt(opt):
     "ScratchSGD and ScratchStep with an option step as `rule_opt(sgd_rule)` with it (whose Kahan is optimi's)"
     sgd = partial(SGD, mom=0.9, wd=0.01)
-    run = lambda *a, **kw: (torch.manual_seed(3), fit(bf16_learner(*a, **kw), lr=1e-3))[1] # updates below half a spacing
+    def run(*a, **kw):
+        "The weights and momentum buffers after a fit whose updates are below half a spacing"
+        torch.manual_seed(3); learn = bf16_learner(*a, **kw)
+        return fit(learn, lr=1e-3) + [learn.opt.state[p]['grad_avg'] for p in learn.model.parameters()]
     want = run(opt_func=rule_opt(sgd_rule, use_mom=True, mom=0.9, wd=0.01, **{opt: True}))
-    got,step,plain = run([ScratchSGD(**{opt: True})], sgd),run([ScratchStep(**{opt: True})], sgd),run([ScratchSGD()], sgd)
+    got,step = run([ScratchSGD(**{opt: True})], sgd),run([ScratchStep(**{opt: True})], sgd)
+    plain = run([ScratchSGD()], sgd)
     assert equal(got, want) and equal(step, want) and not equal(plain, want)
 
 # ---- stochastic rounding: torchao's draws
 
 def torchao_loop(model, rule, n=150, **hp):
-    "The reference: each bf16 weight stepped in float32 by `rule`, rounded back by torchao's function, in parameter order"
+    "The reference: each bf16 weight stepped in float32 by `rule`, rounded back by torchao's function, in order"
     ps,states = list(model.parameters()),{}
     def step():
         for p in ps:
@@ -103,7 +112,7 @@ def test_stochastic_round_is_torchao(rule, hp):
     assert not equal(opt_train(other, RuleOptimizer(list(other.parameters()), rule, stochastic_round=True, **hp)), want)
 
 def test_bf16_sr_is_torchao():
-    x = torch.randn(64, 33) * torch.logspace(-20, 20, 33)
+    x = torch.randn(1 << 20, 33) * torch.logspace(-20, 20, 33) # enough draws that some equal the dropped bits
     torch.manual_seed(0); a = bf16_sr(x)
     torch.manual_seed(0); b = quant_utils._fp32_to_bf16_sr(x)
     assert torch.equal(a.view(torch.int16), b.view(torch.int16))
@@ -173,3 +182,50 @@ def test_bad_input():
     with pytest.raises(TypeError, match='`kahan=True`.*Lookahead'):
         from fastai.optimizer import ranger
         fit(bf16_learner([ScratchStep(kahan=True)], ranger))
+
+# ---- the divergence check in pure bf16: stopped at the first non-finite gradient, the weights those of the last step
+
+@pytest.mark.parametrize('opt', ['kahan', 'stochastic_round'])
+def test_diverges_cleanly_in_bf16(opt):
+    for cb in (ScratchSGD(**{opt: True}), ScratchStep(**{opt: True})):
+        learn = bf16_learner([cb], partial(SGD, mom=0.9))
+        with pytest.raises(DivergedError, match='non-finite'): fit(learn, 20, lr=50.)
+        assert all(p.dtype == torch.bfloat16 and p.isfinite().all() for p in learn.model.parameters())
+
+# ---- the bake-off in pure 16 bits: `sgd_bakeoff --dtype` threaded to every trial, in the CSVs and the report
+
+def test_bakeoff_dtype(tmp_path):
+    from sgd_callbacks.bakeoff.run import run_trial
+    from sgd_callbacks.cli import run_bakeoff
+    seen = []
+    def spy(params, **kw):
+        params = list(params); seen.append({p.dtype for p in params})
+        return SGD(params, **kw)
+    pb = BAKEOFF_PROBLEMS['line']
+    fp32,bf16 = (run_trial(pb, spy, 0.01, 0, dtype=d) for d in ('fp32', 'bf16'))
+    assert seen == [{torch.float32}, {torch.bfloat16}] and fp32.losses != bf16.losses
+    assert all(map(math.isfinite, bf16.losses))
+    opts = {'sgd': SGD, 'sgd_kahan': rule_opt(sgd_rule, kahan=True)}
+    res = bakeoff(['line'], opts, trials=1, seeds=1, progress=False, dtype='bf16')
+    assert set(res.trials.dtype) == {'bf16'} and res.meta['dtype'] == 'bf16'
+    ref = bakeoff(['line'], {'sgd': SGD}, trials=1, seeds=1, progress=False).trials
+    assert 'dtype' not in ref # float32 runs as before
+    bf = res.trials[res.trials.optimizer == 'sgd']
+    assert list(bf.lr) == list(ref.lr) and list(bf.final_loss) != list(ref.final_loss) # the same trials, in bf16
+    out,err = io.StringIO(),io.StringIO()
+    kw = dict(problems='line', opts='sgd', file=out, err=err)
+    assert run_bakeoff(trials=1, seeds=1, out=tmp_path, dtype='bf16', **kw) == 0
+    assert set(pd.read_csv(tmp_path/'trials.csv').dtype) == {'bf16'}
+    assert 'bf16 (pure 16-bit training)' in (tmp_path/'index.html').read_text()
+    assert run_bakeoff(dtype='fp64', **kw) == 2 and '--dtype' in err.getvalue()
+
+# ---- compare_optimizers on 16-bit weights: the lesson's step is fastai's SGD, bit for bit, in pure bf16 too
+
+def test_compare_optimizers_in_bf16():
+    from sgd_callbacks.lowbit import in_dtype
+    for mom,wd in ((0., 0.), (0.9, 0.1)):
+        res = compare_optimizers(model_fn=lambda dls: in_dtype(LinearModel(2), 'bf16'), mom=mom, wd=wd, lr=0.01,
+                                 loss_func=lambda p,y: mse(p, y.float()))
+        assert {p.dtype for m in res.models.values() for p in m.parameters()} == {torch.bfloat16}
+        assert all(v is True or v == 'n/a' for v in res.df.identical), res.df[['contender', 'identical']]
+        assert (res.df.identical == True).sum() >= 3

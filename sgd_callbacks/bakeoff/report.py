@@ -233,7 +233,7 @@ def header(self:BakeoffResult):
     tuning = (f"deepobs: {m['trials']} lrs on seed 0 (never scored), the best rerun with {m['seeds']} fresh seeds, their lower median"
               if m['protocol'] == 'deepobs' else f"{m['protocol']}: {m['studies']} studies × {m['trials']} trial(s), "
               "the best trial of each study, the median over studies" + (" (1.5× the step budget)" if m['protocol'] == 'self-tuning' else ''))
-    run = {'protocol': tuning, 'schedule': m['schedule'], 'time to target': m['time'] + ('' if m['time'] == 'steps' else ' of training, evaluation excluded'),
+    run = {'protocol': tuning, 'schedule': m['schedule'], **({'weights': f"{m['dtype']} (pure 16-bit training)"} if 'dtype' in m else {}), 'time to target': m['time'] + ('' if m['time'] == 'steps' else ' of training, evaluation excluded'),
            'score': f"AlgoPerf's: ρ on linspace(1, {m['tau_max']:g}, 100), trapezoid area ÷ {m['tau_max']-1:g}"
                     + (f", ratios to {m['reference']}" if m.get('reference') else ", ratios to each problem's best")
                     + "; over 4× the best: unsolved; `area`: the exact area",

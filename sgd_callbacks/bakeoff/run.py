@@ -17,6 +17,7 @@ from ..checks import check_int, check_float, check_rule, check_choice
 from ..weights import flat_weights
 from ..seeding import seed_epoch, EpochShuffle
 from ..loaders import SliceDL
+from ..lowbit import DTYPES, in_dtype
 from .problems import BAKEOFF_PROBLEMS, QUICK_PROBLEMS, Problem, check_lrs
 from ..optim.step import ScratchStep, rule_name, rule_opt, rule_hypers
 from ..optim.modern import lion_rule, ademamix_rule, schedulefree_adamw_rule, ScheduleFreeEval
@@ -241,7 +242,8 @@ def _learner_fit(pb, learn, s, tr, cbs, steps):
 def run_trial(pb:Problem, entry, lr:float, s:int, paths:bool=False, fast:bool|None=None,
               hypers:dict|None=None,      # the rest of the configuration: `one_minus_beta1`, `one_minus_beta2`, `wd`, `warmup`, its own
               schedule:str='constant',    # or 'warmup_cosine' (not for a schedule-free optimizer: it runs at a constant lr)
-              steps:int|None=None):       # the step budget; None: the problem's
+              steps:int|None=None,        # the step budget; None: the problem's
+              dtype:str='fp32'):          # the weights': 'bf16' or 'fp16' for pure 16-bit training (see `in_dtype`)
     "Train `pb` with optimizer `entry` at `lr` (and `hypers`), everything seeded from `s`; its `Trace`"
     entry,hypers = _entry(entry),dict(hypers or {})
     check_choice('schedule', schedule, SCHEDULES)
@@ -255,8 +257,9 @@ def run_trial(pb:Problem, entry, lr:float, s:int, paths:bool=False, fast:bool|No
     with no_random(s, reproducible=False): # the caller's generators are put back afterwards
         if pb.learner_fn is not None:
             learn = pb.learner_fn(opt_func, lr)
+            learn.model = in_dtype(learn.model, dtype) # before `fit` builds the optimizer on its parameters
             dls,model,loss_func = learn.dls,learn.model,learn.loss_func
-        else: dls,model,loss_func = pb.dls,pb.model_fn(pb.dls),pb.loss_func
+        else: dls,model,loss_func = pb.dls,in_dtype(pb.model_fn(pb.dls), dtype),pb.loss_func
         tr = Trace(pb, *_valid_tensors(dls.valid), loss_func, pb.metric or loss_func, paths, steps)
         if fast: _fast_fit(pb, model, entry, opt_func, lr, s, tr, factor)
         else:
@@ -317,7 +320,8 @@ PROTOCOLS = dict(deepobs=7, algoperf=5, **{'self-tuning': 1}) # each with its de
 TIMES = ('steps', 'seconds')
 
 def check_bakeoff(problems=None, opts=None, trials:int|None=None, seeds:int=3, lrs=None, tau_max:float=4., quick:bool=False,
-                  protocol:str='deepobs', studies:int=3, schedule:str='warmup_cosine', time:str='steps', reference:str|None=None):
+                  protocol:str='deepobs', studies:int=3, schedule:str='warmup_cosine', time:str='steps', reference:str|None=None,
+                  dtype:str='fp32'):
     "Every argument of `bakeoff` checked, before any training: a namespace of them, `trials` filled in from the protocol"
     protocol = check_choice('protocol', protocol, PROTOCOLS)
     pbs = _pick('problems', problems, BAKEOFF_PROBLEMS, QUICK_PROBLEMS if quick else BAKEOFF_PROBLEMS)
@@ -329,7 +333,7 @@ def check_bakeoff(problems=None, opts=None, trials:int|None=None, seeds:int=3, l
     return SimpleNamespace(pbs=pbs, ops=ops, trials=trials, seeds=check_int('seeds', seeds, lo=1), lrs=lrs,
                            tau_max=check_float('tau_max', tau_max, lo=1, lo_open=True), quick=quick, protocol=protocol,
                            studies=check_int('studies', studies, lo=1), schedule=check_choice('schedule', schedule, SCHEDULES),
-                           time=check_choice('time', time, TIMES), reference=reference)
+                           time=check_choice('time', time, TIMES), reference=reference, dtype=check_choice('dtype', dtype, DTYPES))
 
 # %% ../../nbs/63_bakeoff.run.ipynb #c761c7a8
 class BakeoffResult:
@@ -399,11 +403,11 @@ class TrialRecord:
         "The record of a trial that raised: kept with its message, diverged for the ranking, never reached"
         return dict(steps=[], metrics=[float('nan')], losses=[float('inf')], hit=None, hit_s=None, diverged=True, secs=None, error=msg, ws=[])
 
-def trial_record(pb, entry, sp:Spec, schedule:str, steps:int):
+def trial_record(pb, entry, sp:Spec, schedule:str, steps:int, dtype:str='fp32'):
     "Run the trial `sp` in this process (a worker's, or the caller's); its record. A trial that raises (a user's rule) gives a failed record"
     cfg = dict(sp.config)
     try: tr = run_trial(pb, entry, cfg['lr'], spec_seed(sp), paths=sp.problem == 'rosenbrock',
-                        hypers={n: v for n,v in cfg.items() if n != 'lr'}, schedule=schedule, steps=steps)
+                        hypers={n: v for n,v in cfg.items() if n != 'lr'}, schedule=schedule, steps=steps, dtype=dtype)
     except Exception as e: return TrialRecord.failed(f"{type(e).__name__}: {e}")
     return TrialRecord.of(tr)
 
@@ -413,21 +417,22 @@ class _Ready:
 
 class _Trials:
     "The trials of one bake-off, each run once, on `pool`: a trial is a pure function of its `Spec`, the schedule and the budget"
-    def __init__(self, pbs, ops, cache, prog, schedule, budget, pool, store): store_attr(); self.rows,self._shared = [],{}
+    def __init__(self, pbs, ops, cache, prog, schedule, budget, pool, store, dtype='fp32'): store_attr(); self.rows,self._shared = [],{}
     def shared(self, kind, k):
         "Problem or optimizer `k` as the pool's trials take it: on Dask, sent to each worker once (which then builds its data once)"
         if (kind, k) not in self._shared or self.pool.lost(self._shared[kind, k]):
             self._shared[kind, k] = self.pool.share((self.pbs if kind == 'pb' else self.ops)[k])
         return self._shared[kind, k]
     def steps(self, p): return math.ceil(self.pbs[p].steps*self.budget)
-    def key(self, sp): return (*sp[:4], self.schedule, self.steps(sp.problem))
+    def _dtype(self): return {} if self.dtype == 'fp32' else {'dtype': self.dtype} # a float32 run's keys and columns as before
+    def key(self, sp): return (*sp[:4], self.schedule, self.steps(sp.problem)) + (() if self.dtype == 'fp32' else (self.dtype,))
     def submit(self, sp:Spec):
         "The trial `sp`: ready if it ran (in this run, the cache or the store), else a future of its record"
         k = self.key(sp)
         if k in self.cache: return _Ready(self.cache[k])
         if self.store is not None and repr(k) in self.store: return _Ready(self.store.get(repr(k)))
         return self.pool.submit(trial_record, self.shared('pb', sp.problem), self.shared('op', sp.optimizer), sp, self.schedule,
-                                self.steps(sp.problem),
+                                self.steps(sp.problem), self.dtype,
                                 key=f"{sp.problem}-{sp.optimizer}")
     def _record(self, sp:Spec, fut):
         "The record of the trial's future; while the death of a worker loses what the trial takes, shared and submitted again"
@@ -446,7 +451,7 @@ class _Trials:
                 if self.store is not None: self.store.put(repr(k), rec)
         self.cache[k] = rec
         tr = TrialRecord(rec)
-        self.rows.append(dict(problem=sp.problem, optimizer=sp.optimizer, stage=sp.stage, study=sp.study, seed=sp.seed, **dict(sp.config),
+        self.rows.append(dict(problem=sp.problem, optimizer=sp.optimizer, **self._dtype(), stage=sp.stage, study=sp.study, seed=sp.seed, **dict(sp.config),
                               scored=sp.stage != 'tune', reached=tr.hit is not None, steps_to_target=tr.hit, seconds_to_target=tr.hit_s,
                               final_loss=float('inf') if tr.diverged else tr.losses[-1], diverged=tr.diverged,
                               final_metric=float('nan') if tr.diverged else tr.metrics[-1], seconds=tr.secs, error=tr.error or ''))
@@ -579,9 +584,10 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
             workers:int|None=None, # run the trials on a Dask `LocalCluster` of this many worker processes (`threads` torch threads each)
             scheduler:str|None=None, # or on the running Dask cluster at this address ('tcp://host:8786')
             store=None,        # a folder: every finished trial is written to its `trials.jsonl` as it finishes
-            resume:bool=False): # continue the run whose store is in `store`: its finished trials are read, not rerun
+            resume:bool=False, # continue the run whose store is in `store`: its finished trials are read, not rerun
+            dtype:str='fp32'): # the weights': 'bf16' or 'fp16' to ask which optimizers survive pure 16-bit training
     "Tune every optimizer on every problem under `protocol`, score the time to target as AlgoPerf does; a `BakeoffResult`"
-    a = check_bakeoff(problems, opts, trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference)
+    a = check_bakeoff(problems, opts, trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference, dtype)
     if threads is not None: check_int('threads', threads, lo=1)
     if resume and store is None: raise ValueError("`resume` continues the run stored in `store`: pass the folder as `store`")
     pool = TrialPool(workers, scheduler, threads=threads)                        # checks its arguments; starts nothing yet
@@ -595,13 +601,13 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
 def _store_config(a):
     "What makes the trials of a run the same trials: a resumed run must say the same"
     return dict(problems={p: repr(pb) for p,pb in a.pbs.items()}, opts=_describe(a.ops), protocol=a.protocol, trials=a.trials,
-                seeds=a.seeds, studies=a.studies, schedule=a.schedule, lrs=a.lrs)
+                seeds=a.seeds, studies=a.studies, schedule=a.schedule, lrs=a.lrs, **({} if a.dtype == 'fp32' else {'dtype': a.dtype}))
 
 def _run(a, pool, ts, cache, progress, threads, file):
     nt = torch.get_num_threads()
     if threads is not None: torch.set_num_threads(threads) # the trials in this process (on workers: the pool sets them)
     prog = _Progress(len(a.pbs)*len(a.ops)*_n_trials(a), progress, file)
-    t = _Trials(a.pbs, a.ops, {} if cache is None else cache, prog, a.schedule, 1.5 if a.protocol == 'self-tuning' else 1., pool, ts)
+    t = _Trials(a.pbs, a.ops, {} if cache is None else cache, prog, a.schedule, 1.5 if a.protocol == 'self-tuning' else 1., pool, ts, a.dtype)
     gens = {(p,o): _PROTOCOL_FNS[a.protocol](p, o, e, pb, a) for p,pb in a.pbs.items() for o,e in a.ops.items()}
     unit = 'seeds' if a.protocol == 'deepobs' else 'studies'
     def done(k, r):
@@ -614,7 +620,7 @@ def _run(a, pool, ts, cache, progress, threads, file):
     finally:
         prog.close()
         torch.set_num_threads(nt)
-    meta = dict(protocol=a.protocol, schedule=a.schedule, time=a.time, reference=a.reference, trials=a.trials, seeds=a.seeds,
+    meta = dict(protocol=a.protocol, schedule=a.schedule, **({} if a.dtype == 'fp32' else {'dtype': a.dtype}), time=a.time, reference=a.reference, trials=a.trials, seeds=a.seeds,
                 studies=a.studies, tau_max=a.tau_max, lrs=a.lrs, quick=a.quick, seconds=perf_counter()-t0,
                 workers=pool.nworkers if pool.kind != 'serial' else None, where=repr(pool),
                 stored=None if ts is None else dict(ts.counts))

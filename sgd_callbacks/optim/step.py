@@ -96,7 +96,8 @@ class ScratchStep(Callback):
             self._rule = self.rule
             _check_signature(self.rule, opt.hypers[0] if _is_whole(self.rule) else {'do_wd': True, **opt.hypers[0]})
         if (self.kahan or self.stochastic_round) and self.la is not None:
-            raise TypeError(f"`{'kahan' if self.kahan else 'stochastic_round'}=True` cannot follow `Lookahead`, which copies "
+            opt = 'kahan' if self.kahan else 'stochastic_round'
+            raise TypeError(f"`{opt}=True` cannot follow `Lookahead`, which copies "
                             "its slow weights into the 16-bit ones itself")
         check_lowbit(list(self.learn.model.parameters()), self.kahan, self.stochastic_round)
         if self.kahan or self.stochastic_round: self._rule = lowbit_rule(self._rule, self.kahan, self.stochastic_round)
@@ -211,9 +212,11 @@ def additive(rule):
     rule.additive = True
     return rule
 
-_ADDITIVE = (sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule, lesson_rule) # Larc and Lamb read the weight's norm
+_ADDITIVE = (sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule, lesson_rule) # Larc, Lamb: p's norm
 
-def is_additive(rule): return getattr(getattr(rule, 'func', rule), 'additive', False) or getattr(rule, 'func', rule) in _ADDITIVE
+def is_additive(rule):
+    f = getattr(rule, 'func', rule)
+    return getattr(f, 'additive', False) or f in _ADDITIVE
 
 def _like(step, rule):
     "`step` named, documented and signed as `rule`, which `rule_opt` and its messages read"
@@ -227,7 +230,7 @@ def _kahan(rule):
     if not is_additive(rule):
         what = 'takes the whole step at once' if _is_whole(rule) else 'is not marked `additive`'
         raise TypeError(f"`kahan=True` compensates a rule that writes its weight only by adding its update; rule "
-                        f"`{rule_name(rule)}` {what}. Use `stochastic_round=True`, or mark the rule with `additive` if it is")
+                        f"`{rule_name(rule)}` {what}. Use `stochastic_round=True`, or mark it `additive` if it is")
     dflt = {k: v for k,v in rule_hypers(rule)[0].items() if v is not inspect.Parameter.empty}
     def step(p, g, state, **h):
         if p.dtype not in HALF: return rule(p, g, state, **h)
