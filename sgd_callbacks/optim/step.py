@@ -203,7 +203,8 @@ def rule_opt(rule,                # `rule(p, g, state, **hypers)`, or a `whole_s
     `mom` is dropped for a rule without one, any other undeclared one is refused); `do_wd` per parameter; state in `opt.state[p]`."""
     _check_hypers(rule, hypers)
     if kahan or stochastic_round: lowbit_rule(rule, kahan, stochastic_round) # refused now, before a Learner is built
-    return partial(RuleOptimizer, rule=rule, guard=guard, kahan=kahan, stochastic_round=stochastic_round, **hypers)
+    lowbit = {k: v for k,v in dict(kahan=kahan, stochastic_round=stochastic_round).items() if v} # only when on: reprs as before
+    return partial(RuleOptimizer, rule=rule, guard=guard, **lowbit, **hypers)
 
 # %% ../../nbs/21_optim.step.ipynb #3e194fab
 def additive(rule):
