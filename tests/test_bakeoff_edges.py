@@ -83,7 +83,7 @@ def tr(hit=None, loss=1.):
 def fake(monkeypatch, answer, every=2, **kw):
     "`bakeoff` with `run_trial` answering `answer(i)` for the i-th trial; the lrs it was asked for, in order"
     lrs = []
-    def run_trial(pb, entry, lr, s, paths=False, hypers=None, schedule='constant', steps=None):
+    def run_trial(pb, entry, lr, s, paths=False, hypers=None, schedule='constant', steps=None, dtype='fp32'):
         lrs.append(lr); return answer(len(lrs)-1)
     monkeypatch.setattr(bakeoff_module, 'run_trial', run_trial)
     pb = Problem('p', dls_fn=lambda: None, model_fn=lambda dls: None, lrs=(1e-3, 1e-1), steps=100, every=every)

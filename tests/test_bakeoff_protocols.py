@@ -19,7 +19,7 @@ def problem(name='a', steps=100): return Problem(name, dls_fn=lambda: None, mode
 def fake(monkeypatch, answer, **kw):
     "`bakeoff` with `run_trial` answering `answer(call)`; the calls it made"
     calls = []
-    def run_trial(pb, entry, lr, s, paths=False, hypers=None, schedule='constant', steps=None):
+    def run_trial(pb, entry, lr, s, paths=False, hypers=None, schedule='constant', steps=None, dtype='fp32'):
         calls.append(dict(problem=pb.name, lr=lr, seed=s, hypers=hypers, schedule=schedule, steps=steps)); return answer(calls[-1], len(calls)-1)
     monkeypatch.setattr(bakeoff_module, 'run_trial', run_trial)
     return bakeoff(problems=[problem()], progress=False, file=io.StringIO(), **kw), calls
