@@ -276,8 +276,9 @@ class CompareResult:
         elif ws:
             every = lambda d: max(len(d)//8, 1)
             ds = {k: (w - w[-1:]).norm(dim=1).numpy() for k,w in ws.items()}
-            plot_log_zero(ax1, {k: (d, dict(**line_style(i), markevery=(i*every(d)//len(ds), every(d)), lw=2.5-0.6*i, mfc='none'))
-                                for i,(k,d) in enumerate(ds.items())})
+            styles = [dict(**line_style(i), markevery=(i*every(d)//len(ds), every(d)), lw=2.5-0.6*i, mfc='none')
+                      for i,d in enumerate(ds.values())]
+            plot_log_zero(ax1, {k: (d, st) for (k,d),st in zip(ds.items(), styles)})
             ax1.set_xlabel('step'); ax1.set_ylabel('|w - final w|'); ax1.legend()
             ax1.set_title('distance of the weights to where they end')
         else: self._plot_valid(ax1) # too many weights to keep (a CNN): what each contender ends with

@@ -457,13 +457,15 @@ class Explanation:
         "The two loss curves, and the weights' distance per step before and after removing the causes"
         import matplotlib.pyplot as plt
         fig,(ax0,ax1) = plt.subplots(1, 2, figsize=figsize)
-        def label(s): return repr(s).removeprefix('Setup(').removesuffix(')').replace(", fit='fit'", '') # the whole recipe: names can agree
-        for r,s,c,ls in ((self.ra, self.a, 'C0', '-'), (self.rb, self.b, 'C3', '--')):
-            ax0.plot(np.arange(1, len(r.losses)+1), r.losses, c=c, ls=ls, lw=2 if c == 'C0' else 1.5, label=f'{"a" if c == "C0" else "b"}: {label(s)}')
+        # each run named by its whole recipe: the optimizers' names can agree
+        def label(s): return repr(s).removeprefix('Setup(').removesuffix(')').replace(", fit='fit'", '')
+        for r,s,n,c,ls,lw in ((self.ra, self.a, 'a', 'C0', '-', 2), (self.rb, self.b, 'b', 'C3', '--', 1.5)):
+            ax0.plot(np.arange(1, len(r.losses)+1), r.losses, c=c, ls=ls, lw=lw, label=f'{n}: {label(s)}')
         la,lb = np.asarray(self.ra.losses, dtype=float),np.asarray(self.rb.losses, dtype=float)
         gap = np.abs(la-lb).max()/np.abs(lb).max()
         # curves closer than a line's width hide each other: the title says so
-        ax0.set_title('loss of every step' + (': identical' if self.identical else f': a and b overlap (within {gap*100:.2g}%)' if gap < 0.01 else ''))
+        same = ': identical' if self.identical else f': a and b overlap (within {gap*100:.2g}%)' if gap < 0.01 else ''
+        ax0.set_title('loss of every step' + same)
         ax0.set_xlabel('step'); ax0.set_ylabel('training loss'); ax0.set_yscale('log')
         def dist(ra, rb): return (ra.ws-rb.ws).norm(dim=1).numpy()
         lines = {'as given': (dist(self.ra, self.rb), dict(c='C1', lw=2))}

@@ -94,7 +94,7 @@ def plot_landscape(x, y,            # the data of a two-parameter linear model `
                    levels:int=20,   # contour levels, log-spaced between the smallest and largest loss shown
                    margin:float=0.2, # extra room around the paths, as a fraction of their extent
                    res:int=120,     # grid points per axis
-                   styles=None):    # each path's `line_style` number (default 0, 1, ...): a run keeps its colour across panels
+                   styles=None):    # each path's `line_style` number (default 0, 1, ...): one run, one colour
     "Contours of `mse(x@a, y)` over `a`, the least-squares optimum, and the weights of each path"
     x,y = torch.as_tensor(x).detach().float().cpu(),torch.as_tensor(y).detach().float().cpu()
     if x.ndim != 2 or x.shape[1] != 2: raise ValueError(f"`x` must be n×2 (the lesson's model has two parameters), got {tuple(x.shape)}")
@@ -115,7 +115,7 @@ def plot_landscape(x, y,            # the data of a two-parameter linear model `
     ax.contour(A0, A1, L, levels=lv, norm=LogNorm(), colors='0.7', linewidths=0.6, zorder=1)
     long = sorted(ps, key=lambda k: -np.linalg.norm(np.diff(ps[k], axis=0), axis=1).sum()) # the longest path first, under the rest
     styles = list(range(len(ps))) if styles is None else list(styles)
-    if len(styles) != len(ps): raise ValueError(f"`styles` must give one number per path ({len(ps)}), got {len(styles)}")
+    if len(styles) != len(ps): raise ValueError(f"`styles` must give one number a path ({len(ps)}), got {len(styles)}")
     for i,(k,v) in enumerate(ps.items()):
         every = max(len(v)//10, 1)
         ax.plot(v[:,0], v[:,1], **line_style(styles[i]), markevery=(i*every//len(ps), every), ms=6, mfc='none',
