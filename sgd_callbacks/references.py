@@ -13,8 +13,8 @@ from .optim.step import rule_opt, rule_hypers
 from .optim.declare import DECLARATIONS, BETAS, betas_kw
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'MODERN', 'opt_name', 'check_opt', 'fastai_hypers', 'torch_counterpart', 'Reference', 'default_lr',
-           'modern_reference', 'modern_kw', 'check_modern']
+__all__ = ['OPTIMIZERS', 'MODERN', 'opt_name', 'check_opt', 'fastai_hypers', 'torch_counterpart', 'Reference', 'reference_of',
+           'default_lr', 'modern_reference', 'modern_kw', 'check_modern']
 
 # %% ../nbs/40_references.ipynb #289d7733
 # fastai's optimizers that `compare_optimizers` runs against their hand-written rules, from their declarations
@@ -74,15 +74,15 @@ class Reference:
 # the modern rules, each against its authors' code, from their declarations
 MODERN = {n: Reference.of(d) for n,d in DECLARATIONS.items() if d.compare and d.reference is not None}
 
-def _ref(opt): return opt if isinstance(opt, Reference) else MODERN[opt] # a name, or a user's declared `Reference`
+def reference_of(opt): return opt if isinstance(opt, Reference) else MODERN[opt] # a name, or a user's declared `Reference`
 
 def default_lr(opt):
     "The learning rate `compare_optimizers` and the command use when given none: the modern rule's own, else 0.1"
-    return _ref(opt).lr if isinstance(opt, Reference) or opt in MODERN else 0.1
+    return reference_of(opt).lr if isinstance(opt, Reference) or opt in MODERN else getattr(opt, 'lr', 0.1) # a name, or yours
 
 def modern_reference(opt:str, **hypers):
     "The authors' implementation of `MODERN[opt]` as an `opt_func` (in `OptimWrapper`), `hypers` in the rule's (fastai's) names"
-    r = _ref(opt)
+    r = reference_of(opt)
     try: cls = getattr(importlib.import_module(r.mod), r.cls)
     except ImportError: raise ImportError(f"the reference of {getattr(opt, 'name', opt)!r} is {r.name}: `pip install {r.pip}`") from None
     hp = {**{k: v for k,v in rule_hypers(r.rule)[0].items() if v is not inspect.Parameter.empty}, **hypers}
@@ -90,14 +90,14 @@ def modern_reference(opt:str, **hypers):
 
 def modern_kw(opt, mom, decouple_wd, kw):
     "`compare_optimizers`' `mom` and `decouple_wd` as the modern rule's hyper-parameters, where it has them (or they are not the default)"
-    decl = rule_hypers(_ref(opt).rule)[0]
+    decl = rule_hypers(reference_of(opt).rule)[0]
     return {**({} if mom is None else dict(mom=mom)), **({'decouple_wd': decouple_wd} if 'decouple_wd' in decl or not decouple_wd else {}), **kw}
 
 def check_modern(opt, lr, hypers):
     "`hypers` if the rule takes them all (a `TypeError` naming the first it does not) and the reference accepts their values (a `ValueError`)"
-    rule_opt(_ref(opt).rule, **hypers)
+    rule_opt(reference_of(opt).rule, **hypers)
     ps = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))] # a matrix and a vector: both halves of Muon
     try: modern_reference(opt, **hypers)(ps, lr=lr)
-    except (ValueError, TypeError) as e: raise ValueError(f"{_ref(opt).name} refuses these hyper-parameters ({hypers}): {e}") from None
+    except (ValueError, TypeError) as e: raise ValueError(f"{reference_of(opt).name} refuses these hyper-parameters ({hypers}): {e}") from None
     return hypers
 
