@@ -24,7 +24,8 @@ def _decl(arg, spec):
     except ImportError as e: raise ValueError(f"{arg} {spec!r}: {e}") from None # the entry point's own imports
     try: d = as_decl(o, name)
     except TypeError as e: raise ValueError(f"{arg} {spec!r}: {e}") from None
-    if d.name in DECLARATIONS: raise ValueError(f"{arg} {spec!r}: its name {d.name!r} clashes with the built-in {d.name}; name yours otherwise")
+    if d.name in DECLARATIONS:
+        raise ValueError(f"{arg} {spec!r}: its name {d.name!r} clashes with the built-in {d.name}; name yours otherwise")
     return d
 
 def resolve_opt(spec:str, arg:str='--opt'):
@@ -55,7 +56,8 @@ def resolve_problems(names, arg:str='--problems'):
         try: _,pb = load_spec(n, PROBLEM_GROUP, {}, what=arg)
         except ImportError as e: raise ValueError(f"{arg} {n!r}: {e}") from None
         if not isinstance(pb, Problem): raise ValueError(f"{arg} {n!r} is {type(pb).__name__}, not a Problem")
-        if pb.name in BAKEOFF_PROBLEMS: raise ValueError(f"{arg} {n!r}: its name {pb.name!r} clashes with the built-in problem; name yours otherwise")
+        if pb.name in BAKEOFF_PROBLEMS:
+            raise ValueError(f"{arg} {n!r}: its name {pb.name!r} clashes with the built-in problem; name yours otherwise")
         out.append(pb)
     return out
 
@@ -83,7 +85,8 @@ def parse_hp(opt, hps):
     for s in hps or ():
         k,eq,v = str(s).partition('=')
         if not eq or not k or not v: raise ValueError(f"--hp must be NAME=VALUE, got {s!r}")
-        if k not in known: raise ValueError(f"--hp {k}: {d.name} has no hyper-parameter {k!r}; it takes {', '.join(known) or 'none'}")
+        if k not in known:
+            raise ValueError(f"--hp {k}: {d.name} has no hyper-parameter {k!r}; it takes {', '.join(known) or 'none'}")
         out[k] = _value(k, v, known[k][0])
     return out
 

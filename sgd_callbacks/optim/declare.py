@@ -59,7 +59,7 @@ class RefSpec:
         "The class; an `ImportError` that says what to pip install when its module is missing"
         try: return getattr(importlib.import_module(self.mod), self.cls)
         except ImportError: raise ImportError(f"its reference is {self.name}: `pip install {self.pip}`") from None
-        except AttributeError: raise ImportError(f"its reference {self.name}: module {self.mod} has no {self.cls}") from None
+        except AttributeError: raise ImportError(f"its reference {self.name}: {self.mod} has no {self.cls}") from None
 
 
 # %% ../../nbs/27_optim.declare.ipynb #5b3fe8d3
@@ -98,8 +98,10 @@ class OptDecl:
                  bench_hypers=None):      # the hypers `bench_new_rules` times its rule with
         n = sum(o is not None for o in (rule, opt_func, torch_cls))
         if n != 1: raise TypeError(f"optimizer {name!r}: give exactly one of `rule`, `opt_func` or `torch_cls`, got {n}")
-        if torch_cls is not None and not _is_torch_cls(torch_cls): raise TypeError(f"optimizer {name!r}: `torch_cls` must be a torch.optim.Optimizer class, got {torch_cls!r}")
-        if reference is not None and not isinstance(reference, RefSpec): raise TypeError(f"optimizer {name!r}: `reference` must be a RefSpec, got {reference!r}")
+        if torch_cls is not None and not _is_torch_cls(torch_cls):
+            raise TypeError(f"optimizer {name!r}: `torch_cls` must be a torch.optim.Optimizer class, got {torch_cls!r}")
+        if reference is not None and not isinstance(reference, RefSpec):
+            raise TypeError(f"optimizer {name!r}: `reference` must be a RefSpec, got {reference!r}")
         self.name,self.rule,self.fn,self.torch_cls,self.cbs,self.reference = name,rule,opt_func,torch_cls,tuple(cbs),reference
         self.family,self.lr,self.bake_lr,self.lr_mult,self.lrs = family,lr,bake_lr,lr_mult,lrs
         self.space,self.compare,self.bake,self.bench_hypers = dict(space or {}),compare,bake,dict(bench_hypers or {})
@@ -122,9 +124,11 @@ class OptDecl:
         while isinstance(f, partial): kw,f = {**f.keywords, **kw},f.func
         if self.rule is not None: hp = rule_hypers(f)[0]
         else:
-            try: hp = {k: q.default for k,q in inspect.signature(f).parameters.items() if q.kind not in (q.VAR_KEYWORD, q.VAR_POSITIONAL)}
+            try: hp = {k: q.default for k,q in inspect.signature(f).parameters.items()
+                       if q.kind not in (q.VAR_KEYWORD, q.VAR_POSITIONAL)}
             except (TypeError, ValueError): hp = {}
-        if self.fn is ranger: hp = {**{k: q.default for k,q in inspect.signature(RAdam).parameters.items()}, **hp} # its keywords go to RAdam
+        if self.fn is ranger: # its keywords go to RAdam
+            hp = {**{k: q.default for k,q in inspect.signature(RAdam).parameters.items()}, **hp}
         h = _help(f)
         return {k: (kw.get(k, v), h.get(k, '')) for k,v in hp.items() if k not in NOT_HYPERS}
     def check_hypers(self, hypers:dict):
@@ -156,13 +160,14 @@ def entry_points(group:str):
     return {e.name: e for e in metadata.entry_points(group=group)}
 
 def load_spec(spec:str, group:str, builtins, what:str='optimizer'):
-    "`(name, object)` that `spec` names: one of `builtins`, `module:name`, or an entry point of `group`; a `ValueError` saying what is wrong"
+    "`(name, object)` that `spec` names: one of `builtins`, `module:name`, or an entry point of `group`; else a `ValueError`"
     if spec in builtins: return spec,builtins[spec]
     if ':' in spec:
         mod,_,attr = spec.partition(':')
         if not mod or not attr: raise ValueError(f"{what} {spec!r} must be module:name")
         try: m = importlib.import_module(mod)
-        except ModuleNotFoundError as e: raise ValueError(f"{what} {spec!r}: no module named {e.name!r} (is it on PYTHONPATH?)") from None
+        except ModuleNotFoundError as e:
+            raise ValueError(f"{what} {spec!r}: no module named {e.name!r} (is it on PYTHONPATH?)") from None
         if not hasattr(m, attr): raise ValueError(f"{what} {spec!r}: module {mod} has no name {attr!r}")
         return attr,getattr(m, attr)
     eps = entry_points(group)
