@@ -144,3 +144,16 @@ def test_compare_out_for_every_builtin(opt, tmp_path):
     assert rc in (0, 1), err.getvalue()
     assert {'table.csv', 'table.json', 'loss.png', 'landscape.png', 'fit.gif'} <= {p.name for p in tmp_path.iterdir()}, out.getvalue()
     assert len(pd.read_csv(tmp_path/'table.csv')) >= 2
+
+def test_explain_reads_the_family_from_the_declaration():
+    "qhadam_rule is QHAdam, not Adam by a substring of its name; an undeclared rule is its own name, or its `family`"
+    import torch
+    from torch import nn
+    from sgd_callbacks.explain import opt_family
+    from sgd_callbacks.optim.step import rule_opt
+    from sgd_callbacks.optim.fastai_rules import qhadam_rule, adam_rule
+    def fam(rule): return opt_family(rule_opt(rule)([nn.Parameter(torch.zeros(2))], lr=1e-3))[0]
+    def my_adamish_rule(p, g, state, lr): p.sub_(g, alpha=lr)
+    assert (fam(qhadam_rule), fam(adam_rule), fam(my_adamish_rule)) == ('QHAdam', 'Adam', 'my_adamish_rule')
+    my_adamish_rule.family = 'SGD'
+    assert fam(my_adamish_rule) == 'SGD'

@@ -10,6 +10,7 @@ import torch
 from fastcore.basics import partial
 from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, OptimWrapper
 from .step import rule_opt, rule_hypers, rule_name
+from .fastai_rules import rule_for
 from .modern import lion_rule, schedulefree_adamw_rule, ademamix_rule, ScheduleFreeEval
 from .muon import muon_rule
 from .prodigy import prodigy_rule
@@ -17,7 +18,7 @@ from .prodigy import prodigy_rule
 
 # %% auto #0
 __all__ = ['BETAS', 'NOT_HYPERS', 'OPT_GROUP', 'PROBLEM_GROUP', 'DECLARATIONS', 'betas_kw', 'rename_kw', 'muon_kw', 'RefSpec',
-           'OptDecl', 'as_decl', 'entry_points', 'load_spec', 'installed']
+           'OptDecl', 'as_decl', 'entry_points', 'load_spec', 'installed', 'rule_family']
 
 # %% ../../nbs/27_optim.declare.ipynb #c6ae1bae
 BETAS = ('mom', 'sqr_mom', 'beta3') # fastai's names of the betas
@@ -197,7 +198,7 @@ DECLARATIONS = {d.name: d for d in (
     OptDecl('ranger', opt_func=ranger, family='RAdam', bake=False),
     OptDecl('lion', rule=lion_rule, family='Lion', reference=RefSpec('lion_pytorch', 'Lion'),
             lr_mult=0.1, bake_lr=1e-4), # a sign step moves every weight by lr
-    OptDecl('ademamix', rule=ademamix_rule, family='Adam',
+    OptDecl('ademamix', rule=ademamix_rule, family='AdEMAMix',
             reference=RefSpec('pytorch_optimizer', 'AdEMAMix', betas_kw(wd='weight_decay', decouple_wd='weight_decouple'),
                               fixed=dict(foreach=False)),
             space=_space(alpha=(2., 8., False))),
@@ -205,7 +206,23 @@ DECLARATIONS = {d.name: d for d in (
             reference=RefSpec('schedulefree', 'AdamWScheduleFree', fixed=dict(foreach=False)), bench_hypers=dict(train_mode=True)),
     OptDecl('muon', rule=muon_rule, family='Muon', bake_lr=0.02,
             reference=RefSpec('sgd_callbacks.optim.muon', 'MuonAdamW', muon_kw, hp_map=None)), # torch's Muon + AdamW
-    OptDecl('prodigy', rule=prodigy_rule, family='Adam', lr=1., lrs=(0.25, 4.), bake_lr=1., # lr multiplies its own estimate
+    OptDecl('prodigy', rule=prodigy_rule, family='Prodigy', lr=1., lrs=(0.25, 4.), bake_lr=1., # lr multiplies its own estimate
             reference=RefSpec('prodigyopt', 'Prodigy', betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'),
                               hp_map=None)))}
 
+
+# %% ../../nbs/27_optim.declare.ipynb #359f497b
+_FAMILIES = {} # rule function -> family, filled from the declarations at the first call
+
+def rule_family(rule):
+    "The algorithm `rule` runs (Adam, SGD, ...): its own `family` attribute, else its declaration's; None if neither says"
+    f = getattr(rule, 'func', rule)
+    if getattr(f, 'family', None): return f.family
+    if not _FAMILIES:
+        for d in DECLARATIONS.values():
+            if d.rule is not None: _FAMILIES.setdefault(d.rule, d.family); continue
+            if d.kind != 'fastai': continue
+            try: r,_ = rule_for(d.fn([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)) # fastai's optimizer's hand-written rule
+            except TypeError: continue
+            _FAMILIES.setdefault(getattr(r, 'func', r), d.family)
+    return _FAMILIES.get(f)
