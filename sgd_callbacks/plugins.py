@@ -18,8 +18,10 @@ __all__ = ['resolve_opt', 'resolve_opts', 'resolve_problems', 'decl_of', 'parse_
            'problems_help']
 
 # %% ../nbs/65_plugins.ipynb #9b6265e8
-def _decl(arg, spec):
-    "The `OptDecl` that `spec` (`module:name` or an entry point) names; a `ValueError` naming `arg` otherwise"
+def _decl(arg, spec, builtins=()):
+    "The `OptDecl` that `spec` (`module:name` or an entry point) names; a `ValueError` naming `arg` (and the `builtins`) otherwise"
+    if ':' not in spec and spec not in installed(OPT_GROUP):
+        raise ValueError(f"{arg} must be one of {', '.join([*builtins, *installed(OPT_GROUP)])} or module:name, got {spec!r}")
     try: name,o = load_spec(spec, OPT_GROUP, {}, what=arg)
     except ImportError as e: raise ValueError(f"{arg} {spec!r}: {e}") from None # the entry point's own imports
     try: d = as_decl(o, name)
@@ -31,7 +33,7 @@ def _decl(arg, spec):
 def resolve_opt(spec:str, arg:str='--opt'):
     "What `sgd_compare --opt spec` runs: a built-in's name, the `Reference` of a declaration with one, or an `OptDecl`"
     if spec in OPTIMIZERS or spec in MODERN: return spec
-    d = _decl(arg, spec)
+    d = _decl(arg, spec, [*OPTIMIZERS, *MODERN])
     if d.reference is None: return d
     try: d.reference.load()
     except ImportError as e: raise ValueError(f"{arg} {spec!r}: {e}") from None

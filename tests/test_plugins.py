@@ -101,7 +101,8 @@ def test_help_lists_what_is_installed(pkg):
         h = ' '.join(r.stdout.split())
         assert all(f'installed: {n}' in h for n in names), h
 
-BAD_COMPARE = [(['no_mod_xyz:f'], "--opt 'no_mod_xyz:f': no module named 'no_mod_xyz'"),
+BAD_COMPARE = [(['nadam'], "--opt must be one of sgd, rmsprop, adam"),
+               (['no_mod_xyz:f'], "--opt 'no_mod_xyz:f': no module named 'no_mod_xyz'"),
                (['mypkg:nope'], "--opt 'mypkg:nope': module mypkg has no name 'nope'"),
                (['mypkg:NOT_A_PROBLEM'], "'NOT_A_PROBLEM' is int, not an optimizer"),
                (['mypkg:NO_REF'], "`pip install not-installed-xyz`"),
