@@ -101,6 +101,8 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
         elif isinstance(opt, OptDecl): opt.check_hypers(hypers)
         else: check_opt(opt, hypers)
     except (TypeError, ValueError) as e: raise _usage(e, 'opt') from None
+    if isinstance(opt, OptDecl) and mom is not None and 'mom' not in opt.hypers():
+        raise UsageError(f"--mom: {opt.name} has no hyper-parameter 'mom'; set its own with --hp (it takes {', '.join(opt.hypers())})")
     if mom is None: mom = _opt_hypers(opt, 0.1, {}).get('mom', 0.)  # the optimizer's default
     if lr is None: lr = default_lr(opt)
     lr,mom,wd,seed = (_parse(k, v, t) for k,v,t in (('lr',lr,float), ('mom',mom,float), ('wd',wd,float), ('seed',seed,int)))

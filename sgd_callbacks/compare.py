@@ -221,7 +221,9 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     if isinstance(opt, OptDecl): opt = Reference.of(opt) if opt.reference is not None else opt # yours: against its reference if it has one
     own = isinstance(opt, OptDecl)
     modern = isinstance(opt, Reference) or (not own and opt in MODERN)
-    if own: hypers = opt.check_hypers({**({} if mom is None else dict(mom=mom)), **opt_kw})
+    if own: # a `mom` of 0 (the command's default when it has none) is no hyper-parameter of an optimizer without one
+        mk = {} if mom is None or (mom == 0 and 'mom' not in opt.hypers()) else dict(mom=mom)
+        hypers = opt.check_hypers({**mk, **opt_kw})
     elif not modern: check_opt(opt, opt_kw)
     if rule is not None: check_rule(rule)
     if lr is None: lr = default_lr(opt)

@@ -110,14 +110,16 @@ BAD_COMPARE = [(['nadam'], "--opt must be one of sgd, rmsprop, adam"),
                (['adam', 'nope=1'], "--hp nope: adam has no hyper-parameter 'nope'"),
                (['adam', 'eps=x'], "--hp eps must be a number, got 'x'"),
                (['torch.optim:AdamW', 'eps=-1'], "AdamW refuses these hyper-parameters"),
-               (['mypkg:SIGNUM', 'mom=x'], "--hp mom must be a number")]
+               (['mypkg:SIGNUM', 'mom=x'], "--hp mom must be a number"),
+               (['torch.optim:AdamW', '--mom'], "--mom: AdamW has no hyper-parameter 'mom'; set its own with --hp")]
 
 @pytest.mark.parametrize('args,msg', BAD_COMPARE, ids=[a[0] + (f' {a[1]}' if len(a) > 1 else '') for a,_ in BAD_COMPARE])
 def test_bad_compare_input(pkg, monkeypatch, tmp_path, args, msg):
     "before any training: exit 2, one line naming the bad part, no file written"
     monkeypatch.syspath_prepend(str(pkg))
     out,err = io.StringIO(),io.StringIO()
-    assert run_compare(opt=args[0], hp=args[1:], out=str(tmp_path/'out'), file=out, err=err) == 2
+    hp,mom = ([], '0.9') if args[1:] == ['--mom'] else (args[1:], None)
+    assert run_compare(opt=args[0], hp=hp, mom=mom, out=str(tmp_path/'out'), file=out, err=err) == 2
     e = err.getvalue()
     assert msg in e and e.count('\n') == 1 and e.startswith('sgd_compare: error: '), e
     assert out.getvalue() == '' and not (tmp_path/'out').exists()
@@ -158,3 +160,10 @@ def test_explain_reads_the_family_from_the_declaration():
     assert (fam(qhadam_rule), fam(adam_rule), fam(my_adamish_rule)) == ('QHAdam', 'Adam', 'my_adamish_rule')
     my_adamish_rule.family = 'SGD'
     assert fam(my_adamish_rule) == 'SGD'
+
+def test_compare_a_torch_optim_class_by_module_name():
+    "`--opt torch.optim:AdamW --hp weight_decay=0.01`: the class runs as the first row, its hyper-parameter set by --hp"
+    out,err = io.StringIO(),io.StringIO()
+    assert run_compare(opt='torch.optim:AdamW', hp=['weight_decay=0.01'], epochs='1', file=out, err=err) == 0, err.getvalue()
+    assert 'opt=AdamW' in out.getvalue() and 'weight_decay=0.01' in out.getvalue()
+    assert table(out.getvalue())['AdamW'][5] == 'True'

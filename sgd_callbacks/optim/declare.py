@@ -22,7 +22,8 @@ __all__ = ['BETAS', 'NOT_HYPERS', 'OPT_GROUP', 'PROBLEM_GROUP', 'DECLARATIONS', 
 
 # %% ../../nbs/27_optim.declare.ipynb #c6ae1bae
 BETAS = ('mom', 'sqr_mom', 'beta3') # fastai's names of the betas
-NOT_HYPERS = ('lr', 'do_wd', 'train_mode', 'params', 'kwargs') # set by the `Learner` or the optimizer, not by a user
+NOT_HYPERS = ('lr', 'do_wd', 'train_mode', 'params', 'kwargs', # set by the `Learner` or the optimizer, not by a user
+              'maximize', 'foreach', 'differentiable', 'fused', 'capturable') # torch.optim's: how it runs, not what it does
 
 def betas_kw(betas=BETAS, **rename):
     "How a rule's hypers become a reference's keywords: `betas` from `betas`, the others renamed by `rename` (fastai's -> theirs)"
