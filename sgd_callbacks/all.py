@@ -23,13 +23,14 @@ from .optim.step import additive, lowbit_rule, optimi_adamw_rule # 16-bit weight
 from .optim.modern import lion_rule, schedulefree_adamw_rule, schedulefree_sgd_rule, ScheduleFreeEval, ademamix_rule
 from .optim.muon import muon_rule
 from .optim.prodigy import prodigy_rule
+from .optim.declare import OptDecl, RefSpec, DECLARATIONS # one declaration per optimizer
 # comparison
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
 from .explain import Setup, explain_difference, Explanation, Cause, VOCAB, TorchSched, torch_adam_rule # and `CompareResult.explain`
 from .port import port, Port
 # bake-off
 from .bakeoff.problems import Problem, add_problem, BAKEOFF_PROBLEMS
-from .bakeoff.run import bakeoff, BakeoffResult, OptEntry, own_rule, BAKEOFF_OPTS, DEFAULT_OPTS, performance_profile, run_trial
+from .bakeoff.run import bakeoff, BakeoffResult, OptEntry, own_rule, decl_entry, BAKEOFF_OPTS, DEFAULT_OPTS, performance_profile, run_trial
 from .bakeoff.stats import bakeoff_stats # and `BakeoffResult.stats`
 import sgd_callbacks.bakeoff.report # the pictures and `save` of `BakeoffResult`, patched onto it
 from .cli import run_bakeoff, run_explain
@@ -46,9 +47,9 @@ __all__ = ['OwnEvents', 'epoch_order', 'seed_epoch', 'EpochShuffle', 'SliceDL', 
            'lookahead_stage', 'ScratchStep', 'RuleError', 'lesson_rule', 'rule_opt', 'whole_step', 'RuleOptimizer',
            'bf16_sr', 'kahan_fold', 'additive', 'lowbit_rule', 'optimi_adamw_rule',
            'lion_rule', 'schedulefree_adamw_rule', 'schedulefree_sgd_rule', 'ScheduleFreeEval', 'ademamix_rule',
-           'muon_rule', 'prodigy_rule',
+           'muon_rule', 'prodigy_rule', 'OptDecl', 'RefSpec', 'DECLARATIONS',
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
            'Setup', 'explain_difference', 'Explanation', 'Cause', 'VOCAB', 'TorchSched', 'torch_adam_rule', 'port', 'Port',
-           'Problem', 'add_problem', 'BAKEOFF_PROBLEMS', 'bakeoff', 'BakeoffResult', 'OptEntry', 'own_rule', 'BAKEOFF_OPTS',
+           'Problem', 'add_problem', 'BAKEOFF_PROBLEMS', 'bakeoff', 'BakeoffResult', 'OptEntry', 'own_rule', 'decl_entry', 'BAKEOFF_OPTS',
            'DEFAULT_OPTS', 'performance_profile', 'run_trial', 'bakeoff_stats', 'run_bakeoff', 'run_explain',
            'LeanLearner', 'LeanRecorder', 'fast_learner', 'ddp_env', 'DDPShard', 'RankFailed']

@@ -11,6 +11,7 @@ from fastcore.script import call_parse
 from fastcore.basics import partial
 from fastai.optimizer import SGD
 from .references import OPTIMIZERS
+from .optim.declare import DECLARATIONS
 from fastai.learner import Learner
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
@@ -151,12 +152,9 @@ def bench_rules(reps:int=10, lr:float=1e-3):
     return rows
 
 # %% ../nbs/80_bench.ipynb #7edbf3fe
-NEW_RULE_BENCH = dict( # name: (rule in this package, its hypers, its reference as module.Class, the reference's arguments)
-    lion=('optim.modern.lion_rule', {}, 'lion_pytorch.Lion', {}),
-    schedulefree=('optim.modern.schedulefree_adamw_rule', dict(train_mode=True), 'schedulefree.AdamWScheduleFree', dict(foreach=False)),
-    ademamix=('optim.modern.ademamix_rule', {}, 'pytorch_optimizer.AdEMAMix', {}),
-    muon=('optim.muon.muon_rule', {}, 'sgd_callbacks.optim.muon.MuonAdamW', {}),
-    prodigy=('optim.prodigy.prodigy_rule', {}, 'prodigyopt.Prodigy', {}))
+# name: (its rule as module.name, the rule's hypers, its reference as module.Class, the reference's fixed keywords), from the declarations
+NEW_RULE_BENCH = {n: (f'{d.rule.__module__}.{d.rule.__name__}', d.bench_hypers, d.reference.name, d.reference.fixed)
+                  for n,d in DECLARATIONS.items() if d.reference is not None}
 
 def _load(path, package=None):
     "The object at `module.name`, or None if its module is not installed"
@@ -170,7 +168,7 @@ def bench_new_rules(reps:int=10, lr:float=1e-3):
     from sgd_callbacks.optim.step import rule_opt
     params,rows = resnet34_params(),[]
     for name,(rule,hypers,ref,kw) in NEW_RULE_BENCH.items():
-        rule,ref = _load('.'+rule, __package__),_load(ref)
+        rule,ref = _load(rule),_load(ref)
         if rule is None or ref is None: continue
         r = ref(params(), lr=lr, **kw)
         if hasattr(r, 'train'): r.train() # Schedule-Free steps in train mode (the rule's `train_mode`)

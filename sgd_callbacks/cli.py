@@ -19,7 +19,9 @@ from .files import atomic_write
 from .data import linear_dls, diabetes_dls, LinearModel
 from .scratch import check_hypers
 from .optim.step import rule_opt, rule_hypers, lesson_rule
-from .references import MODERN, opt_name, check_opt, fastai_hypers, default_lr, modern_kw, check_modern
+from .references import MODERN, opt_name, check_opt, fastai_hypers, default_lr, modern_kw, check_modern, Reference, reference_of
+from .optim.declare import OptDecl
+from .plugins import resolve_opt, resolve_opts, resolve_problems, parse_hp, check_own, opt_help, opts_help, problems_help
 from .compare import compare_optimizers
 from .explain import Setup, check_setup, explain_difference, setup_family
 from .bakeoff.problems import BAKEOFF_PROBLEMS, QUICK_PROBLEMS
@@ -77,22 +79,30 @@ def _parse(name, v, typ):
     except ValueError: raise UsageError(f"--{name} must be {'an int' if typ is int else 'a number'}, got {v!r}") from None
 
 
-def _opt_hypers(opt, lr, kw):
-    "The hyper-parameters `opt` trains with: fastai's optimizer's, or the modern rule's defaults overridden by `kw`"
-    if opt not in MODERN: return fastai_hypers(opt, lr, kw)
-    return {**{k: v for k,v in rule_hypers(MODERN[opt].rule)[0].items() if k not in ('do_wd', 'train_mode', 'muon')}, 'lr': lr, **kw}
+def _modern(opt): return isinstance(opt, Reference) or (isinstance(opt, str) and opt in MODERN) # a rule against its authors' code
 
-def _ref_name(opt): return MODERN[opt].name if opt in MODERN else f'fastai {opt_name(opt)}'
+def _opt_hypers(opt, lr, kw):
+    "The hyper-parameters `opt` trains with: fastai's optimizer's, or the rule's (or your optimizer's) defaults overridden by `kw`"
+    if isinstance(opt, OptDecl): return {**{k: v for k,(v,_) in opt.hypers().items()}, 'lr': lr, **kw}
+    if not _modern(opt): return fastai_hypers(opt, lr, kw)
+    return {**{k: v for k,v in rule_hypers(reference_of(opt).rule)[0].items() if k not in ('do_wd', 'train_mode', 'muon')}, 'lr': lr, **kw}
+
+def _ref_name(opt):
+    if isinstance(opt, OptDecl): return opt.name
+    return reference_of(opt).name if _modern(opt) else f'fastai {opt_name(opt)}'
 
 def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sgd', rule=None, hypers=None):
     "Check every argument; the keyword arguments of `compare_optimizers`"
     if data not in DATA: raise UsageError(f"--data must be one of {', '.join(DATA)}, got {data!r}")
     if rule not in (None, 'lesson'): raise UsageError(f"--rule must be lesson (the lesson's literal p.sub_(lr*g)), got {rule!r}")
-    hypers = {k: _parse(k, v, HYPER_TYPES[k]) for k,v in (hypers or {}).items() if v is not None}
+    hypers = {k: _parse(k, v, HYPER_TYPES.get(k, str)) for k,v in (hypers or {}).items() if v is not None} # --hp's are parsed
     try:
-        if opt in MODERN: rule_opt(MODERN[opt].rule, **modern_kw(opt, None, not l2, hypers)) # names a keyword the rule does not take
+        if _modern(opt): rule_opt(reference_of(opt).rule, **modern_kw(opt, None, not l2, hypers)) # names a keyword the rule does not take
+        elif isinstance(opt, OptDecl): opt.check_hypers(hypers)
         else: check_opt(opt, hypers)
     except (TypeError, ValueError) as e: raise _usage(e, 'opt') from None
+    if isinstance(opt, OptDecl) and mom is not None and 'mom' not in opt.hypers():
+        raise UsageError(f"--mom: {opt.name} has no hyper-parameter 'mom'; set its own with --hp (it takes {', '.join(opt.hypers())})")
     if mom is None: mom = _opt_hypers(opt, 0.1, {}).get('mom', 0.)  # the optimizer's default
     if lr is None: lr = default_lr(opt)
     lr,mom,wd,seed = (_parse(k, v, t) for k,v,t in (('lr',lr,float), ('mom',mom,float), ('wd',wd,float), ('seed',seed,int)))
@@ -108,7 +118,10 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
         if epochs is not None: epochs = check_int('epochs', epochs, lo=1)
         size = check_int('size', size, 8, 224)
     except (TypeError, ValueError) as e: raise _usage(e) from None
-    if opt in MODERN:
+    if isinstance(opt, OptDecl):
+        try: check_own(opt, lr, hypers)
+        except (TypeError, ValueError) as e: raise UsageError(f"--opt {opt.name}: {e}") from None
+    if _modern(opt):
         try: check_modern(opt, lr, modern_kw(opt, None, not l2, hypers)) # the values, before any training
         except ValueError as e: raise UsageError(f"--opt {opt}: {e}") from None
     kw = dict(lr=lr, mom=mom, wd=wd, decouple_wd=not l2, seed=seed, schedule=schedule, opt=opt, **hypers,
@@ -145,7 +158,7 @@ def write_report(res, out, landscape:bool=True):
         x,y = res.dls.train.dataset.tensors
         ax = plot_landscape(x, y, lesson_paths(x, y), title="the lesson's mse, and four ways down")
         jobs['landscape.png'] = fig_saver(ax.figure)
-        w = res.weights['ScratchSGD']
+        w = res.weights[res.df.contender[0]] # the reference's steps: the first row's, whichever optimizer ran
         if w is not None: jobs['fit.gif'] = lambda t: animate_fit(x, y, w).save(t, writer=PillowWriter(fps=8))
     for name,write in jobs.items(): atomic_write(out/name, write)
     return [out/k for k in jobs]
@@ -185,10 +198,12 @@ def _epoch_lines():
 
 # %% ../nbs/70_cli.ipynb #12a37388
 def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, seed=42, schedule=None, l2=False,
-                out=None, size=None, file=None, err=None, opt='sgd', rule=None, **hypers):
+                out=None, size=None, file=None, err=None, opt='sgd', rule=None, hp=None, **hypers):
     "Run the comparison, print the table, write the report; the exit code (0 parity, 1 mismatch, 2 bad argument)"
     file,err = file or sys.stdout,err or sys.stderr
     try:
+        try: opt = resolve_opt(opt); hypers = {**hypers, **parse_hp(opt, hp)} # yours (module:name, an entry point); --hp NAME=VALUE
+        except ValueError as e: raise UsageError(str(e)) from None
         kw,dls = _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size, opt, rule, hypers)
         outp = None if out is None else _check_out(out)
     except UsageError as e:
@@ -197,7 +212,8 @@ def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, 
     bsz = 'full' if dls.train.bs >= len(dls.train.dataset) else dls.train.bs
     img = f" size={dls.train.dataset.tensors[0].shape[-1]} channels_last resnet34" if data=='digits' else ''
     moms = ' (moms 0.95-0.85-0.95)' if kw['schedule']=='one_cycle' and kw['mom'] else ''
-    N,ref = kw['opt'] if kw['opt'] in MODERN else opt_name(kw['opt']),_ref_name(kw['opt'])
+    o = kw['opt']
+    N,ref = o.name if isinstance(o, OptDecl) else o if _modern(o) and isinstance(o, str) else o.cls if _modern(o) else opt_name(o),_ref_name(o)
     extra = ''.join(f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}"
                     for k,v in _opt_hypers(kw['opt'], kw['lr'], {k: kw[k] for k in hypers if k in kw}).items() if k not in ('lr', 'mom', 'wd'))
     print(f"sgd_compare: data={data}{img} opt={N} bs={bsz} lr={kw['lr']:g} mom={kw['mom']:g}{moms}{extra} wd={kw['wd']:g} "
@@ -216,10 +232,10 @@ def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, 
     return 0
 
 # %% ../nbs/70_cli.ipynb #bb5ead1b
-def _arg(help, metavar=None, typ=str):
+def _arg(help, metavar=None, typ=str, action=None):
     "An option: its help line, and what a user types (`metavar`, without `|`, which fastcore reads as a Union); by default a string `_setup` checks"
-    if Param is None: return Annotated[typ, help, {'metavar': metavar} if metavar else {}]
-    p = Param(help, typ)
+    if Param is None: return Annotated[typ, help, {**({'metavar': metavar} if metavar else {}), **({'action': action} if action else {})}]
+    p = Param(help, typ, action=action)
     if metavar: p.metavar = metavar # passed on to argparse with Param's other settings
     return p
 
@@ -235,8 +251,10 @@ def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (res
                 l2:store_true=False,  # weight decay as L2 regularisation (as torch.optim.SGD does)
                 out:_arg("directory to write table.csv, table.json and the pictures into", 'DIR')=None,
                 size:_arg("side of the digits images in pixels (8 to 224); default 16", 'INT')=None,
-                opt:_arg("fastai's sgd, rmsprop, adam, radam, qhadam, larc, lamb, ranger; or lion, muon, schedulefree, prodigy, ademamix against their authors' code", 'NAME')='sgd',
+                opt:_arg(opt_help(), '{NAME,module:name}')='sgd',
                 rule:_arg("lesson: also run the lesson's literal rule p.sub_(lr*g) against --opt", 'lesson')=None,
+                hp:_arg("a hyper-parameter of --opt, repeatable (--hp eps=1e-6 --hp sqr_mom=0.99); the options below are aliases",
+                        'NAME=VALUE', action='append')=None,
                 sqr_mom:_arg("rmsprop, adam, radam, qhadam, lamb, ranger, schedulefree, prodigy, ademamix: moving average of g² (beta2); lion: its average's beta2", 'FLOAT')=None,
                 eps:_arg("rmsprop, adam, radam, qhadam, larc, lamb, ranger, schedulefree, prodigy, ademamix: added to the denominator; muon: Newton-Schulz's", 'FLOAT')=None,
                 beta:_arg("radam, ranger: softplus of the denominator (SAdam) when not 0", 'FLOAT')=None,
@@ -261,8 +279,8 @@ def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (res
                 d_coef:_arg("prodigy: a factor on the estimate", 'FLOAT')=None,
                 growth_rate:_arg("prodigy: the estimate's largest growth per step (default inf)", 'FLOAT')=None):
     "Compare fastai's optimizer (SGD by default), its hand-written rule, torch.optim's counterpart and the plain loop side by side"
-    hypers = {k: v for k,v in locals().items() if k in HYPER_TYPES} # the options after `--rule`, as declared above
-    sys.exit(run_compare(data, bs, lr, mom, wd, epochs, seed, schedule, l2, out, size, opt=opt, rule=rule,
+    hypers = {k: v for k,v in locals().items() if k in HYPER_TYPES} # the options after `--hp`, as declared above
+    sys.exit(run_compare(data, bs, lr, mom, wd, epochs, seed, schedule, l2, out, size, opt=opt, rule=rule, hp=hp,
                          **{k: v for k,v in hypers.items() if v is not None}))
 
 def _metavar(anno):
@@ -270,10 +288,10 @@ def _metavar(anno):
     meta = getattr(anno, '__metadata__', None)
     return meta[1].get('metavar') if meta else getattr(anno, 'metavar', None)
 
-# the optimizers' hyper-parameters are declared once, as `sgd_compare`'s options after `--rule`: their names, help and what a
+# the optimizers' hyper-parameters are declared once, as `sgd_compare`'s options after `--hp` (its aliases): their names, help and what a
 # user types; from that declaration, each one's type (INT, NAME or FLOAT), which `_setup` parses and checks
 _opts = list(inspect.signature(sgd_compare, eval_str=True).parameters.values())
-HYPER_TYPES = {q.name: dict(INT=int, NAME=str).get(_metavar(q.annotation), float) for q in _opts[[q.name for q in _opts].index('rule')+1:]}
+HYPER_TYPES = {q.name: dict(INT=int, NAME=str).get(_metavar(q.annotation), float) for q in _opts[[q.name for q in _opts].index('hp')+1:]}
 
 # %% ../nbs/70_cli.ipynb #ad399b82
 SPEC_OPTS = {'torch': ('SGD', 'Adam', 'AdamW', 'RMSprop'), 'fastai': ('SGD', 'Adam', 'RMSProp', 'RAdam')}
@@ -386,7 +404,9 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
     try:
         if (lr_min is None) != (lr_max is None): raise UsageError("--lr_min and --lr_max go together (the tuning range of every problem)")
         lrs = None if lr_min is None else (lr_min, lr_max)
-        try: a = check_bakeoff(_names(problems), _names(opts), trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference, dtype)
+        try: pbs,ops = resolve_problems(_names(problems)),resolve_opts(_names(opts)) # yours: module:name, entry points
+        except ValueError as e: raise UsageError(str(e)) from None
+        try: a = check_bakeoff(pbs, ops, trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference, dtype)
         except (TypeError, ValueError) as e: raise _usage(e) from None
         if resume and out is None: raise UsageError("--resume continues the run stored in --out DIR: pass its folder")
         # Dask's default address, unless the command names one or asks for local workers
@@ -435,8 +455,8 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                 reference:_arg("an optimizer run: score against its time instead of each problem's best, so adding a contender "
                                "moves no score unless it is over 4× faster than a time (AlgoPerf's cut); where the reference "
                                "never reaches a target, any time that does is solved (AlgoPerf's x/∞ = 0)", 'NAME')=None,
-                problems:_arg(f"names, comma-separated, of {_list(BAKEOFF_PROBLEMS)}; default all", 'NAMES')=None,
-                opts:_arg(f"names, comma-separated, of {_list(BAKEOFF_OPTS)}; default {_list(DEFAULT_OPTS)}", 'NAMES')=None,
+                problems:_arg(problems_help(), 'NAMES')=None,
+                opts:_arg(opts_help(DEFAULT_OPTS), 'NAMES')=None,
                 lr_min:_arg("float > 0: low end of every problem's lr range (with --lr_max; times an optimizer's lr_mult, "
                             "prodigy keeps its own); default each problem's", 'FLOAT', float)=None,
                 lr_max:_arg("float >= lr_min: high end of every problem's lr range (with --lr_min)", 'FLOAT', float)=None,

@@ -23,7 +23,8 @@ from .callback import ScratchSGD, scratch_learner
 from .plots import plot_landscape, line_style, plot_log_zero
 from .optim.step import ScratchStep, rule_name, rule_opt
 from .references import (OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers, torch_counterpart, modern_reference,
-                                      modern_kw, check_modern, default_lr)
+                                      modern_kw, check_modern, default_lr, Reference, reference_of)
+from .optim.declare import OptDecl
 
 # %% auto #0
 __all__ = ['CONTENDERS', 'COLUMNS', 'StepTrack', 'first_divergence', 'Contender', 'compare_optimizers', 'CompareResult']
@@ -178,7 +179,7 @@ def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func
 # %% ../nbs/41_compare.ipynb #4942cf21
 def _modern_contenders(opt, hypers, rule):
     "The authors' code (the reference), the rule by `rule_opt`, your `rule`, and fastai's nearest (AdamW)"
-    r = MODERN[opt]
+    r = reference_of(opt)
     def cbs(): return [c() for c in r.cbs]
     cs = [Contender(r.name, modern_reference(opt, **hypers), cbs(), expected=True),
           Contender(f'rule_opt({r.rule.__name__})', rule_opt(r.rule, **hypers), cbs(), expected=True,
@@ -186,6 +187,14 @@ def _modern_contenders(opt, hypers, rule):
     if rule is not None: cs.append(Contender(f'rule {rule_name(rule)}', rule_opt(rule, **hypers), cbs(),
                                              why="your rule: see first_step, first_param and first_dw for where it leaves the reference"))
     return cs + [Contender('fastai Adam (AdamW)', partial(Adam, decouple_wd=True), why="fastai's nearest: another update")]
+
+def _own_contenders(d, hypers, rule):
+    "A declared optimizer without a reference: itself (the first row), your `rule`, and fastai's AdamW to set it against"
+    def cbs(): return [c() for c in d.cbs]
+    cs = [Contender(d.name, d.opt_func(**hypers), cbs(), expected=True)]
+    if rule is not None: cs.append(Contender(f'rule {rule_name(rule)}', rule_opt(rule, **hypers), cbs(),
+                                             why="your rule: see first_step, first_param and first_dw for where it leaves it"))
+    return cs + [Contender('fastai Adam (AdamW)', partial(Adam, decouple_wd=True), why="another optimizer")]
 
 # %% ../nbs/41_compare.ipynb #3524d027
 CONTENDERS = ('fastai SGD', 'ScratchSGD', 'torch.optim.SGD', 'plain loop')
@@ -205,19 +214,24 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
                        seed:int=42,        # seeds the default data, the model's init, each loader factory call and every epoch's draws
                        record_weights:bool|None=None, # keep the weights after every step; None: when at most 10,000 numbers
                        progress:bool=False, # show fastai's progress bars
-                       opt:str='sgd',      # fastai's optimizer (one of `OPTIMIZERS`) or a modern one against its authors' code (`MODERN`)
+                       opt:str='sgd',      # fastai's optimizer (one of `OPTIMIZERS`), a modern one against its authors' code (`MODERN`), or an `OptDecl`
                        rule=None,          # a rule `rule(p, g, state, **hypers)` of your own, also run against `opt`
                        **opt_kw):          # the optimizer's other hyper-parameters (`sqr_mom`, `eps`, `beta`, `k`, ...)
     "Train every contender from the same start on the same batches; a `CompareResult`"
-    modern = opt in MODERN
-    if not modern: check_opt(opt, opt_kw)
+    if isinstance(opt, OptDecl): opt = Reference.of(opt) if opt.reference is not None else opt # yours: against its reference if it has one
+    own = isinstance(opt, OptDecl)
+    modern = isinstance(opt, Reference) or (not own and opt in MODERN)
+    if own: # a `mom` of 0 (the command's default when it has none) is no hyper-parameter of an optimizer without one
+        mk = {} if mom is None or (mom == 0 and 'mom' not in opt.hypers()) else dict(mom=mom)
+        hypers = opt.check_hypers({**mk, **opt_kw})
+    elif not modern: check_opt(opt, opt_kw)
     if rule is not None: check_rule(rule)
     if lr is None: lr = default_lr(opt)
     if modern: hypers = check_modern(opt, lr, modern_kw(opt, mom, decouple_wd, opt_kw))
-    if not modern:
+    if not modern and not own:
         fkw = dict(opt_kw, decouple_wd=decouple_wd, **({} if mom is None else dict(mom=mom)))
         hp = fastai_hypers(opt, lr, fkw)
-    lr,mom,wd = check_hypers(lr, 0. if modern else hp.get('mom', 0.), wd)
+    lr,mom,wd = check_hypers(lr, 0. if modern or own else hp.get('mom', 0.), wd)
     epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
     if schedule not in ('fit','one_cycle'): raise ValueError(f"`schedule` must be 'fit' or 'one_cycle', got {schedule!r}")
     if dls_fn is None: dls_fn = partial(linear_dls, bs=10, seed=seed)
@@ -232,15 +246,15 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     if opt == 'muon' and not any(p.ndim == 2 for p in m0.parameters() if p.requires_grad):
         warnings.warn("Muon orthogonalises 2-D weight matrices only and this model has none: every parameter takes "
                       "Muon's AdamW fallback, so the rows compare that AdamW")
-    if modern:
-        cs = _modern_contenders(opt, hypers, rule)
+    if modern or own:
+        cs = (_own_contenders if own else _modern_contenders)(opt, hypers, rule)
         cycle = dict(lr_max=lr) if schedule == 'one_cycle' else {}
     else:
         hp['wd'] = wd
         cycle,scheds = _one_cycle(lr, mom) if schedule=='one_cycle' else ({},None)
         cs = _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights,
                                 dls.train, no_wd=len(norm_bias_params(m0)) > 0) # fastai decays no bias nor BatchNorm (wd_bn_bias=False)
-    return _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_weights, progress, wd_bn_bias=modern)
+    return _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_weights, progress, wd_bn_bias=modern or own)
 
 # %% ../nbs/41_compare.ipynb #e8548d30
 def _loss_name(f):

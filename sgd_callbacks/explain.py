@@ -15,6 +15,7 @@ from fastai.learner import Learner
 from .seeding import EpochShuffle
 from .optim.fastai_rules import decay
 from .optim.step import RuleOptimizer, rule_opt, rule_name
+from .optim.declare import rule_family
 from .optim.muon import torch_adamw_rule
 from fastai.metrics import mse
 from .compare import StepTrack, CompareResult
@@ -43,6 +44,7 @@ def torch_adam_rule(p, g, state, lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0
     decay(p, g, lr, wd, do_wd, decouple_wd)
     torch_adamw_rule(p, g, state, lr, mom, sqr_mom, eps, 0., do_wd)
 
+torch_adam_rule.family = 'Adam' # declared here, where it is written: Adam in torch.optim's arithmetic
 # an algorithm's update in torch.optim's arithmetic, as a rule (fastai's SGD and RMSProp already do torch's operations)
 TORCH_ARITH = {'Adam': torch_adam_rule}
 
@@ -122,7 +124,7 @@ def opt_family(o):
         return {'AdamW': 'Adam', 'RMSprop': 'RMSProp'}.get(n, n),f'torch.optim.{n}'
     if isinstance(o, RuleOptimizer):
         n = getattr(getattr(o.rule, 'func', o.rule), '__name__', '')
-        fam = 'Adam' if 'adam' in n and 'radam' not in n else 'RAdam' if 'radam' in n else 'RMSProp' if 'rmsprop' in n else 'SGD' if 'sgd' in n else n
+        fam = rule_family(o.rule) or n # its declaration's (or its own `family`); else its name
         return fam,f'rule {n}'
     last = _stage_names(o)[-1]
     fam = {'sgd_step': 'SGD', 'momentum_step': 'SGD', 'rms_prop_step': 'RMSProp', 'adam_step': 'Adam', 'radam_step': 'RAdam'}.get(last, last)

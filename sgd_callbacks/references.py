@@ -10,16 +10,15 @@ from torch import nn
 from fastcore.basics import store_attr, partial
 from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, OptimWrapper
 from .optim.step import rule_opt, rule_hypers
-from .optim.modern import lion_rule, schedulefree_adamw_rule, ademamix_rule, ScheduleFreeEval
-from .optim.muon import muon_rule, MuonAdamW
-from .optim.prodigy import prodigy_rule
+from .optim.declare import DECLARATIONS, BETAS, betas_kw
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'MODERN', 'opt_name', 'check_opt', 'fastai_hypers', 'torch_counterpart', 'Reference', 'default_lr',
-           'modern_reference', 'modern_kw', 'check_modern']
+__all__ = ['OPTIMIZERS', 'MODERN', 'opt_name', 'check_opt', 'fastai_hypers', 'torch_counterpart', 'Reference', 'reference_of',
+           'default_lr', 'modern_reference', 'modern_kw', 'check_modern']
 
 # %% ../nbs/40_references.ipynb #289d7733
-OPTIMIZERS = dict(sgd=SGD, rmsprop=RMSProp, adam=Adam, radam=RAdam, qhadam=QHAdam, larc=Larc, lamb=Lamb, ranger=ranger)
+# fastai's optimizers that `compare_optimizers` runs against their hand-written rules, from their declarations
+OPTIMIZERS = {n: d.fn for n,d in DECLARATIONS.items() if d.kind == 'fastai' and d.compare}
 
 def opt_name(opt): return OPTIMIZERS[opt].__name__ # SGD, RMSProp, ..., ranger
 
@@ -51,65 +50,54 @@ def torch_counterpart(opt, hp, decouple_wd):
     return None,'torch.optim',f"torch.optim has no {opt_name(opt)}{' with beta (SAdam)' if opt=='radam' else ''}"
 
 # %% ../nbs/40_references.ipynb #994e3597
-_BETAS = ('mom', 'sqr_mom', 'beta3') # fastai's names of the betas
-
-def _betas_kw(betas=_BETAS, **rename):
-    "How a rule's hypers become a reference's keywords: `betas` from `betas`, the others renamed by `rename` (fastai's -> theirs)"
-    def kw(hp): return dict(betas=tuple(hp[b] for b in betas if b in hp),
-                            **{rename.get(k, k): v for k,v in hp.items() if k not in (*betas, 'lr', 'do_wd', 'train_mode')})
-    return kw
-
-def _muon_kw(hp):
-    "`muon_rule`'s hypers as `MuonAdamW`'s keywords"
-    if not hp['muon']: raise ValueError("`muon=False` has no counterpart in `MuonAdamW` (it splits the parameters by shape)")
-    return dict(momentum=hp['mom'], weight_decay=hp['wd'], nesterov=hp['nesterov'], ns_coefficients=(hp['ns_a'], hp['ns_b'], hp['ns_c']),
-                eps=hp['eps'], ns_steps=hp['ns_steps'], adjust_lr_fn=hp['adjust_lr_fn'], adam_lr_ratio=hp['adam_lr_ratio'],
-                adam_betas=(hp['adam_mom'], hp['adam_sqr_mom']), adam_eps=hp['adam_eps'], adam_wd=hp['adam_wd'])
-
 class Reference:
     "A modern optimizer: its authors' class `mod.cls`, its hand-written `rule`, and how the rule's hypers become the class's keywords"
     def __init__(self, mod:str, cls:str, rule,
-                 kw=_betas_kw(wd='weight_decay'), # `kw(hypers) -> the class's keywords`
+                 kw=betas_kw(wd='weight_decay'), # `kw(hypers) -> the class's keywords`
                  fixed=None,                       # keywords the class always gets (`foreach=False`: the per-tensor path the rule follows)
                  hp_map='betas',                   # `OptimWrapper`'s `hp_map`; 'betas': up to three betas, `weight_decay` as `wd`
                  cbs=(),                           # callbacks both need (classes)
-                 lr:float=0.1):                    # `compare_optimizers`' default `lr` for it
+                 lr:float=0.1,                     # `compare_optimizers`' default `lr` for it
+                 pip:str|None=None):               # what to `pip install` for `mod`
         store_attr()
+        self.pip = pip or mod.split('.')[0].replace('_', '-')
         self.fixed = fixed or {}
-        if hp_map == 'betas': self.hp_map = {'weight_decay': 'wd', **{f'betas__{i}': b for i,b in enumerate(_BETAS)}} # AdEMAMix's `alpha` stays
+        if hp_map == 'betas': self.hp_map = {'weight_decay': 'wd', **{f'betas__{i}': b for i,b in enumerate(BETAS)}} # AdEMAMix's `alpha` stays
     @property
     def name(self): return f'{self.mod}.{self.cls}'
+    @classmethod
+    def of(cls, d):
+        "The `Reference` of the declaration `d` (an `OptDecl` with a rule and a `reference`)"
+        r = d.reference
+        return cls(r.mod, r.cls, d.rule, r.kw, r.fixed, r.hp_map, d.cbs, d.lr, r.pip)
 
-MODERN = {'lion': Reference('lion_pytorch', 'Lion', lion_rule),
-          'schedulefree': Reference('schedulefree', 'AdamWScheduleFree', schedulefree_adamw_rule, fixed=dict(foreach=False), cbs=[ScheduleFreeEval]),
-          'ademamix': Reference('pytorch_optimizer', 'AdEMAMix', ademamix_rule, _betas_kw(wd='weight_decay', decouple_wd='weight_decouple'),
-                                fixed=dict(foreach=False)),
-          'muon': Reference('sgd_callbacks.optim.muon', 'MuonAdamW', muon_rule, _muon_kw, hp_map=None), # torch's Muon + AdamW
-          'prodigy': Reference('prodigyopt', 'Prodigy', prodigy_rule, _betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'),
-                               hp_map=None, lr=1.)}
+# the modern rules, each against its authors' code, from their declarations
+MODERN = {n: Reference.of(d) for n,d in DECLARATIONS.items() if d.compare and d.reference is not None}
+
+def reference_of(opt): return opt if isinstance(opt, Reference) else MODERN[opt] # a name, or a user's declared `Reference`
 
 def default_lr(opt):
     "The learning rate `compare_optimizers` and the command use when given none: the modern rule's own, else 0.1"
-    return MODERN[opt].lr if opt in MODERN else 0.1
+    return reference_of(opt).lr if isinstance(opt, Reference) or opt in MODERN else getattr(opt, 'lr', 0.1) # a name, or yours
 
 def modern_reference(opt:str, **hypers):
     "The authors' implementation of `MODERN[opt]` as an `opt_func` (in `OptimWrapper`), `hypers` in the rule's (fastai's) names"
-    r = MODERN[opt]
+    r = reference_of(opt)
     try: cls = getattr(importlib.import_module(r.mod), r.cls)
-    except ImportError: raise ImportError(f"the reference of {opt!r} is {r.name}: `pip install {r.mod.replace('_', '-')}`") from None
+    except ImportError: raise ImportError(f"the reference of {getattr(opt, 'name', opt)!r} is {r.name}: `pip install {r.pip}`") from None
     hp = {**{k: v for k,v in rule_hypers(r.rule)[0].items() if v is not inspect.Parameter.empty}, **hypers}
     return partial(OptimWrapper, opt=partial(cls, **r.kw(hp), **r.fixed), hp_map=r.hp_map)
 
 def modern_kw(opt, mom, decouple_wd, kw):
     "`compare_optimizers`' `mom` and `decouple_wd` as the modern rule's hyper-parameters, where it has them (or they are not the default)"
-    decl = rule_hypers(MODERN[opt].rule)[0]
+    decl = rule_hypers(reference_of(opt).rule)[0]
     return {**({} if mom is None else dict(mom=mom)), **({'decouple_wd': decouple_wd} if 'decouple_wd' in decl or not decouple_wd else {}), **kw}
 
 def check_modern(opt, lr, hypers):
     "`hypers` if the rule takes them all (a `TypeError` naming the first it does not) and the reference accepts their values (a `ValueError`)"
-    rule_opt(MODERN[opt].rule, **hypers)
+    rule_opt(reference_of(opt).rule, **hypers)
     ps = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))] # a matrix and a vector: both halves of Muon
     try: modern_reference(opt, **hypers)(ps, lr=lr)
-    except (ValueError, TypeError) as e: raise ValueError(f"{MODERN[opt].name} refuses these hyper-parameters ({hypers}): {e}") from None
+    except (ValueError, TypeError) as e: raise ValueError(f"{reference_of(opt).name} refuses these hyper-parameters ({hypers}): {e}") from None
     return hypers
 

@@ -10,6 +10,7 @@ from fastai.optimizer import SGD, Adam
 from sgd_callbacks.data import linear_dls, LinearModel
 from sgd_callbacks.scratch import mse
 from sgd_callbacks.bakeoff.problems import Problem, BAKEOFF_PROBLEMS, Rosenbrock, rosen_dls, rosen_loss
+from sgd_callbacks.optim.declare import DECLARATIONS
 from sgd_callbacks.bakeoff.run import BAKEOFF_OPTS, DEFAULT_OPTS, OptEntry, bakeoff, own_rule, run_trial, trial_seed, performance_profile
 from sgd_callbacks.cli import run_bakeoff, sgd_bakeoff
 
@@ -212,7 +213,7 @@ def test_html_is_self_contained_with_every_picture(run):
     assert sorted(base64.b64decode(i) for i in imgs) == sorted(p.read_bytes() for p in pngs)
     for k in ('line', 'quadratic', 'results', 'scores', 'torch', 'fastai', 'machine', 'loss &lt;= 0.08', 'winners'): assert k in page
 
-MODERN = ('lion', 'ademamix', 'schedulefree', 'muon', 'prodigy')
+MODERN = [n for n,d in DECLARATIONS.items() if d.bake and d.kind == 'rule'] # the rules of the registry, from their declarations
 
 @pytest.mark.parametrize('name', MODERN)
 def test_modern_rule_runs_in_a_trial(name):

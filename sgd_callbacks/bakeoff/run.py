@@ -25,14 +25,15 @@ from ..optim.muon import muon_rule
 from ..optim.prodigy import prodigy_rule
 from ..fast import LeanLearner
 from ..references import OPTIMIZERS
+from ..optim.declare import DECLARATIONS, as_decl
 from .score import Hyper, sample_space, at_edge, lower_median, study_best, problem_time, performance_profile
 from .pool import TrialPool, TrialStore, TrialLost, SharedLost
 
 # %% auto #0
 __all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'SCHEDULES', 'PROTOCOLS', 'TIMES', 'OptEntry', 'opt_kwargs',
-           'own_rule', 'trial_seed', 'Trace', 'lr_factor', 'run_trial', 'Spec', 'spec_seed', 'check_bakeoff',
-           'BakeoffResult', 'TrialRecord', 'trial_record', 'bakeoff', 'derive_target', 'baseline_spread',
-           'covering_target']
+           'own_rule', 'decl_entry', 'trial_seed', 'Trace', 'lr_factor', 'run_trial', 'Spec', 'spec_seed',
+           'check_bakeoff', 'BakeoffResult', 'TrialRecord', 'trial_record', 'bakeoff', 'derive_target',
+           'baseline_spread', 'covering_target']
 
 # %% ../../nbs/63_bakeoff.run.ipynb #074555d7
 class OptEntry:
@@ -108,12 +109,15 @@ def _desc(f):
 # The rules run unguarded (`guard=False`): the guard copies every weight and state at each step, which costs more than
 # these tiny steps, and it raises `RuleError` at a non-finite weight, which would stop the whole bake-off where the
 # trial's `Trace` records the trial as diverged and goes on. `lr=` is each one's published default (fastai's 1e-3 for SGD).
-BAKEOFF_OPTS = dict(sgd=OPTIMIZERS['sgd'], momentum=partial(OPTIMIZERS['sgd'], mom=0.9), **{k: OPTIMIZERS[k] for k in ('rmsprop', 'adam', 'lamb')},
-                    lion=OptEntry(rule_opt(lion_rule, guard=False), lr_mult=0.1, lr=1e-4), # a sign step moves every weight by lr
-                    ademamix=OptEntry(rule_opt(ademamix_rule, guard=False), space=dict(alpha=Hyper(2., 8., log=False))),
-                    schedulefree=OptEntry(rule_opt(schedulefree_adamw_rule, guard=False), [ScheduleFreeEval()], lr=2.5e-3), # judged at x
-                    muon=OptEntry(rule_opt(muon_rule, guard=False), lr=0.02),
-                    prodigy=OptEntry(rule_opt(prodigy_rule, guard=False), lrs=(0.25, 4.), lr=1.)) # lr multiplies its own estimate
+def decl_entry(d):
+    "The bake-off's entry of the declaration `d`: a plain fastai `opt_func` as it is, else an `OptEntry` of its settings"
+    d = as_decl(d)
+    plain = (d.kind == 'fastai' and not d.cbs and not d.space and d.lrs is None and d.lr_mult == 1 and d.bake_lr == 1e-3)
+    if plain: return d.opt_func()
+    return OptEntry(d.opt_func(guard=False), [c() for c in d.cbs], lr_mult=d.lr_mult, lrs=d.lrs, lr=d.bake_lr,
+                    space={k: Hyper(lo, hi, log=log) for k,(lo,hi,log) in d.space.items()})
+
+BAKEOFF_OPTS = {n: decl_entry(d) for n,d in DECLARATIONS.items() if d.bake} # each one's settings in `optim.declare`
 DEFAULT_OPTS = ('sgd', 'momentum', 'adam', 'lion', 'schedulefree', 'prodigy')
 QUICK_OPTS = DEFAULT_OPTS
 

@@ -23,6 +23,7 @@ def torch_adamw_rule(p, g, state, lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=
     v.mul_(sqr_mom).addcmul_(g, g, value=1-sqr_mom)
     denom = v.sqrt().div_((1 - sqr_mom**t)**0.5).add_(eps) # in place on the new tensor: torch's operations, one copy
     p.addcdiv_(m, denom, value=-(lr/(1 - mom**t)))
+torch_adamw_rule.family = 'Adam' # for `explain`: the algorithm it runs
 
 # %% ../../nbs/24_optim.muon.ipynb #664be95c
 def newton_schulz(G, steps:int=5, a=3.4445, b=-4.7750, c=2.0315, eps=1e-7):

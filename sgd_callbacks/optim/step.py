@@ -272,3 +272,4 @@ def optimi_adamw_rule(p, g, state, lr, mom=0.9, sqr_mom=0.99, eps=1e-6, wd=0.01,
     m.lerp_(g, weight=1-b1)
     v.mul_(b2).addcmul_(g, g, value=1-b2)
     p.addcdiv_(m, v.sqrt().add_(eps), value=-lr)
+optimi_adamw_rule.family = 'Adam' # for `explain`: the algorithm it runs
