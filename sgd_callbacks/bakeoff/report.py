@@ -20,7 +20,7 @@ from ..plots import line_style
 __all__ = ['PICTURES', 'DEFAULT_WHY']
 
 # %% ../../nbs/64_bakeoff.report.ipynb #eceb9189
-def _axes(n, ncols=3, size=(4.2, 3.3)):
+def _axes(n, ncols=3, size=(4.2, 4.6)): # the bottom 1.3 inches: the legend, below the data
     import matplotlib.pyplot as plt
     nr = math.ceil(n/ncols); nc = min(n, ncols)
     fig,axs = plt.subplots(nr, nc, figsize=(size[0]*nc, size[1]*nr), squeeze=False)
@@ -92,7 +92,7 @@ def plot_curves(self:BakeoffResult, ncols:int=3):
         if pb.higher: ax.set_ylim(max(fin.min(), 0) - 0.02, 1.01)
         else: ax.set_ylim(max(fin.min(), 1e-12)/1.5, min(fin.max(), 2*start)*1.5) # the start in view, a diverging run cut off
         ax.set_title(f"{p}: {pb.metric_name}", fontsize=10); ax.set_xlabel('step'); ax.set_ylabel(pb.metric_name)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
     fig.suptitle(f"each problem's target metric on its validation set, at each optimizer's best lr: "
                  f"median and quartiles over {self.meta['seeds']} seed(s)")
     fig.tight_layout()
@@ -118,7 +118,8 @@ def plot_lr(self:BakeoffResult, ncols:int=3):
             b = g[g.lr == best[p, o]].head(1)
             ax.plot(b.lr, b.final_loss.clip(upper=top), ls='none', marker=s['marker'], ms=7, color=s['color'])
         ax.set_xscale('log'); ax.set_yscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('final validation loss')
-        ax.set_title(f"{p} (filled: chosen lr; ×: diverged)", fontsize=10); ax.legend(fontsize=7)
+        ax.set_title(f"{p} (filled: chosen lr; ×: diverged)", fontsize=10)
+        ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
     fig.suptitle(f"learning-rate sensitivity: {self.meta['trials']} tuning trials per optimizer, seed 0" if grid else
                  f"learning-rate sensitivity: {self.meta['studies']} studies × {self.meta['trials']} trials per optimizer")
     fig.tight_layout()
@@ -145,7 +146,8 @@ def plot_paths(self:BakeoffResult, problem:str='rosenbrock', ax=None):
         ax.plot(w[:,0], w[:,1], color=s['color'], lw=1.2, zorder=2+long.index(o)/len(opts), label=f"{o} lr={lr:g}")
         ax.plot(w[-1,0], w[-1,1], color=s['color'], marker=s['marker'], ms=8, zorder=3)
     ax.plot(*ws[opts[0]][0], 'ko', ms=6, zorder=3, label='start'); ax.plot(1, 1, 'k*', ms=14, zorder=3, label='minimum (1, 1)')
-    ax.set_xlim(-2, 2); ax.set_ylim(-1, 3.5); ax.set_xlabel('w[0]'); ax.set_ylabel('w[1]'); ax.legend(fontsize=8)
+    ax.set_xlim(-2, 2); ax.set_ylim(-1, 3.5); ax.set_xlabel('w[0]'); ax.set_ylabel('w[1]')
+    ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
     ax.set_title(f"noisy Rosenbrock: {self.problems[problem].steps} steps at each optimizer's best lr (seed 0)")
     ax.figure.tight_layout()
     return ax.figure
@@ -164,7 +166,8 @@ def plot_budget(self:BakeoffResult, ncols:int=3):
         ax.axhline(pb.target, color='k', ls='--', lw=1, label=f"target {pb.goal}")
         if not pb.higher and (b[b.problem == p].expected_metric > 0).all(): ax.set_yscale('log')
         ax.set_xlabel('k: trials drawn'); ax.set_ylabel(f"expected best final {pb.metric_name}")
-        ax.set_title(p, fontsize=10); ax.legend(fontsize=7)
+        ax.set_title(p, fontsize=10)
+        ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
     fig.suptitle(f"the tuning budget: expected best of k of the {b.trials.max()} trials per optimizer "
                  "(a diverged trial counts as the worst finite final metric on its problem)")
     fig.tight_layout()
