@@ -10,7 +10,7 @@ import numpy as np, pandas as pd
 from fastcore.basics import patch
 from scipy.stats import rankdata, norm
 from ..checks import check_float, check_int
-from .score import lower_median, study_best, problem_time, performance_profile
+from .score import CUT, lower_median, study_best, problem_time, performance_profile
 from .run import BakeoffResult
 
 def _trapezoid(y, x): return (np.trapezoid if hasattr(np, 'trapezoid') else np.trapz)(y, x) # numpy 2 renamed trapz
@@ -67,10 +67,11 @@ def profile_scores(t, # times to target, `(..., problems, optimizers)`, ∞ wher
     "ρ(τ) `(..., optimizers, points)` and AlgoPerf's score `(..., optimizers)` of many tables at once, as `performance_profile` computes them"
     t = np.asarray(t, dtype=float)
     best = t.min(axis=-1, keepdims=True)
-    t = np.where(t > tau_max*best, np.inf, t)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        r = t/best if ref is None else np.where(np.isfinite(t[..., ref:ref+1]), t/t[..., ref:ref+1], np.inf)
-    r = np.nan_to_num(r, nan=np.inf)
+    t = np.where(t > CUT*best, np.inf, t)                   # AlgoPerf's cut: 4× the best, whatever tau_max
+    d = best if ref is None else t[..., ref:ref+1]
+    with np.errstate(invalid='ignore', divide='ignore'): r = t/d # a problem the reference never solves: x/∞ = 0, solved
+    r = np.where((t == 0) & (d == 0), 1., r)                # 0/0, the target met at step 0: as fast as the best
+    r = np.where(np.isnan(r), np.inf, r)                    # ∞/∞: not solved
     taus = np.linspace(1., tau_max, points)
     rho = (r[..., None] <= taus).sum(axis=-3)/r.shape[-2]
     return rho, _trapezoid(rho, taus)/(tau_max-1)
