@@ -32,7 +32,7 @@ from .port import port, Port
 from .bakeoff.problems import Problem, add_problem, BAKEOFF_PROBLEMS
 from .bakeoff.run import bakeoff, BakeoffResult, OptEntry, own_rule, decl_entry, BAKEOFF_OPTS, DEFAULT_OPTS, performance_profile, run_trial
 from .bakeoff.stats import bakeoff_stats # and `BakeoffResult.stats`
-import sgd_callbacks.bakeoff.report # the pictures and `save` of `BakeoffResult`, patched onto it
+import sgd_callbacks.bakeoff.report # noqa: F401 (imported for its patches) the pictures and `save` of `BakeoffResult`, patched onto it
 from .cli import run_bakeoff, run_explain
 # scale and speed
 from .fast import LeanLearner, LeanRecorder, fast_learner
