@@ -65,8 +65,16 @@ def _peer_gone(e):
         k in str(e) for k in ('Connection closed by peer', 'Connection reset by peer', 'Broken pipe', 'NCCL communicator was aborted'))
 
 def _close_group():
-    "Destroy the default process group if it is still up: at exit (before the interpreter's teardown, where gloo's threads can abort it), or when this rank fails"
+    "Destroy the default process group if it is still up (this rank failed, or it is done)"
     if dist.is_initialized(): dist.destroy_process_group()
+
+def _close_at_exit():
+    "At exit, before the interpreter's teardown: wait for the other ranks and for every queued collective, then close"
+    # a gloo collective still queued when the interpreter tears down takes the GIL from a dead interpreter: SIGABRT
+    if not dist.is_initialized(): return
+    try: dist.barrier() # gloo's barrier first waits for all work already queued on this rank
+    except (RuntimeError, dist.DistBackendError): pass # another rank failed and left: nothing to wait for
+    _close_group()
 
 def _device(learn):
     dev = getattr(learn.dls, 'device', None) or next(learn.model.parameters()).device
@@ -86,7 +94,7 @@ def ddp_ctx(self:Learner,
         dev = torch.device('cuda', local); torch.cuda.set_device(dev); self.dls.to(dev); self.model.to(dev)
     if not dist.is_initialized(): # kept until the process ends: under `torchrun` fastai's metrics gather over it
         dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', timeout=timedelta(seconds=timeout))
-        atexit.register(_close_group)
+        atexit.register(_close_at_exit)
     if self.opt is None: self.create_opt() # with the bare model, so splitters that index it still work
     if sync_bn: self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
     model,cb = self.model,DDPShard(rank, world)
