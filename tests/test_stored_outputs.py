@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 nbs = Path(__file__).parents[1]/'nbs'
-LESSON = ['14_lesson', '13_plots', '15_sixteen_bits', '22_beyond_sgd', '26_modern_by_hand', '30_vision', '41_compare', '44_pitfalls']
+LESSON = ['14_lesson', '13_plots', '15_sixteen_bits', '22_beyond_sgd', '26_modern_by_hand', '29_preconditioning', '30_vision', '41_compare', '44_pitfalls']
 ROUNDING_TOL = dict(rel=1e-4, abs=1e-6)
 CHAOTIC = {'30_vision'} # elsewhere, only their words are compared
 FINGERPRINTS = Path(__file__).parent/'stored_outputs_fingerprints.json'
