@@ -26,7 +26,8 @@ from .optim.prodigy import prodigy_rule
 from .optim.declare import OptDecl, RefSpec, DECLARATIONS # one declaration per optimizer
 # comparison
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
-from .explain import Setup, explain_difference, Explanation, Cause, VOCAB, TorchSched, torch_adam_rule # and `CompareResult.explain`
+from .explain import Setup, explain_difference, Explanation, Cause, VOCAB, TorchSched # and `CompareResult.explain`
+from .optim.torch_rules import torch_adam_rule
 from .port import port, Port
 # bake-off
 from .bakeoff.problems import Problem, add_problem, BAKEOFF_PROBLEMS

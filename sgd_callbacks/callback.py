@@ -23,7 +23,7 @@ from .lowbit import HALF, kahan_fold, bf16_sr, check_lowbit
 from .divergence import DivergedError, check_finite_step
 
 # %% auto #0
-__all__ = ['sgd_recipe', 'ScratchSGD', 'scratch_learner']
+__all__ = ['sgd_recipe', 'StepCallback', 'ScratchSGD', 'scratch_learner']
 
 # %% ../nbs/12_callback.ipynb #15a441af
 def sgd_recipe(opt):
@@ -35,21 +35,42 @@ def sgd_recipe(opt):
     raise TypeError(f"ScratchSGD mirrors fastai's `SGD` only, but `learn.opt` is {desc}; "
                     "build the Learner with `opt_func=SGD` (or use `scratch_learner`)")
 
+# %% ../nbs/12_callback.ipynb #b5fd3d9f
+class StepCallback(Callback):
+    "Take every optimizer step in `step`, cancelling fastai's: what `ScratchSGD` and `ScratchStep` share"
+    order,run_valid = GradientClip.order+1,False # after clipping, which changes the gradients the step reads
+    def __init__(self, check_finite:bool=True,  # stop with `DivergedError` at the first non-finite loss or gradient
+                 kahan:bool=False,              # 16-bit weights: Kahan summation (torch-optimi's `kahan_sum`)
+                 stochastic_round:bool=False):  # bf16 weights: step in float32, round back stochastically (torchao's)
+        check_lowbit([], kahan, stochastic_round) # a bad combination is refused now, not at the first step
+        self.check_finite,self.kahan,self.stochastic_round = check_finite,kahan,stochastic_round
+
+    def check_weights(self):
+        "Refuse weights that `kahan` or `stochastic_round` cannot step"
+        check_lowbit(list(self.learn.model.parameters()), self.kahan, self.stochastic_round)
+
+    def check_grads(self, grads):
+        if self.check_finite: check_finite_step(self.learn, grads)
+
+    def step(self): raise NotImplementedError
+
+    def before_step(self):
+        self.step()
+        raise CancelStepException()
+
+
 # %% ../nbs/12_callback.ipynb #9c997214
-class ScratchSGD(OwnEvents, Callback):
+class ScratchSGD(OwnEvents, StepCallback):
     "Do fastai's SGD step with the lesson's hand-written `sgd_update`, then cancel fastai's own step"
-    order,run_valid = GradientClip.order+1,False
     def __init__(self, foreach:bool|None=None, # None: per-tensor on the CPU with momentum, multi-tensor otherwise
-                 check_finite:bool=True,       # stop with `DivergedError` at the first non-finite loss or gradient
-                 kahan:bool=False,             # 16-bit weights: Kahan summation (torch-optimi's `kahan_sum`)
-                 stochastic_round:bool=False): # bf16 weights: step in float32, round back stochastically (torchao's)
-        check_lowbit([], kahan, stochastic_round)
-        store_attr()
+                 check_finite:bool=True, kahan:bool=False, stochastic_round:bool=False): # as `StepCallback`'s
+        super().__init__(check_finite, kahan, stochastic_round)
+        self.foreach = foreach
 
     def before_fit(self):
         if self.learn.opt is None: return # `learn.validate()` before any fit: no optimizer, no step to take
         self.momentum,self.decouple_wd = sgd_recipe(self.learn.opt)
-        check_lowbit(list(self.learn.model.parameters()), self.kahan, self.stochastic_round)
+        self.check_weights()
         dev = getattr(self.dls, 'device', None) or next(self.model.parameters()).device
         self.use_foreach = (torch.device(dev).type != 'cpu' or not self.momentum) if self.foreach is None else self.foreach
 
@@ -83,7 +104,7 @@ class ScratchSGD(OwnEvents, Callback):
                 if p.grad is not None: by_wd[opt.state[p].get('do_wd', True)].append(p) # no decay on bias/BN by default
             for do_wd,ps in by_wd.items():
                 if ps: todo.append((ps, [p.grad for p in ps], hyper['lr'], hyper['wd'] if do_wd else 0., mom))
-        if self.check_finite: check_finite_step(self.learn, [g for _,gs,*_ in todo for g in gs])
+        self.check_grads([g for _,gs,*_ in todo for g in gs])
         for ps,gs,lr,wd,mom in todo:
             bufs = [self._buf(p) for p in ps] if self.momentum else None
             if self.use_foreach and not (self.kahan or self.stochastic_round):
@@ -94,9 +115,6 @@ class ScratchSGD(OwnEvents, Callback):
                 if lowbit: self._lowbit_update(p, g, lr, wd, mom, bufs and [bufs[i]])
                 else: sgd_update([p], [g], lr, wd, self.decouple_wd, mom, bufs and [bufs[i]])
 
-    def before_step(self):
-        self.step()
-        raise CancelStepException()
 
 # %% ../nbs/12_callback.ipynb #6adbbf63
 @delegates(Learner.__init__)

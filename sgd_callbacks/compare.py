@@ -24,7 +24,7 @@ from .plots import plot_landscape, line_style, plot_log_zero
 from .optim.step import ScratchStep, rule_name, rule_opt
 from .references import (OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers, torch_counterpart, modern_reference,
                                       modern_kw, check_modern, default_lr, Reference, reference_of)
-from .optim.declare import OptDecl
+from .optim.declare import OptDecl, DECLARATIONS
 
 # %% auto #0
 __all__ = ['CONTENDERS', 'COLUMNS', 'StepTrack', 'first_divergence', 'Contender', 'compare_optimizers', 'CompareResult']
@@ -89,11 +89,8 @@ def _why_apart(name, opt, decays_all):
     "The reason a contender that is not bit-identical to fastai's differs, for the table's `note`"
     if decays_all and (name.startswith('torch') or name == 'plain loop'):
         return "decays every parameter; fastai skips biases and BatchNorm (wd_bn_bias=False)"
-    if name.startswith('torch.optim'):
-        return {'adam': "divides by sqrt(v)/sqrt(1-b2^t)+eps where fastai uses sqrt(v/(1-b2^t))+eps: other roundings",
-                'radam': "computes the rectified step in another order (and debiases as torch does): other roundings",
-                'rmsprop': "keeps its momentum buffer of g/(sqrt(v)+eps) where fastai averages g first: another update"}.get(
-                    opt, "the same update in another order of operations: other roundings")
+    twin = DECLARATIONS[opt].torch_twin
+    if name.startswith('torch.optim') and twin: return twin.apart
     if name.startswith('rule '): return "your rule: see first_step, first_param and first_dw for where it leaves fastai's"
     return ''
 
@@ -154,9 +151,11 @@ def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func
     "fastai's `opt` (the reference), its rule by hand, your `rule`, torch.optim's counterpart and the plain loop"
     decays_all = bool(wd and no_wd)  # torch and the plain loop decay every parameter, fastai not the biases and BatchNorm
     fast = partial(OPTIMIZERS[opt], **fkw)
-    same = opt == 'sgd' or (opt == 'rmsprop' and not mom) # torch.optim's RMSprop without momentum is fastai's, op for op
+    twin = DECLARATIONS[opt].torch_twin
+    same = bool(twin and twin.same(hp)) # torch's update is fastai's, op for op
+    lesson = OPTIMIZERS[opt] is SGD # the lesson's own callback, and its plain loop, are SGD's
     cs = [Contender(f'fastai {opt_name(opt)}', fast, expected=True)]
-    if opt == 'sgd': cs.append(Contender('ScratchSGD', expected=True, learner=lambda dls, m, cbs:
+    if lesson: cs.append(Contender('ScratchSGD', expected=True, learner=lambda dls, m, cbs:
                                          scratch_learner(dls, m, lr, mom, wd, decouple_wd, loss_func, cbs=cbs)))
     else: cs.append(Contender('ScratchStep', fast, [ScratchStep()], expected=True))
     if rule is not None:
@@ -173,7 +172,7 @@ def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func
                         decouple_wd=decouple_wd, seed=dl.seed, rng_seed=seed, loss_func=loss_func, record_weights=record_weights,
                         after_batch=dl.after_batch, scheds=scheds)
         return h.model,h.loss.tolist(),(list(h.weights) if record_weights else None),h.secs,h.prints
-    why = _plain_dl(dl) if opt == 'sgd' else "the plain loop is the lesson's SGD loop"
+    why = _plain_dl(dl) if lesson else "the plain loop is the lesson's SGD loop"
     return cs + [Contender('plain loop', train=plain, expected=same and not decays_all, why=_why_apart('plain loop', opt, decays_all), na=why)]
 
 # %% ../nbs/41_compare.ipynb #4942cf21
@@ -243,9 +242,8 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     set_seed(seed); m0 = model_fn(dls)
     if not isinstance(m0, nn.Module): raise TypeError(f"`model_fn` must return an nn.Module, got {type(m0).__name__}")
     if record_weights is None: record_weights = sum(p.numel() for p in m0.parameters() if p.requires_grad) <= 10_000
-    if opt == 'muon' and not any(p.ndim == 2 for p in m0.parameters() if p.requires_grad):
-        warnings.warn("Muon orthogonalises 2-D weight matrices only and this model has none: every parameter takes "
-                      "Muon's AdamW fallback, so the rows compare that AdamW")
+    d = DECLARATIONS.get(opt) if isinstance(opt, str) else opt if own else None
+    if d is not None and d.model_note and (note := d.model_note(m0)): warnings.warn(note)
     if modern or own:
         cs = (_own_contenders if own else _modern_contenders)(opt, hypers, rule)
         cycle = dict(lr_max=lr) if schedule == 'one_cycle' else {}

@@ -16,16 +16,15 @@ from .seeding import EpochShuffle
 from .optim.fastai_rules import decay
 from .optim.step import RuleOptimizer, rule_opt, rule_name
 from .optim.declare import rule_family
-from .optim.muon import torch_adamw_rule
+from .optim.torch_rules import TORCH_ARITH
 from fastai.metrics import mse
 from .compare import StepTrack, CompareResult
 from .plots import plot_log_zero
 
 # %% auto #0
-__all__ = ['VOCAB', 'OP_ORDER_TOL', 'TORCH_ARITH', 'torch_cls', 'torch_adam_rule', 'Setup', 'opt_name', 'check_setup',
-           'setup_family', 'TorchSched', 'opt_family', 'momentum_free', 'hypers_of', 'HyperTrack', 'PinHypers',
-           'PinDecay', 'Run', 'train_setup', 'rel_dist', 'same_run', 'Cause', 'candidates', 'torch_twin',
-           'explain_difference', 'Explanation', 'contender_setup']
+__all__ = ['VOCAB', 'OP_ORDER_TOL', 'torch_cls', 'Setup', 'opt_name', 'check_setup', 'setup_family', 'TorchSched', 'opt_family',
+           'momentum_free', 'hypers_of', 'HyperTrack', 'PinHypers', 'PinDecay', 'Run', 'train_setup', 'rel_dist',
+           'same_run', 'Cause', 'candidates', 'torch_twin', 'explain_difference', 'Explanation', 'contender_setup']
 
 # %% ../nbs/42_explain.ipynb #9a92cf7a
 VOCAB = ('lr', 'lr_schedule', 'momentum', 'beta1', 'beta1_schedule', 'beta2', 'eps', 'weight_decay', 'decay_form',
@@ -39,14 +38,6 @@ def torch_cls(opt):
     f = getattr(opt, 'func', opt)
     return f if isinstance(f, type) and issubclass(f, torch.optim.Optimizer) else None
 
-def torch_adam_rule(p, g, state, lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0., do_wd=True, decouple_wd=False, **_):
-    "`torch.optim.Adam` (L2, or AdamW if `decouple_wd`) in torch's operations: the decay, then `torch_adamw_rule` without one"
-    decay(p, g, lr, wd, do_wd, decouple_wd)
-    torch_adamw_rule(p, g, state, lr, mom, sqr_mom, eps, 0., do_wd)
-
-torch_adam_rule.family = 'Adam' # declared here, where it is written: Adam in torch.optim's arithmetic
-# an algorithm's update in torch.optim's arithmetic, as a rule (fastai's SGD and RMSProp already do torch's operations)
-TORCH_ARITH = {'Adam': torch_adam_rule}
 
 # %% ../nbs/42_explain.ipynb #63cd83eb
 class Setup:

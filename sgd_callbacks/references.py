@@ -27,7 +27,7 @@ def check_opt(opt, opt_kw):
     if opt not in OPTIMIZERS: raise ValueError(f"`opt` must be one of {', '.join([*OPTIMIZERS, *MODERN])}, got {opt!r}")
     fixed = {'params', 'lr', 'mom', 'wd', 'decouple_wd', 'kwargs'} # set by `compare_optimizers`' own arguments
     known = set(inspect.signature(OPTIMIZERS[opt]).parameters) - fixed
-    if opt == 'ranger': known |= set(inspect.signature(RAdam).parameters) - fixed # its keywords go to RAdam
+    if OPTIMIZERS[opt] is ranger: known |= set(inspect.signature(RAdam).parameters) - fixed # its keywords go to RAdam
     if set(opt_kw) - known: raise TypeError(f"{opt_name(opt)} has no hyper-parameter {sorted(set(opt_kw)-known)}; it takes {sorted(known)}")
 
 def fastai_hypers(opt, lr, kw):
@@ -36,18 +36,8 @@ def fastai_hypers(opt, lr, kw):
 
 def torch_counterpart(opt, hp, decouple_wd):
     "`(torch.optim class with the same hyper-parameters as fastai's `opt`, its name, '')`, or `(None, name, why not)`"
-    mom,sqr,eps,wd = hp.get('mom', 0.),hp.get('sqr_mom'),hp.get('eps'),hp.get('wd', 0.)
-    if opt in ('sgd', 'rmsprop') and wd and decouple_wd:
-        name = f"torch.optim.{'SGD' if opt=='sgd' else 'RMSprop'}"
-        return None,name,f"{name} has no decoupled weight decay (its weight_decay is L2)"
-    if opt == 'sgd': return partial(torch.optim.SGD, momentum=mom, weight_decay=wd),'torch.optim.SGD',''
-    if opt == 'rmsprop': return partial(torch.optim.RMSprop, alpha=sqr, eps=eps, momentum=mom, weight_decay=wd),'torch.optim.RMSprop',''
-    if opt == 'adam':
-        cls = torch.optim.AdamW if decouple_wd else torch.optim.Adam
-        return partial(cls, betas=(mom, sqr), eps=eps, weight_decay=wd),f'torch.optim.{cls.__name__}',''
-    if opt == 'radam' and not hp.get('beta'):
-        return partial(torch.optim.RAdam, betas=(mom, sqr), eps=eps, weight_decay=wd, decoupled_weight_decay=decouple_wd),'torch.optim.RAdam',''
-    return None,'torch.optim',f"torch.optim has no {opt_name(opt)}{' with beta (SAdam)' if opt=='radam' else ''}"
+    twin = DECLARATIONS[opt].torch_twin
+    return twin.build(hp, decouple_wd) if twin else (None,'torch.optim',f"torch.optim has no {opt_name(opt)}")
 
 # %% ../nbs/40_references.ipynb #994e3597
 class Reference:

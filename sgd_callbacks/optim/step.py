@@ -11,6 +11,7 @@ from fastai.callback.core import Callback, CancelStepException
 from fastai.callback.training import GradientClip
 from fastai.optimizer import Optimizer, Lookahead
 from ..checks import check_rule
+from ..callback import StepCallback
 from ..divergence import all_finite, check_finite_step
 from ..lowbit import HALF, kahan_fold, bf16_sr, check_lowbit
 from .fastai_rules import (rule_for, lookahead_stage, decay, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule)
@@ -72,18 +73,15 @@ def guarded_step(rule, todo, kw={}, name=None, where='', finite=True):
         raise RuleError(f"rule `{rule_name(rule)}` {what}{on} at {where}; the weights are those of the last good step")
 
 # %% ../../nbs/21_optim.step.ipynb #c82e0cb1
-class ScratchStep(Callback):
+class ScratchStep(StepCallback):
     "Take every optimizer step with a hand-written rule (fastai's, recognised from `learn.opt`, or `rule`), cancelling fastai's"
-    order,run_valid = GradientClip.order+1,False
-    def __init__(self, rule=None,         # `rule(p, g, state, **hypers)` (or a `whole_step` rule); None: the rule of `learn.opt`'s optimizer
-                 check_finite:bool=True,  # stop with `DivergedError` at the first non-finite loss or gradient
-                 kahan:bool=False,        # 16-bit weights: Kahan summation (see `lowbit_rule`)
-                 stochastic_round:bool=False): # bf16 weights: step in float32, round back stochastically
-        check_lowbit([], kahan, stochastic_round)
+    def __init__(self, rule=None, # `rule(p, g, state, **hypers)` (or a `whole_step` one); None: the rule of `learn.opt`
+                 check_finite:bool=True, kahan:bool=False, stochastic_round:bool=False): # as `StepCallback`'s
+        super().__init__(check_finite, kahan, stochastic_round)
         if rule is not None:
             check_rule(rule)
             if kahan: lowbit_rule(rule, kahan) # refused now, not at the first step
-        store_attr()
+        self.rule = rule
 
     def before_fit(self):
         opt = self.learn.opt
@@ -99,13 +97,10 @@ class ScratchStep(Callback):
             opt = 'kahan' if self.kahan else 'stochastic_round'
             raise TypeError(f"`{opt}=True` cannot follow `Lookahead`, which copies "
                             "its slow weights into the 16-bit ones itself")
-        check_lowbit(list(self.learn.model.parameters()), self.kahan, self.stochastic_round)
+        self.check_weights()
         if self.kahan or self.stochastic_round: self._rule = lowbit_rule(self._rule, self.kahan, self.stochastic_round)
         self.names = {p: n for n,p in self.learn.model.named_parameters()}
 
-    def before_step(self):
-        self.step()
-        raise CancelStepException()
 
     @torch.no_grad()
     def step(self):
@@ -113,7 +108,7 @@ class ScratchStep(Callback):
         opt = self.learn.opt
         todo = [(p, opt.state[p], {'do_wd': opt.state[p].get('do_wd', True), **h})
                 for pg,h in zip(opt.param_lists, opt.hypers) for p in pg if p.grad is not None]
-        if self.check_finite: check_finite_step(self.learn, [p.grad for p,*_ in todo])
+        self.check_grads([p.grad for p,*_ in todo])
         if self.la is not None and self.la.slow_weights is None: # Lookahead starts its slow weights at the first step
             self.la.slow_weights = [[p.detach().clone() for p in pg] for pg in self.la.param_lists]
         if self.rule is None: apply_rule(self._rule, todo)
