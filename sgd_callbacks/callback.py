@@ -6,21 +6,21 @@
 from __future__ import annotations
 import torch
 from torch import nn
-from fastcore.basics import store_attr, partial
+from fastcore.basics import partial
 from fastcore.meta import delegates
 from fastcore.foundation import L
-import itertools, math
+import itertools
 from fastai.callback.core import Callback, CancelStepException
 from fastai.callback.training import GradientClip
 from fastai.optimizer import Optimizer, SGD, weight_decay, l2_reg, average_grad, sgd_step, momentum_step
 from fastai.learner import Learner
 from fastai.data.core import DataLoaders
-import fastai.callback.schedule # `fit_one_cycle` and `lr_find`, which act on ScratchSGD through `learn.opt`
+import fastai.callback.schedule # noqa: F401 (patches `fit_one_cycle` and `lr_find` onto `Learner`)
 from .seeding import EpochShuffle
 from .events import OwnEvents
 from .scratch import mse, sgd_decay, sgd_update, check_hypers
 from .lowbit import HALF, kahan_fold, bf16_sr, check_lowbit
-from .divergence import DivergedError, check_finite_step
+from .divergence import check_finite_step
 
 # %% auto #0
 __all__ = ['sgd_recipe', 'StepCallback', 'ScratchSGD', 'scratch_learner']

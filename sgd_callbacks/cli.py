@@ -24,9 +24,9 @@ from .optim.declare import OptDecl
 from .plugins import resolve_opt, resolve_opts, resolve_problems, parse_hp, check_own, opt_help, opts_help, problems_help
 from .compare import compare_optimizers
 from .explain import Setup, check_setup, explain_difference, setup_family
-from .bakeoff.problems import BAKEOFF_PROBLEMS, QUICK_PROBLEMS
-from .bakeoff.run import bakeoff, check_bakeoff, BAKEOFF_OPTS, DEFAULT_OPTS, QUICK_OPTS
-import sgd_callbacks.bakeoff.report # `BakeoffResult.save` and its pictures
+from .bakeoff.problems import QUICK_PROBLEMS
+from .bakeoff.run import bakeoff, check_bakeoff, DEFAULT_OPTS, QUICK_OPTS
+import sgd_callbacks.bakeoff.report # noqa: F401 (patches `BakeoffResult.save` and its pictures)
 
 # %% auto #0
 __all__ = ['DATA', 'DIGITS', 'HYPER_TYPES', 'SPEC_OPTS', 'SPEC_SETUP', 'SPEC_CYCLE', 'SPEC_HELP', 'QUICK', 'QUICK_TRIALS',

@@ -4,13 +4,13 @@
 
 # %% ../nbs/41_compare.ipynb #6c8bccf8
 from __future__ import annotations
-import copy, math, time, inspect, warnings
+import copy, time, warnings
 import numpy as np, pandas as pd, torch
 from torch import nn
-from fastcore.basics import store_attr, partial, AttrDict
-from fastai.torch_core import set_seed, no_random, to_np, norm_bias_params
+from fastcore.basics import store_attr, partial
+from fastai.torch_core import set_seed, no_random, norm_bias_params
 from fastai.callback.core import Callback
-from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, OptimWrapper
+from fastai.optimizer import SGD, Adam, OptimWrapper
 from fastai.learner import Learner
 from fastai.callback.schedule import combined_cos # and `fit_one_cycle`
 from .checks import check_int, check_rule
@@ -19,7 +19,7 @@ from .loaders import SliceDL
 from .weights import flat_weights, fingerprint, sync, same_weights, max_weight_diff
 from .data import lstsq_weights, LinearModel, linear_dls
 from .scratch import mse, check_hypers, fit_scratch
-from .callback import ScratchSGD, scratch_learner
+from .callback import scratch_learner
 from .plots import plot_landscape, line_style, plot_log_zero
 from .optim.step import ScratchStep, rule_name, rule_opt
 from .references import (OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers, torch_counterpart, modern_reference,

@@ -13,7 +13,6 @@ from fastai.callback.core import Callback
 from fastai.optimizer import Optimizer, OptimWrapper
 from fastai.learner import Learner
 from .seeding import EpochShuffle
-from .optim.fastai_rules import decay
 from .optim.step import RuleOptimizer, rule_opt, rule_name
 from .optim.declare import rule_family
 from .optim.torch_rules import TORCH_ARITH

@@ -4,13 +4,13 @@
 
 # %% ../nbs/65_plugins.ipynb #4b089844
 from __future__ import annotations
-import inspect
 import torch
 from torch import nn
 from .optim.declare import DECLARATIONS, OPT_GROUP, PROBLEM_GROUP, OptDecl, as_decl, load_spec, installed
 from .references import OPTIMIZERS, MODERN, Reference
 from .bakeoff.problems import BAKEOFF_PROBLEMS, Problem
 from .bakeoff.run import BAKEOFF_OPTS, decl_entry
+
 
 
 # %% auto #0

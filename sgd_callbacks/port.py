@@ -13,7 +13,7 @@ from fastai.torch_core import norm_bias_params, trainable_params
 from .optim.step import rule_opt
 from .data import linear_dls, LinearModel
 from .optim.torch_rules import torch_adam_rule
-from .explain import opt_family, Setup, check_setup, torch_cls, hypers_of, PinHypers, train_setup, HyperTrack
+from .explain import opt_family, Setup, check_setup, torch_cls, hypers_of, PinHypers, train_setup
 
 # %% auto #0
 __all__ = ['SUPPORTED_TORCH', 'SUPPORTED_SCHED', 'SUPPORTED_FASTAI', 'SUPPORTED_GROUPS', 'torch_groups', 'torch_steps', 'Port',
@@ -131,7 +131,7 @@ def _torch_splitter(s, model, wd):
         xs = list(x) if _is_seq(x) else [x]*n
         if len(xs) != n: raise ValueError(f"`setup.{name}` has {len(xs)} values for {n} param groups")
         return xs
-    if isinstance(s.lr, slice): raise ValueError(f"`setup.lr` is a slice: port supports a float or one a param group (a list)")
+    if isinstance(s.lr, slice): raise ValueError("`setup.lr` is a slice: port supports a float or one a param group (a list)")
     lrs,wds = each(1e-3 if s.lr is None else s.lr, 'lr'),each(wd, 'wd')
     def groups(m, with_map=False):
         nb = set() if s.wd_bn_bias else {id(p) for p in norm_bias_params(m)}

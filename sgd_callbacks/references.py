@@ -8,7 +8,7 @@ import inspect, importlib
 import torch
 from torch import nn
 from fastcore.basics import store_attr, partial
-from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, OptimWrapper
+from fastai.optimizer import RAdam, ranger, OptimWrapper
 from .optim.step import rule_opt, rule_hypers
 from .optim.declare import DECLARATIONS, BETAS, betas_kw
 

@@ -4,15 +4,14 @@
 
 # %% ../../nbs/64_bakeoff.report.ipynb #67836ecc
 from __future__ import annotations
-import sys, io, math, base64, html, warnings
+import io, math, base64, html, warnings
 import numpy as np, pandas as pd, torch
 from pathlib import Path
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated') # raised by an import in fastai; stderr is for our messages
 from fastcore.basics import patch
-from fastcore.script import call_parse, store_true
 from .run import BAKEOFF_OPTS, DEFAULT_OPTS, BakeoffResult
 from .stats import win_levels # and `BakeoffResult.stats`
-from .problems import rosen, Rosenbrock
+from .problems import rosen
 from ..files import atomic_write
 from ..plots import line_style
 
@@ -241,7 +240,7 @@ def header(self:BakeoffResult):
                     + (f", ratios to {m['reference']}" if m.get('reference') else ", ratios to each problem's best")
                     + "; over 4× the best: unsolved; `area`: the exact area",
            'trials run per optimizer and problem': ', '.join(f"{o} {n}" for o,n in self.results.groupby('optimizer', sort=False).trials.first().items()),
-           'best settings at the edge of their range': '; '.join(self.edge_warnings()) or 'none', 'quick': m['quick'],
+           'best settings at the edge of their range': '; '.join(self.edge_warnings()) or 'none',
            'quick': m['quick'], 'optimizers': '; '.join(f"{k} = {v}" for k,v in m['opts'].items()),
            'default optimizers': f"{', '.join(DEFAULT_OPTS)}: {DEFAULT_WHY}; the others ({', '.join(k for k in BAKEOFF_OPTS if k not in DEFAULT_OPTS)}) by --opts",
            'torch': m['torch'], 'fastai': m['fastai'], 'python': m['python'], 'machine': m['machine'],

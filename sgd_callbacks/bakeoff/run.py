@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np, pandas as pd, torch
 from fastcore.basics import store_attr, partial
 from fastai.torch_core import no_random, trainable_params, norm_bias_params
-from fastai.optimizer import Optimizer, SGD, RMSProp, Adam, Lamb
+from fastai.optimizer import Optimizer, SGD
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from ..checks import check_int, check_float, check_rule, check_choice
 from ..weights import flat_weights
@@ -19,12 +19,9 @@ from ..seeding import seed_epoch, EpochShuffle
 from ..loaders import SliceDL
 from ..lowbit import DTYPES, in_dtype
 from .problems import BAKEOFF_PROBLEMS, QUICK_PROBLEMS, Problem, check_lrs
-from ..optim.step import ScratchStep, rule_name, rule_opt, rule_hypers
-from ..optim.modern import lion_rule, ademamix_rule, schedulefree_adamw_rule, ScheduleFreeEval
-from ..optim.muon import muon_rule
-from ..optim.prodigy import prodigy_rule
+from ..optim.step import ScratchStep, rule_name, rule_hypers
+from ..optim.modern import ScheduleFreeEval
 from ..fast import LeanLearner
-from ..references import OPTIMIZERS
 from ..optim.declare import DECLARATIONS, as_decl
 from .score import Hyper, sample_space, at_edge, lower_median, study_best, problem_time, performance_profile
 from .pool import TrialPool, TrialStore, TrialLost, SharedLost

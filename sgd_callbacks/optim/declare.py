@@ -9,11 +9,12 @@ from importlib import metadata
 import torch
 from fastcore.basics import partial
 from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, OptimWrapper
-from .step import rule_opt, rule_hypers, rule_name
+from .step import rule_opt, rule_hypers
 from .fastai_rules import rule_for
 from .modern import lion_rule, schedulefree_adamw_rule, ademamix_rule, ScheduleFreeEval
 from .muon import muon_rule
 from .prodigy import prodigy_rule
+
 
 
 # %% auto #0

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 import torch
-from .fastai_rules import decay, count_step
-from .step import whole_step
+from .fastai_rules import decay
 from .torch_rules import torch_adamw_rule
+
 
 
 # %% auto #0

@@ -6,13 +6,11 @@
 from __future__ import annotations
 import inspect, copy, functools
 import torch
-from fastcore.basics import store_attr, partial
-from fastai.callback.core import Callback, CancelStepException
-from fastai.callback.training import GradientClip
+from fastcore.basics import partial
 from fastai.optimizer import Optimizer, Lookahead
 from ..checks import check_rule
 from ..callback import StepCallback
-from ..divergence import all_finite, check_finite_step
+from ..divergence import all_finite
 from ..lowbit import HALF, kahan_fold, bf16_sr, check_lowbit
 from .fastai_rules import (rule_for, lookahead_stage, decay, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule)
 
