@@ -128,5 +128,6 @@ def scratch_learner(dls, model, lr:float=0.1, mom:float=0., wd:float=0., decoupl
     if not isinstance(dls, DataLoaders): raise TypeError(f"`dls` must be fastai DataLoaders, got {type(dls).__name__}")
     opt_func = partial(SGD, mom=mom, wd=wd, decouple_wd=decouple_wd)
     cbs = L(cbs)
-    if not any(isinstance(cb, EpochShuffle) or cb is EpochShuffle for cb in cbs): cbs = L(EpochShuffle())+cbs # one, the caller's if given
+    # one, the caller's if given
+    if not any(isinstance(cb, EpochShuffle) or cb is EpochShuffle for cb in cbs): cbs = L(EpochShuffle())+cbs
     return cls(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr, cbs=L(ScratchSGD(foreach))+cbs, **kwargs)

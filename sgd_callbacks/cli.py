@@ -7,7 +7,8 @@ from __future__ import annotations
 import os, sys, math, time, inspect, tempfile, warnings, contextlib
 import torch
 from pathlib import Path
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated') # raised by an import in fastai; stderr is for our messages
+# raised by an import in fastai; stderr is for our messages
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
 from typing import Annotated
 from fastcore.script import call_parse, store_true
 try: from fastcore.script import Param # fastcore 1 reads an option's help from a `Param` annotation
@@ -82,7 +83,8 @@ def _parse(name, v, typ):
 def _modern(opt): return isinstance(opt, Reference) or (isinstance(opt, str) and opt in MODERN) # a rule against its authors' code
 
 def _opt_hypers(opt, lr, kw):
-    "The hyper-parameters `opt` trains with: fastai's optimizer's, or the rule's (or your optimizer's) defaults overridden by `kw`"
+    """The hyper-parameters `opt` trains with: fastai's optimizer's, or the rule's (or your optimizer's) defaults
+    overridden by `kw`"""
     if isinstance(opt, OptDecl): return {**{k: v for k,(v,_) in opt.hypers().items()}, 'lr': lr, **kw}
     if not _modern(opt): return fastai_hypers(opt, lr, kw)
     return {**{k: v for k,v in rule_hypers(reference_of(opt).rule)[0].items() if k not in ('do_wd', 'train_mode', 'muon')}, 'lr': lr, **kw}
@@ -95,9 +97,11 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
     "Check every argument; the keyword arguments of `compare_optimizers`"
     if data not in DATA: raise UsageError(f"--data must be one of {', '.join(DATA)}, got {data!r}")
     if rule not in (None, 'lesson'): raise UsageError(f"--rule must be lesson (the lesson's literal p.sub_(lr*g)), got {rule!r}")
-    hypers = {k: _parse(k, v, HYPER_TYPES.get(k, str)) for k,v in (hypers or {}).items() if v is not None} # --hp's are parsed
+    # --hp's are parsed
+    hypers = {k: _parse(k, v, HYPER_TYPES.get(k, str)) for k,v in (hypers or {}).items() if v is not None}
     try:
-        if _modern(opt): rule_opt(reference_of(opt).rule, **modern_kw(opt, None, not l2, hypers)) # names a keyword the rule does not take
+        # names a keyword the rule does not take
+        if _modern(opt): rule_opt(reference_of(opt).rule, **modern_kw(opt, None, not l2, hypers))
         elif isinstance(opt, OptDecl): opt.check_hypers(hypers)
         else: check_opt(opt, hypers)
     except (TypeError, ValueError) as e: raise _usage(e, 'opt') from None
@@ -171,7 +175,8 @@ class _NoBar(ProgressBar):
     def on_update(self, val, text): pass
 
 class _TableOnly(ConsoleMasterBar):
-    "fastai's console master bar without bars: one line per epoch, fastai's table if the learner logs, else the epoch and time"
+    """fastai's console master bar without bars: one line per epoch, fastai's table if the learner logs, else the epoch
+    and time"""
     pcls = _NoBar
     def __init__(self, gen, total=None, **kwargs):
         MasterBar.__init__(self, gen, _NoBar, total)
@@ -202,7 +207,8 @@ def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, 
     "Run the comparison, print the table, write the report; the exit code (0 parity, 1 mismatch, 2 bad argument)"
     file,err = file or sys.stdout,err or sys.stderr
     try:
-        try: opt = resolve_opt(opt); hypers = {**hypers, **parse_hp(opt, hp)} # yours (module:name, an entry point); --hp NAME=VALUE
+        # yours (module:name, an entry point); --hp NAME=VALUE
+        try: opt = resolve_opt(opt); hypers = {**hypers, **parse_hp(opt, hp)}
         except ValueError as e: raise UsageError(str(e)) from None
         kw,dls = _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size, opt, rule, hypers)
         outp = None if out is None else _check_out(out)
@@ -233,7 +239,8 @@ def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, 
 
 # %% ../nbs/70_cli.ipynb #bb5ead1b
 def _arg(help, metavar=None, typ=str, action=None):
-    "An option: its help line, and what a user types (`metavar`, without `|`, which fastcore reads as a Union); by default a string `_setup` checks"
+    """An option: its help line, and what a user types (`metavar`, without `|`, which fastcore reads as a Union); by
+    default a string `_setup` checks"""
     if Param is None: return Annotated[typ, help, {**({'metavar': metavar} if metavar else {}), **({'action': action} if action else {})}]
     p = Param(help, typ, action=action)
     if metavar: p.metavar = metavar # passed on to argparse with Param's other settings
@@ -287,13 +294,15 @@ def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (res
                 d0:_alias('d0', "the initial step-size estimate", 'FLOAT')=None,
                 d_coef:_alias('d_coef', "a factor on the estimate", 'FLOAT')=None,
                 growth_rate:_alias('growth_rate', "the estimate's largest growth per step (default inf)", 'FLOAT')=None):
-    "Compare fastai's optimizer (SGD by default), its hand-written rule, torch.optim's counterpart and the plain loop side by side"
+    """Compare fastai's optimizer (SGD by default), its hand-written rule, torch.optim's counterpart and the plain loop
+    side by side"""
     hypers = {k: v for k,v in locals().items() if k in HYPER_TYPES} # the options after `--hp`, as declared above
     sys.exit(run_compare(data, bs, lr, mom, wd, epochs, seed, schedule, l2, out, size, opt=opt, rule=rule, hp=hp,
                          **{k: v for k,v in hypers.items() if v is not None}))
 
 def _metavar(anno):
-    "What a user types for an option: fastcore 1's `Param.metavar`, or fastcore 2's `Annotated[typ, help, {'metavar': ...}]`"
+    """What a user types for an option: fastcore 1's `Param.metavar`, or fastcore 2's `Annotated[typ, help, {'metavar':
+    ...}]`"""
     meta = getattr(anno, '__metadata__', None)
     return meta[1].get('metavar') if meta else getattr(anno, 'metavar', None)
 
@@ -306,11 +315,13 @@ HYPER_TYPES = {q.name: dict(INT=int, NAME=str).get(_metavar(q.annotation), float
 SPEC_OPTS = {'torch': ('SGD', 'Adam', 'AdamW', 'RMSprop'), 'fastai': ('SGD', 'Adam', 'RMSProp', 'RAdam')}
 SPEC_SETUP = ('lr', 'wd', 'wd_bn_bias', 'fit')            # the recipe's keys; the rest are the optimizer's
 SPEC_CYCLE = ('pct_start', 'div', 'div_final', 'moms')   # the one-cycle fit's
-_NOT_KEYS = ('params', 'lr', 'wd', 'maximize', 'foreach', 'differentiable', 'fused', 'capturable') # how it runs, not what it does
+# how it runs, not what it does
+_NOT_KEYS = ('params', 'lr', 'wd', 'maximize', 'foreach', 'differentiable', 'fused', 'capturable')
 SPEC_HELP = "LIB:NAME[,KEY=VALUE...], LIB torch or fastai (e.g. torch:AdamW,lr=1e-3,weight_decay=0.01 or fastai:Adam,wd=0.01)"
 
 def _spec_value(arg, k, v, default):
-    "`v` as the type of `default` (`true`/`false`, a tuple written with `/`, a number); a `UsageError` naming `arg` and `k`"
+    """`v` as the type of `default` (`true`/`false`, a tuple written with `/`, a number); a `UsageError` naming `arg`
+    and `k`"""
     if k == 'fit': return v
     if isinstance(default, bool) or k == 'wd_bn_bias':
         if v.lower() not in ('true', 'false'): raise UsageError(f"{arg}: {k} must be true or false, got {v!r}")
@@ -324,7 +335,8 @@ def _spec_value(arg, k, v, default):
     return x if n > 1 else x[0]
 
 def parse_spec(arg, spec):
-    "The `Setup` that `spec` (`LIB:NAME[,KEY=VALUE...]`) names; a `UsageError` naming `arg` and what is expected otherwise"
+    """The `Setup` that `spec` (`LIB:NAME[,KEY=VALUE...]`) names; a `UsageError` naming `arg` and what is expected
+    otherwise"""
     import fastai.optimizer as fo
     lib,_,rest = str(spec).partition(':')
     name,*kvs = rest.split(',')
@@ -352,7 +364,8 @@ def _explain_model(data, dls, seed):
     return torch.nn.Sequential(torch.nn.Linear(dls.one_batch()[0].shape[1], 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
 
 def run_explain(a, b, data='lesson2', epochs='2', bs=None, seed='42', out='.', file=None, err=None):
-    "Check every argument, explain the difference, print the summary, write the picture; the exit code (0 explained, 1 not, 2 bad argument)"
+    """Check every argument, explain the difference, print the summary, write the picture; the exit code (0 explained, 1
+    not, 2 bad argument)"""
     file,err = file or sys.stdout,err or sys.stderr
     try:
         sa,sb = parse_spec('A', a),parse_spec('B', b)
@@ -385,11 +398,13 @@ def sgd_explain(a:_arg(f"the first recipe: {SPEC_HELP}", 'A'),
                 bs:_arg("batch size: an int or 'full'; default 10 (lesson2), 64 (diabetes)", '{INT,full}')=None,
                 seed:_arg("seed of the data, the initial weights and every epoch's batches", 'INT')='42',
                 out:_arg("directory to write explain.png and explain.txt into", 'DIR')='.'):
-    "Why do two recipes train differently? Each cause named, proven by removing it; the summary, and the picture in --out"
+    """Why do two recipes train differently? Each cause named, proven by removing it; the summary, and the picture in
+    --out"""
     sys.exit(run_explain(a, b, data, epochs, bs, seed, out))
 
 # %% ../nbs/70_cli.ipynb #09d8ad44
-QUICK = dict(trials=4, seeds=2, studies=2) # with `QUICK_PROBLEMS` and `QUICK_OPTS`; algoperf's --quick: 3 trials per study
+# with `QUICK_PROBLEMS` and `QUICK_OPTS`; algoperf's --quick: 3 trials per study
+QUICK = dict(trials=4, seeds=2, studies=2)
 QUICK_TRIALS = dict(deepobs=4, algoperf=3, **{'self-tuning': 1})
 
 EDGE_HINT = "(--lr_min/--lr_max widen a problem's lr range; an OptEntry's own `lrs` or `space` win over them)"
@@ -405,7 +420,8 @@ def _tuning(a):
 def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, lr_min=None, lr_max=None, tau_max=4.,
                 out=None, file=None, err=None, progress=None, protocol='deepobs', studies=None, schedule='warmup_cosine',
                 time='steps', reference=None, workers=None, scheduler=None, resume=False, dtype='fp32'):
-    "The command's work: check every argument, run, print the results, the warnings and the summary, write the report; the exit code"
+    """The command's work: check every argument, run, print the results, the warnings and the summary, write the report;
+    the exit code"""
     file,err = file or sys.stdout,err or sys.stderr
     if trials is None and quick: trials = QUICK_TRIALS.get(protocol)
     seeds = (QUICK['seeds'] if quick else 3) if seeds is None else seeds
@@ -428,7 +444,8 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
     try: res = bakeoff(list(a.pbs.values()), dict(a.ops), a.trials, a.seeds, a.lrs, a.tau_max, quick, progress=progress, file=file,
                        protocol=a.protocol, studies=a.studies, schedule=a.schedule, time=a.time, reference=a.reference,
                        workers=workers, scheduler=scheduler, store=outp, resume=resume, dtype=a.dtype)
-    except (TypeError, ValueError, ImportError) as e: # a bad --workers or --scheduler, another run's store: before any trial
+    # a bad --workers or --scheduler, another run's store: before any trial
+    except (TypeError, ValueError, ImportError) as e:
         print(f"sgd_bakeoff: error: {_usage(e)}", file=err); return 2
     print(res.results_table().to_string(index=False, na_rep='-', float_format=lambda v: f"{v:.4g}"), file=file)
     for w in res.failures(): print(f"sgd_bakeoff: warning: trial failed: {w}", file=err)

@@ -31,7 +31,8 @@ __all__ = ['CONTENDERS', 'COLUMNS', 'StepTrack', 'first_divergence', 'Contender'
 
 # %% ../nbs/41_compare.ipynb #a5e7ca75
 class StepTrack(Callback):
-    "Record every training step's loss, seconds, a `fingerprint` of the weights after it and, if `weights`, the flattened weights"
+    """Record every training step's loss, seconds, a `fingerprint` of the weights after it and, if `weights`, the
+    flattened weights"""
     order,run_valid = -100,False # first at every event: the clock starts before any other callback's `before_batch`
     def __init__(self, weights:bool=True): store_attr()
     def before_fit(self):
@@ -40,7 +41,8 @@ class StepTrack(Callback):
         self.ws = [flat_weights(self.ps, cpu=True)] if self.weights else None
     def before_batch(self): sync(self.ps[0]); self.t0 = time.perf_counter()
     def after_batch(self):
-        sync(self.ps[0]); self.secs.append(time.perf_counter()-self.t0) # forward, backward, step, zero_grad: not what follows
+        # forward, backward, step, zero_grad: not what follows
+        sync(self.ps[0]); self.secs.append(time.perf_counter()-self.t0)
         self.losses.append(self.learn.loss.item())
         self.prints.append(fingerprint(self.ps))
         if self.weights: self.ws.append(flat_weights(self.ps, cpu=True))
@@ -97,7 +99,8 @@ def _why_apart(name, opt, decays_all):
 
 # %% ../nbs/41_compare.ipynb #c0a1d2e4
 class Contender:
-    "One row of the table: how to build its `Learner` (or to train it without one), and whether it should match the reference"
+    """One row of the table: how to build its `Learner` (or to train it without one), and whether it should match the
+    reference"""
     def __init__(self, name:str,        # the row's name
                  opt_func=None,         # the `Learner`'s `opt_func`
                  cbs=(),                # its callbacks beyond `EpochShuffle` and `StepTrack`
@@ -110,7 +113,8 @@ class Contender:
     def __repr__(self): return f"Contender({self.name!r})"
 
 def _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_weights, progress, wd_bn_bias=False):
-    "Train each of `cs` (the first one the reference) from a copy of `m0` on `fresh()` loaders: the table and a `CompareResult`"
+    """Train each of `cs` (the first one the reference) from a copy of `m0` on `fresh()` loaders: the table and a
+    `CompareResult`"""
     names = [n for n,p in m0.named_parameters() if p.requires_grad]
     runs = {}
     for c in cs:
@@ -143,13 +147,15 @@ def _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_
     df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+mnames+COLUMNS[3:])
     ok = [c.name for c in cs if not c.na]
     return CompareResult(df, {k: torch.tensor(runs[k][1]) for k in ok}, {k: torch.stack(runs[k][2]) if runs[k][2] else None for k in ok},
-                         {k: runs[k][0] for k in ok}, a_opt, dls, loss_func, cs, # and how each ran, for `CompareResult.explain`
+                         # and how each ran, for `CompareResult.explain`
+                         {k: runs[k][0] for k in ok}, a_opt, dls, loss_func, cs,
                          dict(fresh=fresh, m0=m0, lr=lr, epochs=epochs, wd=wd, cycle=cycle, seed=seed, wd_bn_bias=wd_bn_bias))
 
 # %% ../nbs/41_compare.ipynb #c0a1d2e6
 def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights, dl, no_wd):
     "fastai's `opt` (the reference), its rule by hand, your `rule`, torch.optim's counterpart and the plain loop"
-    decays_all = bool(wd and no_wd)  # torch and the plain loop decay every parameter, fastai not the biases and BatchNorm
+    # torch and the plain loop decay every parameter, fastai not the biases and BatchNorm
+    decays_all = bool(wd and no_wd)
     fast = partial(OPTIMIZERS[opt], **fkw)
     twin = DECLARATIONS[opt].torch_twin
     same = bool(twin and twin.same(hp)) # torch's update is fastai's, op for op
@@ -188,7 +194,8 @@ def _modern_contenders(opt, hypers, rule):
     return cs + [Contender('fastai Adam (AdamW)', partial(Adam, decouple_wd=True), why="fastai's nearest: another update")]
 
 def _own_contenders(d, hypers, rule):
-    "A declared optimizer without a reference: itself (the first row), your `rule`, and fastai's AdamW to set it against"
+    """A declared optimizer without a reference: itself (the first row), your `rule`, and fastai's AdamW to set it
+    against"""
     def cbs(): return [c() for c in d.cbs]
     cs = [Contender(d.name, d.opt_func(**hypers), cbs(), expected=True)]
     if rule is not None: cs.append(Contender(f'rule {rule_name(rule)}', rule_opt(rule, **hypers), cbs(),
@@ -217,7 +224,8 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
                        rule=None,          # a rule `rule(p, g, state, **hypers)` of your own, also run against `opt`
                        **opt_kw):          # the optimizer's other hyper-parameters (`sqr_mom`, `eps`, `beta`, `k`, ...)
     "Train every contender from the same start on the same batches; a `CompareResult`"
-    if isinstance(opt, OptDecl): opt = Reference.of(opt) if opt.reference is not None else opt # yours: against its reference if it has one
+    # yours: against its reference if it has one
+    if isinstance(opt, OptDecl): opt = Reference.of(opt) if opt.reference is not None else opt
     own = isinstance(opt, OptDecl)
     modern = isinstance(opt, Reference) or (not own and opt in MODERN)
     if own: # a `mom` of 0 (the command's default when it has none) is no hyper-parameter of an optimizer without one
@@ -251,7 +259,8 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
         hp['wd'] = wd
         cycle,scheds = _one_cycle(lr, mom) if schedule=='one_cycle' else ({},None)
         cs = _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights,
-                                dls.train, no_wd=len(norm_bias_params(m0)) > 0) # fastai decays no bias nor BatchNorm (wd_bn_bias=False)
+                                # fastai decays no bias nor BatchNorm (wd_bn_bias=False)
+                                dls.train, no_wd=len(norm_bias_params(m0)) > 0)
     return _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_weights, progress, wd_bn_bias=modern or own)
 
 # %% ../nbs/41_compare.ipynb #e8548d30
@@ -261,7 +270,8 @@ def _loss_name(f):
     return getattr(f, '__name__', None) or type(f).__name__
 
 class CompareResult:
-    "The comparison table (`df`), per-step `losses`, weight trajectories (`weights`), trained `models`, and the `contenders` as they ran (`run`)"
+    """The comparison table (`df`), per-step `losses`, weight trajectories (`weights`), trained `models`, and the
+    `contenders` as they ran (`run`)"""
     def __init__(self, df, losses, weights, models, a_opt=None, dls=None, loss_func=mse, contenders=(), run=None): store_attr()
     def __repr__(self): return self.df.to_string(index=False, float_format=lambda v: f"{v:.6g}")
     def _repr_html_(self): return self.df.to_html(index=False)
@@ -272,7 +282,8 @@ class CompareResult:
         return [(r.contender, r.max_dw) for r in bad.itertuples()]
 
     def plot(self, figsize=(11,4)):
-        "Loss curves of all contenders overlaid; the weight trajectories, or the validation results when no weights were kept"
+        """Loss curves of all contenders overlaid; the weight trajectories, or the validation results when no weights
+        were kept"""
         import matplotlib.pyplot as plt
         fig,(ax0,ax1) = plt.subplots(1, 2, figsize=figsize)
         names = list(self.losses)
@@ -298,7 +309,8 @@ class CompareResult:
         return fig
 
     def _plot_valid(self, ax):
-        "Bars of the validation loss of every contender that ran, with its metrics and whether it is fastai's run bit for bit"
+        """Bars of the validation loss of every contender that ran, with its metrics and whether it is fastai's run bit
+        for bit"""
         df = self.df[self.df.identical != 'n/a'].reset_index(drop=True)
         mets = [c for c in df.columns if c not in COLUMNS]
         ax.barh(np.arange(len(df)), df.valid_loss, color=[line_style(i)['color'] for i in range(len(df))], alpha=0.6)

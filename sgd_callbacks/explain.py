@@ -30,7 +30,8 @@ VOCAB = ('lr', 'lr_schedule', 'momentum', 'beta1', 'beta1_schedule', 'beta2', 'e
          'decayed_params', 'nesterov', 'dampening', 'op_order')
 _SCALARS = ('lr', 'beta1', 'beta2', 'eps', 'weight_decay') # hyper-parameters with a value at every step
 _FITS = ('fit', 'fit_one_cycle', 'fit_flat_cos')
-OP_ORDER_TOL = 1e-4 # the largest |w_a-w_b|/|w_a| that other roundings leave here; more is another update (torch's RMSprop momentum)
+# the largest |w_a-w_b|/|w_a| that other roundings leave here; more is another update (torch's RMSprop momentum)
+OP_ORDER_TOL = 1e-4
 
 def torch_cls(opt):
     "The `torch.optim.Optimizer` class `opt` builds (a class or a `partial` of one), or None"
@@ -40,7 +41,8 @@ def torch_cls(opt):
 
 # %% ../nbs/42_explain.ipynb #63cd83eb
 class Setup:
-    "A training recipe: an optimizer (fastai `opt_func` or `torch.optim` class/partial), the `Learner`'s keywords and the fit"
+    """A training recipe: an optimizer (fastai `opt_func` or `torch.optim` class/partial), the `Learner`'s keywords and
+    the fit"""
     def __init__(self, opt,                    # fastai `opt_func` (`Adam`, `partial(SGD, mom=0.9)`, `rule_opt(...)`) or a `torch.optim` class or partial
                  lr:float|list|None=None,      # the `Learner`'s `lr` (peak of a schedule; a list: one a param group); None: torch's partial's `lr`, else fastai's 1e-3
                  wd:float|list|None=None,      # the `Learner`'s `wd` (a list: one a param group); None: the optimizer's own
@@ -90,7 +92,8 @@ def setup_family(s):
     return opt_family(_build(s)([nn.Parameter(torch.zeros(2))], lr=1e-3))[0]
 
 def _torch_groups(params, lr=None, opt=None):
-    "`OptimWrapper` over torch's param-group dicts, each with its own `lr` (the `Learner` passes its per-group list: not torch's)"
+    """`OptimWrapper` over torch's param-group dicts, each with its own `lr` (the `Learner` passes its per-group list:
+    not torch's)"""
     return OptimWrapper(params, opt=opt)
 
 # %% ../nbs/42_explain.ipynb #f25bcb9b
@@ -131,7 +134,8 @@ def momentum_free(o):
 
 def _decoupled(o, h):
     if isinstance(o, OptimWrapper): return isinstance(o.opt, torch.optim.AdamW) or bool(h.get('decoupled_weight_decay'))
-    if isinstance(o, RuleOptimizer): return h.get('decouple_wd', True) # a rule without the keyword (torch_adamw_rule) decouples
+    # a rule without the keyword (torch_adamw_rule) decouples
+    if isinstance(o, RuleOptimizer): return h.get('decouple_wd', True)
     return any(getattr(getattr(c, 'func', c), '__name__', '') == 'weight_decay' for c in o.cbs)
 
 def hypers_of(o):
@@ -169,7 +173,8 @@ def _set(o, k, vs):
 # %% ../nbs/42_explain.ipynb #71dbdab0
 class HyperTrack(Callback):
     "Record every step's effective hyper-parameters per param group (`hypers_of`) and which parameters take decay"
-    order,run_valid = 100,False # after everything that sets them (schedulers at `before_batch`, `PinHypers` at `before_step`)
+    # after everything that sets them (schedulers at `before_batch`, `PinHypers` at `before_step`)
+    order,run_valid = 100,False
     def before_fit(self):
         o = self.learn.opt
         self.steps,self.family = [],opt_family(o)
@@ -198,11 +203,13 @@ class PinDecay(Callback):
 
 # %% ../nbs/42_explain.ipynb #cc7c3245
 class Run:
-    "One training: every step's `losses`, the flattened weights `ws` (steps+1 × n), the hypers per step and the decayed tensors"
+    """One training: every step's `losses`, the flattened weights `ws` (steps+1 × n), the hypers per step and the
+    decayed tensors"""
     def __init__(self, losses, ws, steps, family, groups, decayed): store_attr()
 
 def _lr_of(s):
-    "The `Learner`'s `lr` for `s`: its own, else a torch partial's `lr`, else the torch class's default, else fastai's 1e-3"
+    """The `Learner`'s `lr` for `s`: its own, else a torch partial's `lr`, else the torch class's default, else fastai's
+    1e-3"""
     if s.lr is not None: return s.lr
     kw,tc = getattr(s.opt, 'keywords', {}),torch_cls(s.opt)
     if 'lr' in kw: return kw['lr']
@@ -232,7 +239,8 @@ def same_run(ra, rb): return torch.equal(ra.ws, rb.ws)
 
 # %% ../nbs/42_explain.ipynb #2f56a452
 class Cause:
-    "A difference named from `VOCAB`: its two values (a schedule as its values per step), the parameters it touches, its first step"
+    """A difference named from `VOCAB`: its two values (a schedule as its values per step), the parameters it touches,
+    its first step"""
     def __init__(self, name, a, b, params, step, before=None, after=None): store_attr()
     def __repr__(self):
         def v(x):
@@ -268,7 +276,8 @@ def candidates(ra, rb):
         cs.append(Cause(f'{k}_schedule' if sched else k, a0 if sched else a0[0], b0 if sched else b0[0],
                         names(sorted({i for _,i in diff})), diff[0][0]+1)) # steps count from 1
     decays = any(g['weight_decay'] for r in (ra, rb) for st in r.steps for g in st)
-    if not decays: cs = [c for c in cs if c.name != 'decay_form'] # no decay at all: its form and its tensors cannot matter
+    # no decay at all: its form and its tensors cannot matter
+    if not decays: cs = [c for c in cs if c.name != 'decay_form']
     if decays and set(ra.decayed) != set(rb.decayed):
         cs.append(Cause('decayed_params', sorted(ra.decayed), sorted(rb.decayed), sorted(set(ra.decayed) ^ set(rb.decayed)), 1))
     return sorted(cs, key=lambda c: VOCAB.index(c.name))
@@ -290,7 +299,8 @@ def _pin(x, steps, k):
     x.cbs = [cb for cb in x.cbs if not isinstance(cb, PinHypers)] + [PinHypers(steps, (pins[0].keys if pins else []) + [k])]
 
 def _align(c, A, B, ra, rb, a_like_b=False):
-    "`(A, B)` (runs `ra`, `rb`) without cause `c`: B made like A where B can be, else A like B (a scalar: `a_like_b`); or None"
+    """`(A, B)` (runs `ra`, `rb`) without cause `c`: B made like A where B can be, else A like B (a scalar: `a_like_b`);
+    or None"""
     A,B = A.copy(),B.copy()
     if c.name == 'momentum': # the side with a momentum gets none: a momentum of 0 at every step
         x,r = (A, rb) if c.b == 'none' else (B, ra)
@@ -374,7 +384,8 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
                        epochs:int=2,       # epochs of each run
                        loss_func=None,     # None: fastai's `mse`
                        seed:int=42):       # fixes every epoch's batches (`EpochShuffle`)
-    "Train `a` and `b` from the same weights on the same batches; name each cause of their difference and prove it by removing it"
+    """Train `a` and `b` from the same weights on the same batches; name each cause of their difference and prove it by
+    removing it"""
     a,b = check_setup('a', a),check_setup('b', b)
     dls = _dls(dls); model = _check_model(model, dls)
     fa,fb = setup_family(a),setup_family(b)
@@ -414,7 +425,8 @@ def explain_difference(a:Setup, b:Setup,  # the two recipes
 
 # %% ../nbs/42_explain.ipynb #8588c041
 class Explanation:
-    "What `explain_difference` found: `identical`, where the runs part, the proven `causes`, and the runs before and after aligning"
+    """What `explain_difference` found: `identical`, where the runs part, the proven `causes`, and the runs before and
+    after aligning"""
     def __init__(self, a, b, ra, rb):
         store_attr(); self.causes,self.aligned,self.n_runs = L(),(ra, rb),2
         self.swapped,self.swapped_side,self.proof,self.twin = None,None,None,None # how `op_order` was proven, if it was
@@ -469,7 +481,8 @@ class Explanation:
                 lines[f"and {self.proof}"] = (dist(*pair), dict(c='C4', lw=1.5, ls=':'))
         plot_log_zero(ax1, lines); ax1.set_xlabel('step'); ax1.set_ylabel('|w_a - w_b|')
         ax1.set_title('distance of the weights (0: bit-identical)')
-        for ax in (ax0, ax1): ax.legend(fontsize=9, loc='upper center', bbox_to_anchor=(0.5, -0.18)) # below: off the data
+        # below: off the data
+        for ax in (ax0, ax1): ax.legend(fontsize=9, loc='upper center', bbox_to_anchor=(0.5, -0.18))
         fig.tight_layout()
         return fig
 
@@ -483,7 +496,8 @@ def contender_setup(c, run):
     return Setup(opt, lr=run['lr'], wd=run['wd'], wd_bn_bias=run['wd_bn_bias'], fit='fit_one_cycle' if cyc else 'fit', cbs=list(c.cbs), **cyc)
 
 def _cause(rep):
-    "The `cause` column's entry for an `Explanation`: the proven names, and `unexplained` if they do not account for it all"
+    """The `cause` column's entry for an `Explanation`: the proven names, and `unexplained` if they do not account for
+    it all"""
     if rep.identical: return ''
     return ', '.join(rep.names + ([] if rep.explained else ['unexplained']))
 
@@ -499,7 +513,8 @@ def explain(self:CompareResult):
         s = contender_setup(c, run)
         if ref is None or s is None: causes[c.name] = '-'; continue
         try: rep = explain_difference(ref, s, run['fresh'], run['m0'], epochs=run['epochs'], loss_func=self.loss_func, seed=run['seed'])
-        except ValueError: causes[c.name] = '-'; continue # another algorithm, or a model explain cannot check (class scores)
+        # another algorithm, or a model explain cannot check (class scores)
+        except ValueError: causes[c.name] = '-'; continue
         causes[c.name] = _cause(rep)
     df = self.df.drop(columns='cause', errors='ignore')
     df.insert(list(df.columns).index('first_dw')+1, 'cause', [causes[n] for n in df.contender])

@@ -7,7 +7,8 @@ from __future__ import annotations
 import io, math, base64, html, warnings
 import numpy as np, pandas as pd, torch
 from pathlib import Path
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated') # raised by an import in fastai; stderr is for our messages
+# raised by an import in fastai; stderr is for our messages
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
 from fastcore.basics import patch
 from .run import BAKEOFF_OPTS, DEFAULT_OPTS, BakeoffResult
 from .stats import win_levels # and `BakeoffResult.stats`
@@ -43,7 +44,8 @@ def plot_profile(self:BakeoffResult, ax=None):
         ax.step(d.tau, d.rho, where='post', lw=2.2-0.2*i, ms=6, mfc='none', markevery=(i*every//len(self._opts()), every),
                 label=f"{o} (score {sc.score[o]:.2f}{ci})", **s)
         b = band[band.optimizer == o]
-        if len(b): ax.fill_between(b.tau, b.lo, b.hi, step='post', color=s['color'], alpha=0.08, lw=0) # the bootstrap's 95% band
+        # the bootstrap's 95% band
+        if len(b): ax.fill_between(b.tau, b.lo, b.hi, step='post', color=s['color'], alpha=0.08, lw=0)
     ax.set_xlim(1, self.meta['tau_max']); ax.set_ylim(-0.03, 1.03)
     what = f"{self.meta['time']} to target"
     ax.set_xlabel(f"τ: {what} ÷ " + (f"{self.meta['reference']}'s" if self.meta.get('reference') else "the best optimizer's on that problem"))
@@ -56,7 +58,8 @@ def plot_profile(self:BakeoffResult, ax=None):
 
 # %% ../../nbs/64_bakeoff.report.ipynb #9de402f8
 def _quartiles(trs, higher=False):
-    "Steps, and the 25/50/75th percentiles of the metric over `trs` at each evaluation (a diverged run: the worst value from there)"
+    """Steps, and the 25/50/75th percentiles of the metric over `trs` at each evaluation (a diverged run: the worst
+    value from there)"""
     steps = max((t.steps for t in trs), key=len)
     worst = -1e30 if higher else 1e30 # off the plot, and ranked last
     v = np.full((len(trs), len(steps)), worst)
@@ -66,7 +69,8 @@ def _quartiles(trs, higher=False):
 
 @patch
 def _slowest_first(self:BakeoffResult, p):
-    "`{optimizer: zorder}` on problem `p`: the last to reach the target (or one that never does) lowest, drawn under the rest"
+    """`{optimizer: zorder}` on problem `p`: the last to reach the target (or one that never does) lowest, drawn under
+    the rest"""
     steps = self.results[self.results.problem == p].set_index('optimizer').steps_to_target.astype(float).fillna(np.inf)
     slow = sorted(self._opts(), key=lambda o: -steps[o])
     return {o: 2 + k/len(slow) for k,o in enumerate(slow)}
@@ -89,7 +93,8 @@ def plot_curves(self:BakeoffResult, ncols:int=3):
         fin = np.concatenate([np.asarray(t.metrics) for t in trs])
         fin,start = fin[np.isfinite(fin)],max(t.metrics[0] for t in trs)
         if pb.higher: ax.set_ylim(max(fin.min(), 0) - 0.02, 1.01)
-        else: ax.set_ylim(max(fin.min(), 1e-12)/1.5, min(fin.max(), 2*start)*1.5) # the start in view, a diverging run cut off
+        # the start in view, a diverging run cut off
+        else: ax.set_ylim(max(fin.min(), 1e-12)/1.5, min(fin.max(), 2*start)*1.5)
         ax.set_title(f"{p}: {pb.metric_name}", fontsize=10); ax.set_xlabel('step'); ax.set_ylabel(pb.metric_name)
         ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
     fig.suptitle(f"each problem's target metric on its validation set, at each optimizer's best lr: "
@@ -100,9 +105,11 @@ def plot_curves(self:BakeoffResult, ncols:int=3):
 # %% ../../nbs/64_bakeoff.report.ipynb #c0957aa0
 @patch
 def plot_lr(self:BakeoffResult, ncols:int=3):
-    "Final validation loss vs learning rate of every tuning trial (AlgoPerf: every trial, as points), per optimizer; diverged trials as × at the top"
+    """Final validation loss vs learning rate of every tuning trial (AlgoPerf: every trial, as points), per optimizer;
+    diverged trials as × at the top"""
     fig,axs = _axes(len(self.problems), ncols)
-    grid = self.meta['protocol'] == 'deepobs' # one lr per trial on a grid: a line; else a cloud over the other hyper-parameters
+    # one lr per trial on a grid: a line; else a cloud over the other hyper-parameters
+    grid = self.meta['protocol'] == 'deepobs'
     tune = self.trials[self.trials.stage == 'tune'] if grid else self.trials
     best = {(r.problem, r.optimizer): r.lr for r in self.results.itertuples()}
     for ax,p in zip(axs, self.problems):
@@ -136,9 +143,11 @@ def plot_paths(self:BakeoffResult, problem:str='rosenbrock', ax=None):
     if ax is None: _,ax = plt.subplots(figsize=(6.5, 5))
     a,b = np.meshgrid(np.linspace(-2, 2, 200), np.linspace(-1, 3.5, 200))
     z = rosen(torch.tensor(np.stack([a, b])))
-    ax.contour(a, b, np.log10(z.numpy()+1e-3), levels=14, colors='0.75', linewidths=0.6, zorder=1) # grey: no path's colour
+    # grey: no path's colour
+    ax.contour(a, b, np.log10(z.numpy()+1e-3), levels=14, colors='0.75', linewidths=0.6, zorder=1)
     ws = {o: w[np.isfinite(w).all(1) & (np.abs(w) < 10).all(1)] for o,w in ws.items()}
-    long = sorted(opts, key=lambda o: -np.linalg.norm(np.diff(ws[o], axis=0), axis=1).sum()) # the longest path first, under the rest
+    # the longest path first, under the rest
+    long = sorted(opts, key=lambda o: -np.linalg.norm(np.diff(ws[o], axis=0), axis=1).sum())
     for i,o in enumerate(opts):
         w,s = ws[o],line_style(i)
         lr = self.results[(self.results.problem == problem) & (self.results.optimizer == o)].lr.item()
@@ -154,7 +163,8 @@ def plot_paths(self:BakeoffResult, problem:str='rosenbrock', ax=None):
 # %% ../../nbs/64_bakeoff.report.ipynb #e5d11fd9
 @patch
 def plot_budget(self:BakeoffResult, ncols:int=3):
-    "AlgoPerf's tuning budget: the expected best final metric of k trials (Dodge et al.) per optimizer and problem, k = 1 … n"
+    """AlgoPerf's tuning budget: the expected best final metric of k trials (Dodge et al.) per optimizer and problem, k
+    = 1 … n"""
     b = self.stats().budget
     if b is None: raise ValueError("the tuning budget is drawn for the algoperf protocol's quasi-random trials: run with protocol='algoperf'")
     fig,axs = _axes(len(self.problems), ncols)
@@ -174,19 +184,22 @@ def plot_budget(self:BakeoffResult, ncols:int=3):
 
 @patch
 def pair_matrix(self:BakeoffResult, problem:str):
-    "Problem `problem`'s pairs as a matrix: the row's time to target ÷ the column's, the Holm-adjusted p, `*` where significant"
+    """Problem `problem`'s pairs as a matrix: the row's time to target ÷ the column's, the Holm-adjusted p, `*` where
+    significant"""
     if problem not in self.problems: raise ValueError(f"`problem` {problem!r} was not run; run: {', '.join(self.problems)}")
     pr,opts = self.stats().pairs,self._opts()
     m = pd.DataFrame('', index=opts, columns=opts)
     for r in pr[pr.problem == problem].itertuples():
         for a,b,ta,tb in ((r.a, r.b, r.time_a, r.time_b), (r.b, r.a, r.time_b, r.time_a)):
-            with np.errstate(invalid='ignore', divide='ignore'): q = np.float64(ta)/np.float64(tb) # ∞ where only the column reaches it
+            # ∞ where only the column reaches it
+            with np.errstate(invalid='ignore', divide='ignore'): q = np.float64(ta)/np.float64(tb)
             m.loc[a, b] = ('–' if q != q else '∞×' if q == np.inf else f"{q:.2g}×") + f" p={r.p_holm:.2g}" + ('*' if r.significant else '')
     return m
 
 @patch
 def winners_line(self:BakeoffResult):
-    "The winner of each problem and whether its win is significant (Holm-adjusted rank tests against every other optimizer), at what level"
+    """The winner of each problem and whether its win is significant (Holm-adjusted rank tests against every other
+    optimizer), at what level"""
     st = self.stats()
     unit = 'seeds' if self.meta['protocol'] == 'deepobs' else 'studies'
     out = []
@@ -203,7 +216,8 @@ PICTURES = dict(profile='plot_profile', curves='plot_curves', lr_sensitivity='pl
 
 @patch
 def figures(self:BakeoffResult):
-    "`{file stem: figure}` of every picture this run can draw (the paths need the rosenbrock problem, the budget AlgoPerf's trials)"
+    """`{file stem: figure}` of every picture this run can draw (the paths need the rosenbrock problem, the budget
+    AlgoPerf's trials)"""
     can = dict(plot_paths='rosenbrock' in self.problems, plot_budget=self.stats().budget is not None)
     return {k: getattr(self, m)() for k,m in PICTURES.items() if can.get(m, True)}
 
@@ -249,7 +263,8 @@ def header(self:BakeoffResult):
 
 @patch
 def to_html(self:BakeoffResult, pngs:dict):
-    "One self-contained page: the header, the summary, the tables and every picture in `pngs` ({stem: PNG bytes}), inline"
+    """One self-contained page: the header, the summary, the tables and every picture in `pngs` ({stem: PNG bytes}),
+    inline"""
     pbs,run = self.header()
     e = html.escape
     imgs = ''.join(f'<h2>{e(k)}</h2><img alt="{e(k)}" src="data:image/png;base64,{base64.b64encode(v).decode()}">' for k,v in pngs.items())
@@ -269,7 +284,8 @@ under ρ on 100 points of τ in [1, τ_max], divided by τ_max−1.</p>
 
 @patch
 def _sure_html(self:BakeoffResult):
-    "The page's section on how sure the run is: the winners line, the repeats that decide, a matrix of pairs per problem"
+    """The page's section on how sure the run is: the winners line, the repeats that decide, a matrix of pairs per
+    problem"""
     e,st = html.escape,self.stats()
     mats = ''.join(f"<h3>{e(p)}</h3>{self.pair_matrix(p).to_html()}" for p in self.problems)
     return f"""<h2>how sure</h2><p><b>{e(self.winners_line())}</b></p>
@@ -283,7 +299,8 @@ and how many more a power estimate asks for (Noether's formula at 80% power; <co
 
 @patch
 def save(self:BakeoffResult, out):
-    "Write results.csv, trials.csv, profile.csv, scores.csv, intervals.csv, pairs.csv, decide.csv (budget.csv), the pictures and index.html into `out`; the paths"
+    """Write results.csv, trials.csv, profile.csv, scores.csv, intervals.csv, pairs.csv, decide.csv (budget.csv), the
+    pictures and index.html into `out`; the paths"""
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     pngs = {k: _png(f) for k,f in self.figures().items()}
     st = self.stats()

@@ -24,7 +24,8 @@ torch_adamw_rule.family = 'Adam' # for `explain`: the algorithm it runs
 
 # %% ../../nbs/21a_optim.torch_rules.ipynb #38f3a7b0
 def torch_adam_rule(p, g, state, lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0., do_wd=True, decouple_wd=False, **_):
-    "`torch.optim.Adam` (L2, or AdamW if `decouple_wd`) in torch's operations: the decay, then `torch_adamw_rule` without one"
+    """`torch.optim.Adam` (L2, or AdamW if `decouple_wd`) in torch's operations: the decay, then `torch_adamw_rule`
+    without one"""
     decay(p, g, lr, wd, do_wd, decouple_wd)
     torch_adamw_rule(p, g, state, lr, mom, sqr_mom, eps, 0., do_wd)
 
