@@ -23,6 +23,7 @@ from .optim.step import additive, lowbit_rule, optimi_adamw_rule # 16-bit weight
 from .optim.modern import lion_rule, schedulefree_adamw_rule, schedulefree_sgd_rule, ScheduleFreeEval, ademamix_rule
 from .optim.muon import muon_rule
 from .optim.prodigy import prodigy_rule
+from .optim.soap import soap_rule
 from .optim.declare import OptDecl, RefSpec, DECLARATIONS # one declaration per optimizer
 # comparison
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence

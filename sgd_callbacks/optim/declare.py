@@ -14,7 +14,7 @@ from .fastai_rules import rule_for
 from .modern import lion_rule, schedulefree_adamw_rule, ademamix_rule, ScheduleFreeEval
 from .muon import muon_rule
 from .prodigy import prodigy_rule
-
+from .soap import soap_rule
 
 
 # %% auto #0
@@ -254,7 +254,9 @@ DECLARATIONS = {d.name: d for d in (
             reference=RefSpec('sgd_callbacks.optim.muon', 'MuonAdamW', muon_kw, hp_map=None)), # torch's Muon + AdamW
     OptDecl('prodigy', rule=prodigy_rule, family='Prodigy', lr=1., lrs=(0.25, 4.), bake_lr=1., # lr multiplies its own estimate
             reference=RefSpec('prodigyopt', 'Prodigy', betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'),
-                              hp_map=None)))}
+                              hp_map=None)),
+    OptDecl('soap', rule=soap_rule, family='SOAP', bake_lr=3e-3, # Adam's lrs (the reference's default); the bake-off tunes
+            reference=RefSpec('pytorch_optimizer', 'SOAP')))}  # its betas and wd; its own knobs trade time for quality
 
 
 # %% ../../nbs/27_optim.declare.ipynb #359f497b
