@@ -169,3 +169,40 @@ def test_bad_input_is_refused_by_name():
     with pytest.raises(TypeError, match='`rule`.*sgd_rule.*no direction'): cautious(sgd_rule)
     with pytest.raises(TypeError, match='`clip_lambda`'): adopt_rule(torch.zeros(2), torch.ones(2), {}, 1e-3, clip_lambda=0.5)
     with pytest.raises(TypeError, match='gamma'): rule_opt(adopt_rule, gamma=0.1)
+
+# each hyper-parameter through the declaration's reference (what `sgd_compare --opt NAME --hp k=v` runs)
+
+HYPER_CASES = [('adopt', {}, dict(mom=0.8)), ('adopt', {}, dict(sqr_mom=0.99)), ('adopt', {}, dict(eps=5.)),
+               ('adopt', {}, dict(clip_lambda=None)), ('adopt', {}, dict(wd=0.1)), ('adopt', dict(wd=0.1), dict(decouple_wd=True)),
+               ('mars', {}, dict(mom=0.9)), ('mars', {}, dict(sqr_mom=0.9)), ('mars', {}, dict(gamma=0.1)), ('mars', {}, dict(eps=1e-2)),
+               ('mars', {}, dict(wd=0.1)), ('mars', dict(wd=0.1), dict(decouple_wd=False)), ('mars', {}, dict(optimize_1d=True)),
+               ('mars', {}, dict(lr_1d_factor=0.3)), ('mars', {}, dict(mom_1d=0.8)), ('mars', {}, dict(sqr_mom_1d=0.9)),
+               ('mars', {}, dict(wd_1d=0.)),
+               ('cautious_lion', {}, dict(mom=0.8)), ('cautious_lion', {}, dict(sqr_mom=0.9)), ('cautious_lion', {}, dict(wd=0.1))]
+SHAPES = [(5, 4), (4,), (3, 2, 2), (1,), (4, 6)]
+
+def stepped(opt, hypers, steps=8, lr=1e-2):
+    "Weights after `steps` noisy gradients of `|w - target|²/2`, with the declared rule and with the declared reference"
+    from sgd_callbacks.references import modern_reference
+    g = torch.Generator().manual_seed(0)
+    w0,target = ([torch.randn(s, generator=g) for s in SHAPES] for _ in range(2))
+    ours,theirs = ([nn.Parameter(w.clone()) for w in w0] for _ in range(2))
+    o = DECLARATIONS[opt].opt_func(**hypers)([ours[:2], ours[2:]], lr=lr)
+    r = modern_reference(opt, **hypers)([theirs[:2], theirs[2:]], lr=lr)
+    for _ in range(steps):
+        grads = [p.detach() - t + 0.1*torch.randn(t.shape, generator=g) for p,t in zip(ours, target)]
+        for p,q,gr in zip(ours, theirs, grads): p.grad,q.grad = gr.clone(),gr.clone()
+        o.step(); r.step()
+    assert all(not torch.equal(p, w) for p,w in zip(ours, w0))
+    return ours,theirs
+
+def test_every_declared_hyper_is_tested():
+    for opt in ('adopt', 'mars', 'cautious_lion'):
+        tested = {k for o,_,h in HYPER_CASES if o == opt for k in h}
+        assert set(DECLARATIONS[opt].hypers()) == tested, opt
+
+@pytest.mark.parametrize('opt,base,hypers', HYPER_CASES, ids=[f"{o}-{'-'.join(f'{k}={v}' for k,v in h.items())}" for o,_,h in HYPER_CASES])
+def test_a_non_default_hyper_matches_the_declared_reference(opt, base, hypers):
+    ours,theirs = stepped(opt, {**base, **hypers})
+    assert all(torch.equal(p, q) for p,q in zip(ours, theirs))
+    assert not all(torch.equal(p, q) for p,q in zip(ours, stepped(opt, base)[0])) # the value changes the weights
