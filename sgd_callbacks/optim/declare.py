@@ -219,7 +219,7 @@ DECLARATIONS = {d.name: d for d in (
             space=_space(gamma=(0.005, 0.05, True))),
     OptDecl('cautious_lion', rule=cautious_lion_rule, family='Lion', lr_mult=0.1, bake_lr=1e-4,
             reference=RefSpec('pytorch_optimizer', 'Lion', fixed=dict(foreach=False, cautious=True))),
-    OptDecl('cautious_adam', rule=cautious_adam_rule, family='Adam'))} # no reference computes fastai's Adam cautiously
+    OptDecl('cautious_adam', rule=cautious_adam_rule, family='Adam', compare=False))} # no reference: bake-off only
 
 
 # %% ../../nbs/27_optim.declare.ipynb #359f497b
