@@ -1,12 +1,12 @@
-"""ADOPT (torch-adopt), MARS (pytorch-optimizer) and `cautious(rule)` (pytorch-optimizer's `cautious=True`) against their
-references: each trained in a real `Learner` with `rule_opt(rule)` and with the reference in `OptimWrapper`, on the same
-batches from the same weights, 54 steps, bit for bit on weights and on the state both keep; a mutated rule is caught;
-bad input."""
+"""ADOPT (torch-adopt), MARS (pytorch-optimizer) and `cautious(rule)` (pytorch-optimizer's `cautious=True`) against
+their references: each trained in a real `Learner` with `rule_opt(rule)` and with the reference in `OptimWrapper`, on
+the same batches from the same weights, 54 steps, bit for bit on weights and on the state both keep; each hyper through
+the declaration's reference; a mutated rule is caught; bad input."""
 import copy, pickle, warnings
 import pytest, torch
 from torch import nn
 from fastai.basics import Learner, OptimWrapper, partial, set_seed
-import fastai.callback.schedule
+import fastai.callback.schedule # noqa: F401 (fit_one_cycle)
 import adopt, pytorch_optimizer
 from pytorch_optimizer.base.optimizer import BaseOptimizer
 from sgd_callbacks.all import *
@@ -72,7 +72,8 @@ def test_pytorch_optimizers_adopt_agrees_with_the_clip_shifted_and_l2_decay(wd):
 @pytest.mark.parametrize('kw', [dict(), dict(clip_lambda=SHIFTED, weight_decouple=True)], ids=['as_is', 'decoupled'])
 def test_pytorch_optimizers_adopt_differs_by_its_clip_and_its_decoupled_decay(kw):
     dec = kw.get('weight_decouple', False)
-    ours,theirs = train(rule_opt(adopt_rule, decouple_wd=dec), 1e-2, 0.01),train(ref(pytorch_optimizer.ADOPT, **kw), 1e-2, 0.01)
+    ours = train(rule_opt(adopt_rule, decouple_wd=dec), 1e-2, 0.01)
+    theirs = train(ref(pytorch_optimizer.ADOPT, **kw), 1e-2, 0.01)
     assert not same_weights(ours.model, theirs.model)
 
 # MARS
@@ -84,7 +85,8 @@ MARS = {'default': {}, 'optimize_1d': dict(optimize_1d=True), 'l2': dict(decoupl
 @pytest.mark.parametrize('name', sorted(MARS))
 def test_mars_matches_pytorch_optimizer(name, wd):
     kw = MARS[name]
-    check(partial(mars_rule, **kw), ref(pytorch_optimizer.MARS, **mars_kw({**rule_hypers(mars_rule)[0], **kw})), 3e-3, wd)
+    theirs = ref(pytorch_optimizer.MARS, **mars_kw({**rule_hypers(mars_rule)[0], **kw}))
+    check(partial(mars_rule, **kw), theirs, 3e-3, wd)
 
 def test_mars_under_one_cycle():
     check(mars_rule, ref(pytorch_optimizer.MARS, **mars_kw(rule_hypers(mars_rule)[0])), 3e-3, 0.01, 'one_cycle')
@@ -109,17 +111,20 @@ def test_caution_is_pytorch_optimizers_mask():
         ours = caution(u, g)
         assert torch.equal(ours, theirs) and not torch.equal(ours, u)
 
-@pytest.mark.parametrize('rule,lr', [(adam_rule, 1e-2), (lion_rule, 3e-4), (ademamix_rule, 1e-3)], ids=['adam', 'lion', 'ademamix'])
+@pytest.mark.parametrize('rule,lr', [(adam_rule, 1e-2), (lion_rule, 3e-4), (ademamix_rule, 1e-3)],
+                         ids=['adam', 'lion', 'ademamix'])
 def test_a_direction_is_the_rule_it_stands_for(rule, lr):
     a,b = train(rule_opt(directed(DIRECTIONS[rule])), lr, 0.01),train(rule_opt(rule), lr, 0.01)
     assert same_weights(a.model, b.model) and not same_weights(a.model, MODEL)
-    assert all(torch.equal(x[k], y[k]) for x,y in zip(a.opt.state.values(), b.opt.state.values()) for k in x if torch.is_tensor(x[k]))
+    sa,sb = a.opt.state.values(),b.opt.state.values()
+    assert all(torch.equal(x[k], y[k]) for x,y in zip(sa, sb) for k in x if torch.is_tensor(x[k]))
 
 CAUTIOUS = {'lion': (lion_rule, ref(pytorch_optimizer.Lion, cautious=True), 3e-4),
             'ademamix': (ademamix_rule, ref(pytorch_optimizer.AdEMAMix, cautious=True), 1e-3),
             'adopt': (adopt_rule, ref(pytorch_optimizer.ADOPT, cautious=True, clip_lambda=SHIFTED), 1e-2),
             'mars': (mars_rule, ref(pytorch_optimizer.MARS, cautious=True), 3e-3),
-            'mars_1d': (partial(mars_rule, optimize_1d=True), ref(pytorch_optimizer.MARS, cautious=True, optimize_1d=True), 3e-3)}
+            'mars_1d': (partial(mars_rule, optimize_1d=True),
+                        ref(pytorch_optimizer.MARS, cautious=True, optimize_1d=True), 3e-3)}
 
 @WDS
 @pytest.mark.parametrize('name', sorted(CAUTIOUS))
@@ -130,7 +135,7 @@ def test_cautious_matches_pytorch_optimizers_cautious(name, wd):
     assert not same_weights(ours.model, plain.model)                  # the mask changed the steps
 
 def test_cautious_lion_keeps_its_average_within_rounding():
-    "pytorch_optimizer's Lion lerps its average where lion-pytorch (and `lion_rule`) multiply and add: the last bits differ"
+    "pytorch_optimizer's Lion lerps its average where lion-pytorch (`lion_rule`) multiplies and adds: last bits differ"
     ours,theirs = check(cautious(lion_rule), CAUTIOUS['lion'][1], 3e-4, 0.01, state=False)
     d = max((a - b).abs().max().item() for a,b in state_pairs(ours, theirs))
     assert 0 < d < 1e-6
@@ -138,8 +143,10 @@ def test_cautious_lion_keeps_its_average_within_rounding():
 def test_cautious_adam_is_ademamix_without_its_slow_average_up_to_rounding():
     "No reference computes fastai's Adam cautiously; AdEMAMix(alpha=0) is Adam in other roundings: a tight bound"
     kw = dict(alpha=0., betas=(0.9, 0.99, 0.9999), eps=1e-5, weight_decouple=True, cautious=True)
-    ours,theirs = train(rule_opt(cautious_adam_rule), 1e-2, 0.01),train(ref(pytorch_optimizer.AdEMAMix, **kw), 1e-2, 0.01)
-    rel = max(((p-q).abs()/q.abs().clamp(min=1e-3)).max().item() for p,q in zip(ours.model.parameters(), theirs.model.parameters()))
+    ours = train(rule_opt(cautious_adam_rule), 1e-2, 0.01)
+    theirs = train(ref(pytorch_optimizer.AdEMAMix, **kw), 1e-2, 0.01)
+    ps = zip(ours.model.parameters(), theirs.model.parameters())
+    rel = max(((p-q).abs()/q.abs().clamp(min=1e-3)).max().item() for p,q in ps)
     assert rel < 1e-4
     assert not same_weights(ours.model, train(rule_opt(adam_rule), 1e-2, 0.01).model)
 
@@ -151,7 +158,8 @@ def test_cautious_keeps_the_rules_hypers_and_pickles():
 
 # mutations and bad input
 
-def adopt_late_v(p, g, state, lr, mom=0.9, sqr_mom=0.9999, eps=1e-6, clip_lambda=adopt_clip, wd=0., do_wd=True, decouple_wd=False):
+def adopt_late_v(p, g, state, lr, mom=0.9, sqr_mom=0.9999, eps=1e-6, clip_lambda=adopt_clip, wd=0., do_wd=True,
+                 decouple_wd=False):
     "ADOPT with v updated before the step reads it: Adam's order, the slip ADOPT exists to avoid"
     if not decouple_wd: decay(p, g, lr, wd, do_wd, decouple_wd=False)
     k = state.get('step', 0); state['step'] = k+1
@@ -167,18 +175,22 @@ def test_a_mutated_rule_is_caught():
 
 def test_bad_input_is_refused_by_name():
     with pytest.raises(TypeError, match='`rule`.*sgd_rule.*no direction'): cautious(sgd_rule)
-    with pytest.raises(TypeError, match='`clip_lambda`'): adopt_rule(torch.zeros(2), torch.ones(2), {}, 1e-3, clip_lambda=0.5)
+    with pytest.raises(TypeError, match='`clip_lambda`'):
+        adopt_rule(torch.zeros(2), torch.ones(2), {}, 1e-3, clip_lambda=0.5)
     with pytest.raises(TypeError, match='gamma'): rule_opt(adopt_rule, gamma=0.1)
 
 # each hyper-parameter through the declaration's reference (what `sgd_compare --opt NAME --hp k=v` runs)
 
 HYPER_CASES = [('adopt', {}, dict(mom=0.8)), ('adopt', {}, dict(sqr_mom=0.99)), ('adopt', {}, dict(eps=5.)),
-               ('adopt', {}, dict(clip_lambda=None)), ('adopt', {}, dict(wd=0.1)), ('adopt', dict(wd=0.1), dict(decouple_wd=True)),
-               ('mars', {}, dict(mom=0.9)), ('mars', {}, dict(sqr_mom=0.9)), ('mars', {}, dict(gamma=0.1)), ('mars', {}, dict(eps=1e-2)),
-               ('mars', {}, dict(wd=0.1)), ('mars', dict(wd=0.1), dict(decouple_wd=False)), ('mars', {}, dict(optimize_1d=True)),
-               ('mars', {}, dict(lr_1d_factor=0.3)), ('mars', {}, dict(mom_1d=0.8)), ('mars', {}, dict(sqr_mom_1d=0.9)),
-               ('mars', {}, dict(wd_1d=0.)),
-               ('cautious_lion', {}, dict(mom=0.8)), ('cautious_lion', {}, dict(sqr_mom=0.9)), ('cautious_lion', {}, dict(wd=0.1))]
+               ('adopt', {}, dict(clip_lambda=None)), ('adopt', {}, dict(wd=0.1)),
+               ('adopt', dict(wd=0.1), dict(decouple_wd=True)),
+               ('mars', {}, dict(mom=0.9)), ('mars', {}, dict(sqr_mom=0.9)), ('mars', {}, dict(gamma=0.1)),
+               ('mars', {}, dict(eps=1e-2)), ('mars', {}, dict(wd=0.1)),
+               ('mars', dict(wd=0.1), dict(decouple_wd=False)), ('mars', {}, dict(optimize_1d=True)),
+               ('mars', {}, dict(lr_1d_factor=0.3)), ('mars', {}, dict(mom_1d=0.8)),
+               ('mars', {}, dict(sqr_mom_1d=0.9)), ('mars', {}, dict(wd_1d=0.)),
+               ('cautious_lion', {}, dict(mom=0.8)), ('cautious_lion', {}, dict(sqr_mom=0.9)),
+               ('cautious_lion', {}, dict(wd=0.1))]
 SHAPES = [(5, 4), (4,), (3, 2, 2), (1,), (4, 6)]
 
 def stepped(opt, hypers, steps=8, lr=1e-2):
@@ -201,7 +213,8 @@ def test_every_declared_hyper_is_tested():
         tested = {k for o,_,h in HYPER_CASES if o == opt for k in h}
         assert set(DECLARATIONS[opt].hypers()) == tested, opt
 
-@pytest.mark.parametrize('opt,base,hypers', HYPER_CASES, ids=[f"{o}-{'-'.join(f'{k}={v}' for k,v in h.items())}" for o,_,h in HYPER_CASES])
+@pytest.mark.parametrize('opt,base,hypers', HYPER_CASES,
+                         ids=[f"{o}-{'-'.join(f'{k}={v}' for k,v in h.items())}" for o,_,h in HYPER_CASES])
 def test_a_non_default_hyper_matches_the_declared_reference(opt, base, hypers):
     ours,theirs = stepped(opt, {**base, **hypers})
     assert all(torch.equal(p, q) for p,q in zip(ours, theirs))
