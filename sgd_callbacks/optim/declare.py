@@ -15,6 +15,7 @@ from .modern import lion_rule, schedulefree_adamw_rule, ademamix_rule, ScheduleF
 from .muon import muon_rule
 from .prodigy import prodigy_rule
 from .soap import soap_rule
+from .elementwise import adopt_rule, mars_rule, mars_kw, cautious_lion_rule, cautious_adam_rule
 
 
 # %% auto #0
@@ -256,7 +257,16 @@ DECLARATIONS = {d.name: d for d in (
             reference=RefSpec('prodigyopt', 'Prodigy', betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'),
                               hp_map=None)),
     OptDecl('soap', rule=soap_rule, family='SOAP', bake_lr=3e-3, # Adam's lrs (the reference's default); the bake-off tunes
-            reference=RefSpec('pytorch_optimizer', 'SOAP')))}  # its betas and wd; its own knobs trade time for quality
+            reference=RefSpec('pytorch_optimizer', 'SOAP')),  # its betas and wd; its own knobs trade time for quality
+    OptDecl('adopt', rule=adopt_rule, family='ADOPT', # the authors' package: `pip install torch-adopt`, `import adopt`
+            reference=RefSpec('adopt', 'ADOPT', betas_kw(wd='weight_decay', decouple_wd='decouple'), fixed=dict(foreach=False),
+                              pip='torch-adopt')),
+    OptDecl('mars', rule=mars_rule, family='MARS', bake_lr=3e-3,
+            reference=RefSpec('pytorch_optimizer', 'MARS', mars_kw, fixed=dict(foreach=False)),
+            space=_space(gamma=(0.005, 0.05, True))),
+    OptDecl('cautious_lion', rule=cautious_lion_rule, family='Lion', lr_mult=0.1, bake_lr=1e-4,
+            reference=RefSpec('pytorch_optimizer', 'Lion', fixed=dict(foreach=False, cautious=True))),
+    OptDecl('cautious_adam', rule=cautious_adam_rule, family='Adam', compare=False))} # no reference: bake-off only
 
 
 # %% ../../nbs/27_optim.declare.ipynb #359f497b
