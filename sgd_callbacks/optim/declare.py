@@ -14,6 +14,7 @@ from .fastai_rules import rule_for
 from .modern import lion_rule, schedulefree_adamw_rule, ademamix_rule, ScheduleFreeEval
 from .muon import muon_rule
 from .prodigy import prodigy_rule
+from .adam_mini import adam_mini_rule, ParamNames
 
 
 # %% auto #0
@@ -209,7 +210,9 @@ DECLARATIONS = {d.name: d for d in (
             reference=RefSpec('sgd_callbacks.optim.muon', 'MuonAdamW', muon_kw, hp_map=None)), # torch's Muon + AdamW
     OptDecl('prodigy', rule=prodigy_rule, family='Prodigy', lr=1., lrs=(0.25, 4.), bake_lr=1., # lr multiplies its own estimate
             reference=RefSpec('prodigyopt', 'Prodigy', betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'),
-                              hp_map=None)))}
+                              hp_map=None)),
+    OptDecl('adam_mini', rule=adam_mini_rule, family='Adam-mini', cbs=[ParamNames], # blocks by the parameters' names
+            reference=RefSpec('sgd_callbacks.optim.adam_mini', 'AdamMiniNamed', pip='adam-mini')))} # adam_mini.Adam_mini inside
 
 
 # %% ../../nbs/27_optim.declare.ipynb #359f497b
