@@ -25,6 +25,7 @@ from .optim.muon import muon_rule
 from .optim.prodigy import prodigy_rule
 from .optim.soap import soap_rule
 from .optim.elementwise import adopt_rule, mars_rule, cautious, directed
+from .optim.adam_mini import adam_mini_rule, ParamNames # Adam-mini; `ParamNames` gives it the parameters' names
 from .optim.declare import OptDecl, RefSpec, DECLARATIONS # one declaration per optimizer
 # comparison
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
@@ -50,7 +51,8 @@ __all__ = ['OwnEvents', 'epoch_order', 'seed_epoch', 'EpochShuffle', 'SliceDL', 
            'lookahead_stage', 'ScratchStep', 'RuleError', 'lesson_rule', 'rule_opt', 'whole_step', 'RuleOptimizer',
            'bf16_sr', 'kahan_fold', 'additive', 'lowbit_rule', 'optimi_adamw_rule',
            'lion_rule', 'schedulefree_adamw_rule', 'schedulefree_sgd_rule', 'ScheduleFreeEval', 'ademamix_rule',
-           'muon_rule', 'prodigy_rule', 'adopt_rule', 'mars_rule', 'cautious', 'directed', 'OptDecl', 'RefSpec', 'DECLARATIONS',
+           'muon_rule', 'prodigy_rule', 'adopt_rule', 'mars_rule', 'cautious', 'directed', 'adam_mini_rule', 'ParamNames',
+           'OptDecl', 'RefSpec', 'DECLARATIONS',
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
            'Setup', 'explain_difference', 'Explanation', 'Cause', 'VOCAB', 'TorchSched', 'torch_adam_rule', 'port', 'Port',
            'Problem', 'add_problem', 'BAKEOFF_PROBLEMS', 'bakeoff', 'BakeoffResult', 'OptEntry', 'own_rule', 'decl_entry', 'BAKEOFF_OPTS',

@@ -16,6 +16,7 @@ from .muon import muon_rule
 from .prodigy import prodigy_rule
 from .soap import soap_rule
 from .elementwise import adopt_rule, mars_rule, mars_kw, cautious_lion_rule, cautious_adam_rule
+from .adam_mini import adam_mini_rule, ParamNames
 
 
 # %% auto #0
@@ -266,7 +267,9 @@ DECLARATIONS = {d.name: d for d in (
             space=_space(gamma=(0.005, 0.05, True))),
     OptDecl('cautious_lion', rule=cautious_lion_rule, family='Lion', lr_mult=0.1, bake_lr=1e-4,
             reference=RefSpec('pytorch_optimizer', 'Lion', fixed=dict(foreach=False, cautious=True))),
-    OptDecl('cautious_adam', rule=cautious_adam_rule, family='Adam', compare=False))} # no reference: bake-off only
+    OptDecl('cautious_adam', rule=cautious_adam_rule, family='Adam', compare=False), # no reference: bake-off only
+    OptDecl('adam_mini', rule=adam_mini_rule, family='Adam-mini', cbs=[ParamNames], # blocks by the parameters' names
+            reference=RefSpec('sgd_callbacks.optim.adam_mini', 'AdamMiniNamed', pip='adam-mini')))} # adam_mini.Adam_mini inside
 
 
 # %% ../../nbs/27_optim.declare.ipynb #359f497b
