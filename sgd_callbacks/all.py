@@ -20,13 +20,17 @@ from .optim.fastai_rules import (rule_for, sgd_rule, rmsprop_rule, adam_rule, ra
 from .optim.step import ScratchStep, RuleError, lesson_rule, rule_opt, whole_step, RuleOptimizer
 from .lowbit import bf16_sr, kahan_fold
 from .optim.step import additive, lowbit_rule, optimi_adamw_rule # 16-bit weights: `kahan=True`, `stochastic_round=True`
-from .optim.modern import lion_rule, schedulefree_adamw_rule, schedulefree_sgd_rule, ScheduleFreeEval, ademamix_rule
-from .optim.muon import muon_rule
-from .optim.prodigy import prodigy_rule
+from .optim.modern import schedulefree_sgd_rule, ScheduleFreeEval
+from .optim.elementwise import cautious, directed # Cautious on any rule with a direction
+from .optim.adam_mini import ParamNames # gives Adam-mini the parameters' names
 from .optim.declare import OptDecl, RefSpec, DECLARATIONS # one declaration per optimizer
+# every declared built-in's rule under its own name: a new optimizer joins the star import through its declaration
+_RULES = {r.__name__: r for d in DECLARATIONS.values() if (r := getattr(d.rule, 'func', d.rule)) is not None}
+globals().update(_RULES)
 # comparison
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
-from .explain import Setup, explain_difference, Explanation, Cause, VOCAB, TorchSched, torch_adam_rule # and `CompareResult.explain`
+from .explain import Setup, explain_difference, Explanation, Cause, VOCAB, TorchSched # and `CompareResult.explain`
+from .optim.torch_rules import torch_adam_rule
 from .port import port, Port
 # bake-off
 from .bakeoff.problems import Problem, add_problem, BAKEOFF_PROBLEMS
@@ -46,10 +50,12 @@ __all__ = ['OwnEvents', 'epoch_order', 'seed_epoch', 'EpochShuffle', 'SliceDL', 
            'rule_for', 'sgd_rule', 'rmsprop_rule', 'adam_rule', 'radam_rule', 'qhadam_rule', 'larc_rule', 'lamb_rule',
            'lookahead_stage', 'ScratchStep', 'RuleError', 'lesson_rule', 'rule_opt', 'whole_step', 'RuleOptimizer',
            'bf16_sr', 'kahan_fold', 'additive', 'lowbit_rule', 'optimi_adamw_rule',
-           'lion_rule', 'schedulefree_adamw_rule', 'schedulefree_sgd_rule', 'ScheduleFreeEval', 'ademamix_rule',
-           'muon_rule', 'prodigy_rule', 'OptDecl', 'RefSpec', 'DECLARATIONS',
+           'schedulefree_sgd_rule', 'ScheduleFreeEval', 
+           'cautious', 'directed', 'ParamNames',
+           'OptDecl', 'RefSpec', 'DECLARATIONS',
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
            'Setup', 'explain_difference', 'Explanation', 'Cause', 'VOCAB', 'TorchSched', 'torch_adam_rule', 'port', 'Port',
            'Problem', 'add_problem', 'BAKEOFF_PROBLEMS', 'bakeoff', 'BakeoffResult', 'OptEntry', 'own_rule', 'decl_entry', 'BAKEOFF_OPTS',
            'DEFAULT_OPTS', 'performance_profile', 'run_trial', 'bakeoff_stats', 'run_bakeoff', 'run_explain',
            'LeanLearner', 'LeanRecorder', 'fast_learner', 'ddp_env', 'DDPShard', 'RankFailed']
+__all__ += [n for n in _RULES if n not in __all__]

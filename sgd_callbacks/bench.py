@@ -34,7 +34,8 @@ CLOCKS = {'wall': time.perf_counter, # seconds as they pass
 _clock = CLOCKS['wall']
 
 def _medians(fns:dict, reps:int, warmup:int=2):
-    "Median seconds of each function in `fns` (by the clock `main` chose), calling them round-robin `reps` times after `warmup` rounds"
+    """Median seconds of each function in `fns` (by the clock `main` chose), calling them round-robin `reps` times after
+    `warmup` rounds"""
     ts = {k:[] for k in fns}
     for i in range(warmup+reps):
         for k,f in fns.items():
@@ -87,8 +88,10 @@ def step_contenders(mom:float, lr:float=0.01):
             'torch fused': torch_sgd(fused=True), 'naive lesson': _naive(params(), lr, mom),
             'ScratchSGD per-tensor': _scratch(params(), lr, mom, False),
             'ScratchSGD foreach': _scratch(params(), lr, mom, True),
-            'ScratchSGD default, check on': _scratch(params(), lr, mom, not mom, check_finite=True), # what a user gets on the CPU
-            'the check alone': partial(check_finite_step, _FakeLearner(None), [p.grad for p in params()]), # one more read of the gradients
+            # what a user gets on the CPU
+            'ScratchSGD default, check on': _scratch(params(), lr, mom, not mom, check_finite=True),
+            # one more read of the gradients
+            'the check alone': partial(check_finite_step, _FakeLearner(None), [p.grad for p in params()]),
             'floor (fused, 1 flat tensor)': torch.optim.SGD([flat], lr=lr, momentum=mom, fused=True).step}
 
 def bench_step(reps:int=50):
@@ -101,7 +104,8 @@ def bench_step(reps:int=50):
     return rows
 
 def bench_check(reps:int=15):
-    "The divergence check as the package runs it, against the multi-tensor norm, and a plain SGD step: `(name, ms, × step)` rows"
+    """The divergence check as the package runs it, against the multi-tensor norm, and a plain SGD step: `(name, ms, ×
+    step)` rows"""
     from .divergence import all_finite
     ps = resnet34_params()(); gs = [p.grad for p in ps]
     fns = {'SGD step, per tensor': lambda: [p.data.add_(g, alpha=-1e-9) for p,g in zip(ps, gs)],
@@ -113,7 +117,8 @@ def bench_check(reps:int=15):
     return [(k, v, v/ms['SGD step, per tensor']) for k,v in ms.items()]
 
 def bench_check_backward(reps:int=11, bs:int=8):
-    "resnet34's forward and backward on a batch of 32×32 images, alone, then with the check after it, then with it in the backward: `(name, ms, × alone)` rows"
+    """resnet34's forward and backward on a batch of 32×32 images, alone, then with the check after it, then with it in
+    the backward: `(name, ms, × alone)` rows"""
     from torchvision.models import resnet34
     from .divergence import all_finite
     torch.manual_seed(0)
@@ -133,17 +138,20 @@ def bench_check_backward(reps:int=11, bs:int=8):
 
 
 # %% ../nbs/80_bench.ipynb #ec5bd44d
-RULE_BENCH = {**OPTIMIZERS, 'sgd': partial(SGD, mom=0.9)} # fastai's optimizers, SGD with momentum (its per-tensor buffers are the costly case)
+# fastai's optimizers, SGD with momentum (its per-tensor buffers are the costly case)
+RULE_BENCH = {**OPTIMIZERS, 'sgd': partial(SGD, mom=0.9)}
 
 def _scratch_step(opt, check_finite=True):
-    "`ScratchStep.step` on `opt`, without a `Learner`; with the divergence check, as users get it, unless told otherwise"
+    """`ScratchStep.step` on `opt`, without a `Learner`; with the divergence check, as users get it, unless told
+    otherwise"""
     cb = ScratchStep(check_finite=check_finite)
     cb.learn = _FakeLearner(opt); cb.learn.model = torch.nn.Module()
     cb.before_fit()
     return cb.step
 
 def bench_rules(reps:int=10, lr:float=1e-3):
-    "`(optimizer, fastai ms, ScratchStep ms, ratio, ScratchStep ms with the check off, ratio)` of one step on resnet34's parameters"
+    """`(optimizer, fastai ms, ScratchStep ms, ratio, ScratchStep ms with the check off, ratio)` of one step on
+    resnet34's parameters"""
     params,rows = resnet34_params(),[]
     for name,f in RULE_BENCH.items():
         ms = _medians({'fastai': f(params(), lr=lr).step, 'on': _scratch_step(f(params(), lr=lr)),
@@ -164,7 +172,8 @@ def _load(path, package=None):
     except (ImportError, AttributeError): return None
 
 def bench_new_rules(reps:int=10, lr:float=1e-3):
-    "`(rule, reference ms, rule_opt ms, guard=True ms, × reference, guard=True × reference)` of one step on resnet34's parameters"
+    """`(rule, reference ms, rule_opt ms, guard=True ms, × reference, guard=True × reference)` of one step on resnet34's
+    parameters"""
     from sgd_callbacks.optim.step import rule_opt
     params,rows = resnet34_params(),[]
     for name,(rule,hypers,ref,kw) in NEW_RULE_BENCH.items():
@@ -172,7 +181,8 @@ def bench_new_rules(reps:int=10, lr:float=1e-3):
         if rule is None or ref is None: continue
         r = ref(params(), lr=lr, **kw)
         if hasattr(r, 'train'): r.train() # Schedule-Free steps in train mode (the rule's `train_mode`)
-        ms = _medians({'ref': r.step, 'ours': rule_opt(rule, **hypers)(params(), lr=lr).step, # as a user gets it: unguarded
+        # as a user gets it: unguarded
+        ms = _medians({'ref': r.step, 'ours': rule_opt(rule, **hypers)(params(), lr=lr).step,
                        'guarded': rule_opt(rule, guard=True, **hypers)(params(), lr=lr).step}, reps)
         rows.append((name, ms['ref']*1e3, ms['ours']*1e3, ms['guarded']*1e3, ms['ours']/ms['ref'], ms['guarded']/ms['ref']))
     return rows
@@ -183,7 +193,8 @@ def _print_new_rules(reps):
 
 # %% ../nbs/80_bench.ipynb #3d8e5860
 def loop_contenders(bs:int|None, epochs:int=2, lr:float=0.01):
-    "Functions that each train `epochs` epochs on `linear_dls(bs=bs)`, the training phase alone; and the number of training steps"
+    """Functions that each train `epochs` epochs on `linear_dls(bs=bs)`, the training phase alone; and the number of
+    training steps"""
     dls = linear_dls(bs=bs)
     x,y = dls.train.dataset.tensors
     xv,yv = dls.valid.dataset.tensors
@@ -203,7 +214,8 @@ def loop_contenders(bs:int|None, epochs:int=2, lr:float=0.01):
     def stock_workers(): # fastai's defaults: worker processes
         return Learner(DataLoaders.from_dsets(list(zip(x,y)), list(zip(xv,yv)), bs=b, shuffle=b<n),
                        LinearModel(), loss_func=mse, lr=lr, opt_func=SGD)
-    workers = {} if _clock is CLOCKS['cpu'] else {'stock, default workers': fit(stock_workers)} # their CPU time is the workers'
+    # their CPU time is the workers'
+    workers = {} if _clock is CLOCKS['cpu'] else {'stock, default workers': fit(stock_workers)}
     return {'plain loop': plain, 'stock Learner + SGD': fit(stock),
             'scratch_learner': fit(lambda: scratch_learner(linear_dls(bs=bs), LinearModel(), lr=lr)),
             'fast_learner': fit(lambda: fast_learner(linear_dls(bs=bs), LinearModel(), lr=lr)),
@@ -230,7 +242,8 @@ def _where(fn):
     return 'torch (Python)' if parts[top] == 'torch' else '/'.join(parts[top:top+3] if parts[top] == 'fastai' and len(parts) > top+2 else parts[top:top+2])
 
 def profile_loop(bs:int|None=16, epochs:int=20, top:int=12):
-    "Self time per training step by module, stock `Learner` against `scratch_learner`, under cProfile: `(module, stock µs, scratch µs, difference)` rows"
+    """Self time per training step by module, stock `Learner` against `scratch_learner`, under cProfile: `(module, stock
+    µs, scratch µs, difference)` rows"""
     import cProfile, pstats
     fns,steps = loop_contenders(bs, epochs)
     us = {}
@@ -355,7 +368,8 @@ def _print_check(reps):
 
 
 def bench_bakeoff(workers:int=2):
-    "The default bake-off (`sgd_bakeoff`'s problems, optimizers and protocol) in process, then on `workers` Dask workers: the wall seconds of each, and whether the tables agree"
+    """The default bake-off (`sgd_bakeoff`'s problems, optimizers and protocol) in process, then on `workers` Dask
+    workers: the wall seconds of each, and whether the tables agree"""
     import io
     from sgd_callbacks.bakeoff.run import bakeoff
     runs = {}

@@ -4,7 +4,6 @@
 
 # %% ../nbs/65_plugins.ipynb #4b089844
 from __future__ import annotations
-import inspect
 import torch
 from torch import nn
 from .optim.declare import DECLARATIONS, OPT_GROUP, PROBLEM_GROUP, OptDecl, as_decl, load_spec, installed
@@ -13,13 +12,15 @@ from .bakeoff.problems import BAKEOFF_PROBLEMS, Problem
 from .bakeoff.run import BAKEOFF_OPTS, decl_entry
 
 
+
 # %% auto #0
 __all__ = ['resolve_opt', 'resolve_opts', 'resolve_problems', 'decl_of', 'parse_hp', 'check_own', 'opt_help', 'opts_help',
            'problems_help']
 
 # %% ../nbs/65_plugins.ipynb #9b6265e8
 def _decl(arg, spec, builtins=()):
-    "The `OptDecl` that `spec` (`module:name` or an entry point) names; a `ValueError` naming `arg` (and the `builtins`) otherwise"
+    """The `OptDecl` that `spec` (`module:name` or an entry point) names; a `ValueError` naming `arg` (and the
+    `builtins`) otherwise"""
     if ':' not in spec and spec not in installed(OPT_GROUP):
         raise ValueError(f"{arg} must be one of {', '.join([*builtins, *installed(OPT_GROUP)])} or module:name, got {spec!r}")
     try: name,o = load_spec(spec, OPT_GROUP, {}, what=arg)
@@ -50,7 +51,8 @@ def resolve_opts(names, arg:str='--opts'):
     return out
 
 def resolve_problems(names, arg:str='--problems'):
-    "Built-in names, `Problem`s named `module:NAME` or installed under `sgd_callbacks.problems`, for `sgd_bakeoff --problems`"
+    """Built-in names, `Problem`s named `module:NAME` or installed under `sgd_callbacks.problems`, for `sgd_bakeoff
+    --problems`"""
     if names is None: return None
     out = []
     for n in names:
@@ -81,7 +83,8 @@ def decl_of(opt):
     return DECLARATIONS[opt]
 
 def parse_hp(opt, hps):
-    "`{name: value}` of `--hp NAME=VALUE`s, each a hyper-parameter the optimizer takes; a `ValueError` naming the bad one"
+    """`{name: value}` of `--hp NAME=VALUE`s, each a hyper-parameter the optimizer takes; a `ValueError` naming the bad
+    one"""
     d,out = decl_of(opt),{}
     known = d.hypers()
     for s in hps or ():

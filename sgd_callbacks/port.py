@@ -12,7 +12,8 @@ from fastai.optimizer import SGD, RMSProp, OptimWrapper
 from fastai.torch_core import norm_bias_params, trainable_params
 from .optim.step import rule_opt
 from .data import linear_dls, LinearModel
-from .explain import opt_family, Setup, check_setup, torch_cls, torch_adam_rule, hypers_of, PinHypers, train_setup, HyperTrack
+from .optim.torch_rules import torch_adam_rule
+from .explain import opt_family, Setup, check_setup, torch_cls, hypers_of, PinHypers, train_setup
 
 # %% auto #0
 __all__ = ['SUPPORTED_TORCH', 'SUPPORTED_SCHED', 'SUPPORTED_FASTAI', 'SUPPORTED_GROUPS', 'torch_groups', 'torch_steps', 'Port',
@@ -43,7 +44,8 @@ def torch_groups(s:Setup, model):
     return gs
 
 def torch_steps(s:Setup, n:int, model=None):
-    "The hypers (`hypers_of`, one dict a group) a torch setup's optimizer has at each of `n` steps under its scheduler, from a dry run"
+    """The hypers (`hypers_of`, one dict a group) a torch setup's optimizer has at each of `n` steps under its
+    scheduler, from a dry run"""
     ps = torch_groups(s, copy.deepcopy(model)) if s.splitter else [nn.Parameter(torch.zeros(1))]
     o = OptimWrapper(ps, opt=s.opt, lr=s.lr) if s.lr is not None else OptimWrapper(ps, opt=s.opt)
     with warnings.catch_warnings():
@@ -66,7 +68,8 @@ def _fastai_groups(s, model, steps):
     dec = [i for i,w in enumerate(wds) if w]
     if len(set(lrs)) == 1 and len({wds[i] for i in dec}) <= 1 and all(
         all(id(p) in nb for p in g['params']) == (not w) for g,w in zip(gs, wds)) and {id(p) for p in trainable_params(model)} == {
-        id(p) for g in gs for p in g['params']}: # no decay on exactly the biases and norm layers: fastai's wd_bn_bias=False
+        # no decay on exactly the biases and norm layers: fastai's wd_bn_bias=False
+        id(p) for g in gs for p in g['params']}:
         j = dec[0] if dec else 0
         return lrs[0],wds[j],False,None,[[st[j]] for st in steps]
     split = _named(lambda m: [list(g['params']) for g in s.splitter(m)], f"lists_of_{getattr(s.splitter, '__name__', 'groups')}")
@@ -123,14 +126,15 @@ def _is_seq(x): return isinstance(x, (list, tuple))
 def _any(x): return any(x) if _is_seq(x) else bool(x)
 
 def _torch_splitter(s, model, wd):
-    "torch's param groups (a splitter of dicts) for fastai setup `s`: its splitter's groups, the biases and norm layers apart when they take no decay"
+    """torch's param groups (a splitter of dicts) for fastai setup `s`: its splitter's groups, the biases and norm
+    layers apart when they take no decay"""
     split = s.splitter or (lambda m: [trainable_params(m)])
     n = len(split(model))
     def each(x, name):
         xs = list(x) if _is_seq(x) else [x]*n
         if len(xs) != n: raise ValueError(f"`setup.{name}` has {len(xs)} values for {n} param groups")
         return xs
-    if isinstance(s.lr, slice): raise ValueError(f"`setup.lr` is a slice: port supports a float or one a param group (a list)")
+    if isinstance(s.lr, slice): raise ValueError("`setup.lr` is a slice: port supports a float or one a param group (a list)")
     lrs,wds = each(1e-3 if s.lr is None else s.lr, 'lr'),each(wd, 'wd')
     def groups(m, with_map=False):
         nb = set() if s.wd_bn_bias else {id(p) for p in norm_bias_params(m)}
@@ -145,7 +149,8 @@ def _torch_splitter(s, model, wd):
 
 # %% ../nbs/43_port.ipynb #9e020892
 class Port:
-    "A ported setup (`setup`, with its `opt_func`, `learner_kw` and `fit`), its `note`, and the proof: `identical` after training, `moved`"
+    """A ported setup (`setup`, with its `opt_func`, `learner_kw` and `fit`), its `note`, and the proof: `identical`
+    after training, `moved`"""
     def __init__(self, source, setup, note, identical, moved): store_attr()
     @property
     def opt_func(self): return self.setup.opt if not torch_cls(self.setup.opt) else partial(OptimWrapper, opt=self.setup.opt)

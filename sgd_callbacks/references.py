@@ -8,7 +8,7 @@ import inspect, importlib
 import torch
 from torch import nn
 from fastcore.basics import store_attr, partial
-from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, OptimWrapper
+from fastai.optimizer import RAdam, ranger, OptimWrapper
 from .optim.step import rule_opt, rule_hypers
 from .optim.declare import DECLARATIONS, BETAS, betas_kw
 
@@ -27,7 +27,7 @@ def check_opt(opt, opt_kw):
     if opt not in OPTIMIZERS: raise ValueError(f"`opt` must be one of {', '.join([*OPTIMIZERS, *MODERN])}, got {opt!r}")
     fixed = {'params', 'lr', 'mom', 'wd', 'decouple_wd', 'kwargs'} # set by `compare_optimizers`' own arguments
     known = set(inspect.signature(OPTIMIZERS[opt]).parameters) - fixed
-    if opt == 'ranger': known |= set(inspect.signature(RAdam).parameters) - fixed # its keywords go to RAdam
+    if OPTIMIZERS[opt] is ranger: known |= set(inspect.signature(RAdam).parameters) - fixed # its keywords go to RAdam
     if set(opt_kw) - known: raise TypeError(f"{opt_name(opt)} has no hyper-parameter {sorted(set(opt_kw)-known)}; it takes {sorted(known)}")
 
 def fastai_hypers(opt, lr, kw):
@@ -36,22 +36,13 @@ def fastai_hypers(opt, lr, kw):
 
 def torch_counterpart(opt, hp, decouple_wd):
     "`(torch.optim class with the same hyper-parameters as fastai's `opt`, its name, '')`, or `(None, name, why not)`"
-    mom,sqr,eps,wd = hp.get('mom', 0.),hp.get('sqr_mom'),hp.get('eps'),hp.get('wd', 0.)
-    if opt in ('sgd', 'rmsprop') and wd and decouple_wd:
-        name = f"torch.optim.{'SGD' if opt=='sgd' else 'RMSprop'}"
-        return None,name,f"{name} has no decoupled weight decay (its weight_decay is L2)"
-    if opt == 'sgd': return partial(torch.optim.SGD, momentum=mom, weight_decay=wd),'torch.optim.SGD',''
-    if opt == 'rmsprop': return partial(torch.optim.RMSprop, alpha=sqr, eps=eps, momentum=mom, weight_decay=wd),'torch.optim.RMSprop',''
-    if opt == 'adam':
-        cls = torch.optim.AdamW if decouple_wd else torch.optim.Adam
-        return partial(cls, betas=(mom, sqr), eps=eps, weight_decay=wd),f'torch.optim.{cls.__name__}',''
-    if opt == 'radam' and not hp.get('beta'):
-        return partial(torch.optim.RAdam, betas=(mom, sqr), eps=eps, weight_decay=wd, decoupled_weight_decay=decouple_wd),'torch.optim.RAdam',''
-    return None,'torch.optim',f"torch.optim has no {opt_name(opt)}{' with beta (SAdam)' if opt=='radam' else ''}"
+    twin = DECLARATIONS[opt].torch_twin
+    return twin.build(hp, decouple_wd) if twin else (None,'torch.optim',f"torch.optim has no {opt_name(opt)}")
 
 # %% ../nbs/40_references.ipynb #994e3597
 class Reference:
-    "A modern optimizer: its authors' class `mod.cls`, its hand-written `rule`, and how the rule's hypers become the class's keywords"
+    """A modern optimizer: its authors' class `mod.cls`, its hand-written `rule`, and how the rule's hypers become the
+    class's keywords"""
     def __init__(self, mod:str, cls:str, rule,
                  kw=betas_kw(wd='weight_decay'), # `kw(hypers) -> the class's keywords`
                  fixed=None,                       # keywords the class always gets (`foreach=False`: the per-tensor path the rule follows)
@@ -62,7 +53,8 @@ class Reference:
         store_attr()
         self.pip = pip or mod.split('.')[0].replace('_', '-')
         self.fixed = fixed or {}
-        if hp_map == 'betas': self.hp_map = {'weight_decay': 'wd', **{f'betas__{i}': b for i,b in enumerate(BETAS)}} # AdEMAMix's `alpha` stays
+        # AdEMAMix's `alpha` stays
+        if hp_map == 'betas': self.hp_map = {'weight_decay': 'wd', **{f'betas__{i}': b for i,b in enumerate(BETAS)}}
     @property
     def name(self): return f'{self.mod}.{self.cls}'
     @classmethod
@@ -78,10 +70,12 @@ def reference_of(opt): return opt if isinstance(opt, Reference) else MODERN[opt]
 
 def default_lr(opt):
     "The learning rate `compare_optimizers` and the command use when given none: the modern rule's own, else 0.1"
-    return reference_of(opt).lr if isinstance(opt, Reference) or opt in MODERN else getattr(opt, 'lr', 0.1) # a name, or yours
+    # a name, or yours
+    return reference_of(opt).lr if isinstance(opt, Reference) or opt in MODERN else getattr(opt, 'lr', 0.1)
 
 def modern_reference(opt:str, **hypers):
-    "The authors' implementation of `MODERN[opt]` as an `opt_func` (in `OptimWrapper`), `hypers` in the rule's (fastai's) names"
+    """The authors' implementation of `MODERN[opt]` as an `opt_func` (in `OptimWrapper`), `hypers` in the rule's
+    (fastai's) names"""
     r = reference_of(opt)
     try: cls = getattr(importlib.import_module(r.mod), r.cls)
     except ImportError: raise ImportError(f"the reference of {getattr(opt, 'name', opt)!r} is {r.name}: `pip install {r.pip}`") from None
@@ -89,12 +83,14 @@ def modern_reference(opt:str, **hypers):
     return partial(OptimWrapper, opt=partial(cls, **r.kw(hp), **r.fixed), hp_map=r.hp_map)
 
 def modern_kw(opt, mom, decouple_wd, kw):
-    "`compare_optimizers`' `mom` and `decouple_wd` as the modern rule's hyper-parameters, where it has them (or they are not the default)"
+    """`compare_optimizers`' `mom` and `decouple_wd` as the modern rule's hyper-parameters, where it has them (or they
+    are not the default)"""
     decl = rule_hypers(reference_of(opt).rule)[0]
     return {**({} if mom is None else dict(mom=mom)), **({'decouple_wd': decouple_wd} if 'decouple_wd' in decl or not decouple_wd else {}), **kw}
 
 def check_modern(opt, lr, hypers):
-    "`hypers` if the rule takes them all (a `TypeError` naming the first it does not) and the reference accepts their values (a `ValueError`)"
+    """`hypers` if the rule takes them all (a `TypeError` naming the first it does not) and the reference accepts their
+    values (a `ValueError`)"""
     rule_opt(reference_of(opt).rule, **hypers)
     ps = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))] # a matrix and a vector: both halves of Muon
     try: modern_reference(opt, **hypers)(ps, lr=lr)

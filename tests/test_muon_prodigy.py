@@ -10,7 +10,8 @@ from prodigyopt import Prodigy
 from sgd_callbacks.all import *
 from sgd_callbacks.scratch import mse
 from sgd_callbacks.optim.step import rule_opt
-from sgd_callbacks.optim.muon import torch_adamw_rule, newton_schulz, MuonAdamW
+from sgd_callbacks.optim.muon import newton_schulz, MuonAdamW
+from sgd_callbacks.optim.torch_rules import torch_adamw_rule
 from sgd_callbacks.vision import digits_data
 
 # ---- a few steps on random tensors, against the references' own step

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np, pandas as pd, torch
 from fastcore.basics import store_attr, partial
 from fastai.torch_core import no_random, trainable_params, norm_bias_params
-from fastai.optimizer import Optimizer, SGD, RMSProp, Adam, Lamb
+from fastai.optimizer import Optimizer, SGD
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from ..checks import check_int, check_float, check_rule, check_choice
 from ..weights import flat_weights
@@ -19,12 +19,9 @@ from ..seeding import seed_epoch, EpochShuffle
 from ..loaders import SliceDL
 from ..lowbit import DTYPES, in_dtype
 from .problems import BAKEOFF_PROBLEMS, QUICK_PROBLEMS, Problem, check_lrs
-from ..optim.step import ScratchStep, rule_name, rule_opt, rule_hypers
-from ..optim.modern import lion_rule, ademamix_rule, schedulefree_adamw_rule, ScheduleFreeEval
-from ..optim.muon import muon_rule
-from ..optim.prodigy import prodigy_rule
+from ..optim.step import ScratchStep, rule_name, rule_hypers
+from ..optim.modern import ScheduleFreeEval
 from ..fast import LeanLearner
-from ..references import OPTIMIZERS
 from ..optim.declare import DECLARATIONS, as_decl
 from .score import Hyper, sample_space, at_edge, lower_median, study_best, problem_time, performance_profile
 from .pool import TrialPool, TrialStore, TrialLost, SharedLost
@@ -37,7 +34,8 @@ __all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'SCHEDULES',
 
 # %% ../../nbs/63_bakeoff.run.ipynb #074555d7
 class OptEntry:
-    "An optimizer of the bake-off: a fastai `opt_func`, the callbacks it needs in a `Learner`, its lr range, search space and default lr"
+    """An optimizer of the bake-off: a fastai `opt_func`, the callbacks it needs in a `Learner`, its lr range, search
+    space and default lr"""
     def __init__(self, opt_func,         # `(params, lr, **hypers) -> optimizer`
                  cbs=(),                 # callbacks that step or evaluate with it: `ScratchStep(rule=...)`, `ScheduleFreeEval()`
                  lr_mult:float=1.,       # its lr range is each problem's range times this (Lion's sign steps: 0.1)
@@ -52,7 +50,8 @@ class OptEntry:
         for k,h in self.space.items():
             if not isinstance(h, Hyper): raise TypeError(f"`space[{k!r}]` must be a Hyper, got {h!r}")
         self.lr = check_float('lr', lr, lo=0, lo_open=True)
-        self.schedule_free = any(isinstance(c, ScheduleFreeEval) for c in self.cbs) # it needs no lr schedule: none is applied
+        # it needs no lr schedule: none is applied
+        self.schedule_free = any(isinstance(c, ScheduleFreeEval) for c in self.cbs)
     def __repr__(self): return f"OptEntry({_desc(self.opt_func)}, cbs={self.cbs}{', ' + self.lr_note() if self.lr_note() else ''})"
 
     def lr_range(self, lrs):
@@ -64,7 +63,8 @@ class OptEntry:
         return '' if self.lr_mult == 1 else f"the problem's lr range × {self.lr_mult:g}"
 
     def hypers(self):
-        "The hyper-parameters its `opt_func` (or its rule) takes, with their defaults, a partial's keywords over the function's"
+        """The hyper-parameters its `opt_func` (or its rule) takes, with their defaults, a partial's keywords over the
+        function's"""
         f,kw = self.opt_func,{}
         while isinstance(f, partial): kw,f = {**f.keywords, **kw},f.func
         if 'rule' in kw: hp = rule_hypers(kw['rule'])[0]
@@ -74,12 +74,14 @@ class OptEntry:
         return {**hp, **{k: v for k,v in kw.items() if k in hp}}
 
     def search_space(self, lrs, schedule:str='constant'):
-        "Its space on a problem whose lr range is `lrs`, as AlgoPerf's baselines': lr, 1-β₁, 1-β₂, weight decay where it has them, the warm-up fraction under a schedule; then its own `space`"
+        """Its space on a problem whose lr range is `lrs`, as AlgoPerf's baselines': lr, 1-β₁, 1-β₂, weight decay where
+        it has them, the warm-up fraction under a schedule; then its own `space`"""
         hp = self.hypers()
         s = dict(lr=Hyper(*self.lr_range(lrs)))
         if hp.get('mom'): s['one_minus_beta1'] = Hyper(0.02, 0.5)     # momentum on by default: tune how much
         if 'sqr_mom' in hp: s['one_minus_beta2'] = Hyper(1e-3, 0.1)
-        if 'wd' in hp: s['wd'] = Hyper(1e-5, 0.1, edges=('high',))  # its low end is all but no decay: not a range to widen
+        # its low end is all but no decay: not a range to widen
+        if 'wd' in hp: s['wd'] = Hyper(1e-5, 0.1, edges=('high',))
         if schedule != 'constant' and not self.schedule_free: s['warmup'] = Hyper(0.02, 0.2, log=False, edges=('high',))
         return {**s, **self.space}
 
@@ -88,7 +90,8 @@ class OptEntry:
         return dict(lr=self.lr, **({'warmup': 0.05} if schedule != 'constant' and not self.schedule_free else {}))
 
 def opt_kwargs(config:dict):
-    "A configuration's keywords for the `opt_func`, lr and warm-up aside: 1-β₁ and 1-β₂ become fastai's `mom` and `sqr_mom`"
+    """A configuration's keywords for the `opt_func`, lr and warm-up aside: 1-β₁ and 1-β₂ become fastai's `mom` and
+    `sqr_mom`"""
     names = dict(one_minus_beta1='mom', one_minus_beta2='sqr_mom')
     return {names.get(k, k): 1-v if k in names else v for k,v in config.items() if k not in ('lr', 'warmup')}
 
@@ -110,7 +113,8 @@ def _desc(f):
 # these tiny steps, and it raises `RuleError` at a non-finite weight, which would stop the whole bake-off where the
 # trial's `Trace` records the trial as diverged and goes on. `lr=` is each one's published default (fastai's 1e-3 for SGD).
 def decl_entry(d):
-    "The bake-off's entry of the declaration `d`: a plain fastai `opt_func` as it is, else an `OptEntry` of its settings"
+    """The bake-off's entry of the declaration `d`: a plain fastai `opt_func` as it is, else an `OptEntry` of its
+    settings"""
     d = as_decl(d)
     plain = (d.kind == 'fastai' and not d.cbs and not d.space and d.lrs is None and d.lr_mult == 1 and d.bake_lr == 1e-3)
     if plain: return d.opt_func()
@@ -123,20 +127,23 @@ QUICK_OPTS = DEFAULT_OPTS
 
 # %% ../../nbs/63_bakeoff.run.ipynb #41f36159
 def trial_seed(*keys):
-    "A seed in [0, 2³¹) from `keys` (problem, optimizer, lr, seed, ...): stable across runs and machines, unlike Python's salted `hash`"
+    """A seed in [0, 2³¹) from `keys` (problem, optimizer, lr, seed, ...): stable across runs and machines, unlike
+    Python's salted `hash`"""
     return zlib.crc32(repr(keys).encode())
 
 DIVERGE = 1e3 # a trial diverged when a loss is not finite or the validation loss exceeds DIVERGE × its initial value
 
 class Trace:
-    "One trial's record: the validation metric every `every` steps, the first step (and training second) that reaches the target, divergence"
+    """One trial's record: the validation metric every `every` steps, the first step (and training second) that reaches
+    the target, divergence"""
     def __init__(self, pb, xv, yv, loss_func, metric, paths=False, steps=None):
         store_attr('pb,xv,yv,loss_func,metric,paths')
         self.budget = pb.steps if steps is None else steps
         self.steps,self.metrics,self.losses,self.ws,self._buf = [],[],[],[],[]
         self.hit,self.hit_s,self.diverged = None,None,False
         self.t0,self.eval_s = time.perf_counter(),0. # seconds count training only: evaluations are timed and taken out
-        self.swap = None # `swap(train)`: puts the trained (True) or the judged weights in the model (Schedule-Free's y, x)
+        # `swap(train)`: puts the trained (True) or the judged weights in the model (Schedule-Free's y, x)
+        self.swap = None
 
     def _at_x(self, f, *args):
         "`f(*args)` with the weights the optimizer is judged by in the model (`swap(False)`), then back to training"
@@ -188,7 +195,8 @@ def _valid_tensors(dl):
 SCHEDULES = ('constant', 'warmup_cosine')
 
 def lr_factor(step:int, steps:int, warmup:float):
-    "The lr's multiplier for 0-based `step` of a `steps` budget: linear warm-up over `warmup`·steps, then cosine to zero (AlgoPerf's baselines)"
+    """The lr's multiplier for 0-based `step` of a `steps` budget: linear warm-up over `warmup`·steps, then cosine to
+    zero (AlgoPerf's baselines)"""
     w = round(warmup*steps)
     if step < w: return (step+1)/w
     return 0.5*(1 + math.cos(math.pi*(step-w)/max(steps-w, 1)))
@@ -200,7 +208,8 @@ def _fast_fit(pb, model, entry, opt_func, lr, s, tr, factor):
     opt = opt_func(trainable_params(model), lr=lr)
     if isinstance(opt, Optimizer): # as `Learner.create_opt` with `wd_bn_bias=False`
         for p in norm_bias_params(model, True): opt.state[p]['do_wd'] = False
-    for cb in copy.deepcopy(entry.cbs): # `ScheduleFreeEval`, as in a Learner: checks the optimizer, then trains y, judges x
+    # `ScheduleFreeEval`, as in a Learner: checks the optimizer, then trains y, judges x
+    for cb in copy.deepcopy(entry.cbs):
         cb.learn = SimpleNamespace(opt=opt)
         cb.before_fit()
         tr.swap = cb.switch # `tr.start`'s evaluation ends by switching to y, as `before_train` does
@@ -208,7 +217,8 @@ def _fast_fit(pb, model, entry, opt_func, lr, s, tr, factor):
     dl.seed,dl.epoch,step,epoch = s,0,0,0
     if not tr.start(model): return
     while True:
-        seed_epoch(s, epoch, 0) # what `EpochShuffle` does for the Learner: dropout and any draw depend on (seed, epoch) only
+        # what `EpochShuffle` does for the Learner: dropout and any draw depend on (seed, epoch) only
+        seed_epoch(s, epoch, 0)
         for xb,yb in dl:
             if factor is not None: opt.set_hyper('lr', lr*factor(step))
             loss = pb.loss_func(model(xb), yb)
@@ -286,7 +296,8 @@ def _key(tr):
     return (tr.hit if tr.hit is not None else float('inf'), fl if fl == fl else float('inf'))
 
 class Spec(NamedTuple):
-    "One trial to run: its problem, optimizer, configuration (sorted `(name, value)` pairs), seed number, stage and study"
+    """One trial to run: its problem, optimizer, configuration (sorted `(name, value)` pairs), seed number, stage and
+    study"""
     problem: str
     optimizer: str
     config: tuple
@@ -303,7 +314,8 @@ def spec_seed(sp:Spec):
 
 # %% ../../nbs/63_bakeoff.run.ipynb #ba30f45d
 def _pick(kind, names, registry, default):
-    "The `(name, object)` pairs asked for (`default` if None): registry names, or objects (`Problem`s; `{name: opt_func}`)"
+    """The `(name, object)` pairs asked for (`default` if None): registry names, or objects (`Problem`s; `{name:
+    opt_func}`)"""
     if names is None: names = list(default)
     if isinstance(names, str): names = [n.strip() for n in names.split(',') if n.strip()]
     what = 'problem' if kind == 'problems' else 'optimizer'
@@ -326,7 +338,8 @@ TIMES = ('steps', 'seconds')
 def check_bakeoff(problems=None, opts=None, trials:int|None=None, seeds:int=3, lrs=None, tau_max:float=4., quick:bool=False,
                   protocol:str='deepobs', studies:int=3, schedule:str='warmup_cosine', time:str='steps', reference:str|None=None,
                   dtype:str='fp32'):
-    "Every argument of `bakeoff` checked, before any training: a namespace of them, `trials` filled in from the protocol"
+    """Every argument of `bakeoff` checked, before any training: a namespace of them, `trials` filled in from the
+    protocol"""
     protocol = check_choice('protocol', protocol, PROTOCOLS)
     pbs = _pick('problems', problems, BAKEOFF_PROBLEMS, QUICK_PROBLEMS if quick else BAKEOFF_PROBLEMS)
     ops = _pick('opts', opts, BAKEOFF_OPTS, QUICK_OPTS if quick else DEFAULT_OPTS)
@@ -341,24 +354,28 @@ def check_bakeoff(problems=None, opts=None, trials:int|None=None, seeds:int=3, l
 
 # %% ../../nbs/63_bakeoff.run.ipynb #c761c7a8
 class BakeoffResult:
-    "The bake-off's tables (`results`, `trials`, `profile`, `scores`), the scored runs' `traces`, and how it was run (`meta`)"
+    """The bake-off's tables (`results`, `trials`, `profile`, `scores`), the scored runs' `traces`, and how it was run
+    (`meta`)"""
     def __init__(self, results, trials, profile, scores, traces, problems, meta): store_attr()
     def __repr__(self): return self.summary()
     def _repr_html_(self): return self.results.to_html(index=False, na_rep='')
 
     def winners(self):
-        "The optimizer with the least time to target on each problem (then the lowest final loss); '-' if none reached it"
+        """The optimizer with the least time to target on each problem (then the lowest final loss); '-' if none reached
+        it"""
         col = f"{self.meta.get('time', 'steps')}_to_target"
         df = self.results.assign(st=self.results[col].astype(float).fillna(float('inf')))
         best = df.sort_values(['st', 'final_loss'], kind='stable').groupby('problem', sort=False).head(1).set_index('problem')
         return {p: (best.optimizer[p] if math.isfinite(best.st[p]) else '-') for p in self.problems}
 
     def edge_warnings(self):
-        "One line for every best setting at the edge of its search range: it was never tuned past where it may still improve"
+        """One line for every best setting at the edge of its search range: it was never tuned past where it may still
+        improve"""
         return [f"{r.problem} {r.optimizer}: best {w}" for r in self.results.itertuples() if r.at_edge for w in r.at_edge.split('; ')]
 
     def failures(self):
-        "One line for every trial that raised (a user's rule) or was lost with its workers: kept in `trials`, never reached"
+        """One line for every trial that raised (a user's rule) or was lost with its workers: kept in `trials`, never
+        reached"""
         return [f"{r.problem} {r.optimizer} seed {r.seed}: {r.error}" for r in self.trials.itertuples() if r.error]
 
     def summary(self):
@@ -392,11 +409,13 @@ class _Progress:
 def _cfg_str(cfg): return ' '.join(f"{k}={v:g}" for k,v in cfg.items())
 
 class TrialRecord:
-    "A finished trial as the bake-off keeps it, in process or read back from a store: what a `Trace` recorded, JSON values only"
+    """A finished trial as the bake-off keeps it, in process or read back from a store: what a `Trace` recorded, JSON
+    values only"""
     FIELDS = ('steps', 'metrics', 'losses', 'hit', 'hit_s', 'diverged', 'secs', 'error', 'ws')
     def __init__(self, rec:dict):
         for k in self.FIELDS: setattr(self, k, rec.get(k))
-        self.ws = [torch.tensor(w, dtype=torch.float32) for w in rec.get('ws') or []] # Rosenbrock's path: the same float32s
+        # Rosenbrock's path: the same float32s
+        self.ws = [torch.tensor(w, dtype=torch.float32) for w in rec.get('ws') or []]
     @classmethod
     def of(cls, tr):
         "The record of a `Trace` (or anything with its attributes)"
@@ -408,7 +427,8 @@ class TrialRecord:
         return dict(steps=[], metrics=[float('nan')], losses=[float('inf')], hit=None, hit_s=None, diverged=True, secs=None, error=msg, ws=[])
 
 def trial_record(pb, entry, sp:Spec, schedule:str, steps:int, dtype:str='fp32'):
-    "Run the trial `sp` in this process (a worker's, or the caller's); its record. A trial that raises (a user's rule) gives a failed record"
+    """Run the trial `sp` in this process (a worker's, or the caller's); its record. A trial that raises (a user's rule)
+    gives a failed record"""
     cfg = dict(sp.config)
     try: tr = run_trial(pb, entry, cfg['lr'], spec_seed(sp), paths=sp.problem == 'rosenbrock',
                         hypers={n: v for n,v in cfg.items() if n != 'lr'}, schedule=schedule, steps=steps, dtype=dtype)
@@ -420,10 +440,12 @@ class _Ready:
     def __init__(self, rec): self.rec = rec
 
 class _Trials:
-    "The trials of one bake-off, each run once, on `pool`: a trial is a pure function of its `Spec`, the schedule and the budget"
+    """The trials of one bake-off, each run once, on `pool`: a trial is a pure function of its `Spec`, the schedule and
+    the budget"""
     def __init__(self, pbs, ops, cache, prog, schedule, budget, pool, store, dtype='fp32'): store_attr(); self.rows,self._shared = [],{}
     def shared(self, kind, k):
-        "Problem or optimizer `k` as the pool's trials take it: on Dask, sent to each worker once (which then builds its data once)"
+        """Problem or optimizer `k` as the pool's trials take it: on Dask, sent to each worker once (which then builds
+        its data once)"""
         if (kind, k) not in self._shared or self.pool.lost(self._shared[kind, k]):
             self._shared[kind, k] = self.pool.share((self.pbs if kind == 'pb' else self.ops)[k])
         return self._shared[kind, k]
@@ -439,18 +461,21 @@ class _Trials:
                                 self.steps(sp.problem), self.dtype,
                                 key=f"{sp.problem}-{sp.optimizer}")
     def _record(self, sp:Spec, fut):
-        "The record of the trial's future; while the death of a worker loses what the trial takes, shared and submitted again"
+        """The record of the trial's future; while the death of a worker loses what the trial takes, shared and
+        submitted again"""
         for _ in range(self.pool.retries):
             try: return fut.result()
             except SharedLost: fut = self.submit(sp)
         return fut.result()
     def take(self, sp:Spec, fut):
-        "The finished trial `sp` from its future (stored as it finishes) or its ready record; a row of `trials.csv` for it"
+        """The finished trial `sp` from its future (stored as it finishes) or its ready record; a row of `trials.csv`
+        for it"""
         k = self.key(sp)
         if isinstance(fut, _Ready): rec = fut.rec
         else:
             try: rec = self._record(sp, fut)
-            except (TrialLost, SharedLost) as e: rec = TrialRecord.failed(str(e)) # every worker that ran it died: not stored, a resume runs it again
+            # every worker that ran it died: not stored, a resume runs it again
+            except (TrialLost, SharedLost) as e: rec = TrialRecord.failed(str(e))
             else:
                 if self.store is not None: self.store.put(repr(k), rec)
         self.cache[k] = rec
@@ -463,7 +488,8 @@ class _Trials:
         return tr
 
 def _outcome(cfg, trs, steps, seconds, space, n):
-    "What a protocol returns for one (problem, optimizer): the chosen configuration, the scored traces, the times, the edge"
+    """What a protocol returns for one (problem, optimizer): the chosen configuration, the scored traces, the times, the
+    edge"""
     fin = lambda v: v if math.isfinite(v) else None
     return dict(config=cfg, traces=trs, steps=fin(steps), seconds=fin(seconds), reached=sum(t.hit is not None for t in trs)/len(trs),
                 edge=at_edge(cfg, space), trials=n)
@@ -479,7 +505,8 @@ def _deepobs(p, o, e, pb, a):
     return _outcome(cfg, trs, lower_median([t.hit for t in trs]), lower_median([t.hit_s for t in trs]), space, len(cfgs)+len(trs))
 
 def _by_study(specs, trs, space, studies):
-    "AlgoPerf's aggregate: each study's best trial (or, where none reaches the target, its lowest final loss), the median over studies"
+    """AlgoPerf's aggregate: each study's best trial (or, where none reaches the target, its lowest final loss), the
+    median over studies"""
     best = []
     for k in range(studies):
         idx = [i for i,sp in enumerate(specs) if sp.study == k]
@@ -490,7 +517,8 @@ def _by_study(specs, trs, space, studies):
     return _outcome(dict(specs[mid].config), bt, problem_time([t.hit for t in bt]), problem_time([t.hit_s for t in bt]), space, len(specs))
 
 def _algoperf(p, o, e, pb, a):
-    "`studies` studies of `trials` configurations each, drawn by a scrambled Halton sequence from the optimizer's search space"
+    """`studies` studies of `trials` configurations each, drawn by a scrambled Halton sequence from the optimizer's
+    search space"""
     space = e.search_space(a.lrs or pb.lrs, a.schedule)
     specs = [_spec(p, o, c, k*a.trials + j, 'study', k) for k in range(a.studies)
              for j,c in enumerate(sample_space(space, a.trials, trial_seed(p, o, 'study', k)))]
@@ -520,7 +548,8 @@ def _drive(gens, t, done):
         got = [t.take(sp, f) if isinstance(f, _Ready) else None for sp,f in zip(specs, fs)]
         if all(g is not None for g in got): return advance(k, got)
         waves[k] = (specs, fs, got)
-        if front: waves.update({q: waves.pop(q) for q in [q for q in waves if q != k]}) # in process: one protocol at a time
+        # in process: one protocol at a time
+        if front: waves.update({q: waves.pop(q) for q in [q for q in waves if q != k]})
         return True
     for k,g in gens.items(): start(k, next(g))
     while waves:
@@ -541,7 +570,8 @@ def _describe(ops):
     return {o: _desc(e.opt_func) + ''.join(f" with {type(c).__name__}" + (f"(rule={rule_name(c.rule)})" if getattr(c, 'rule', None) else '')
                                            for c in e.cbs) + (f" ({e.lr_note()})" if e.lr_note() else '') for o,e in ops.items()}
 
-_HYPERS = ('lr', 'one_minus_beta1', 'one_minus_beta2', 'wd', 'warmup') # the columns' order; an optimizer's own come after
+# the columns' order; an optimizer's own come after
+_HYPERS = ('lr', 'one_minus_beta1', 'one_minus_beta2', 'wd', 'warmup')
 
 def _columns(df, first):
     hp = [c for c in df.columns if c not in first and c not in _OUTCOME]
@@ -590,12 +620,15 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
             store=None,        # a folder: every finished trial is written to its `trials.jsonl` as it finishes
             resume:bool=False, # continue the run whose store is in `store`: its finished trials are read, not rerun
             dtype:str='fp32'): # the weights': 'bf16' or 'fp16' to ask which optimizers survive pure 16-bit training
-    "Tune every optimizer on every problem under `protocol`, score the time to target as AlgoPerf does; a `BakeoffResult`"
+    """Tune every optimizer on every problem under `protocol`, score the time to target as AlgoPerf does; a
+    `BakeoffResult`"""
     a = check_bakeoff(problems, opts, trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference, dtype)
     if threads is not None: check_int('threads', threads, lo=1)
     if resume and store is None: raise ValueError("`resume` continues the run stored in `store`: pass the folder as `store`")
-    pool = TrialPool(workers, scheduler, threads=threads)                        # checks its arguments; starts nothing yet
-    ts = None if store is None else TrialStore(store, _store_config(a), resume)  # refuses another run's store, before any trial
+    # checks its arguments; starts nothing yet
+    pool = TrialPool(workers, scheduler, threads=threads)
+    # refuses another run's store, before any trial
+    ts = None if store is None else TrialStore(store, _store_config(a), resume)
     with pool:
         if pool.restarts: print("bakeoff: a worker died while the cluster started; started again "
                                 f"({'; '.join(pool.restarts)})", file=file or sys.stdout, flush=True)
@@ -647,7 +680,8 @@ def _one_thread(f):
     finally: torch.set_num_threads(nt)
 
 def derive_target(pb:Problem, trials:int=7, lrs=None):
-    "The best validation metric of the baseline (Adam, 5% warm-up then cosine) over `trials` lrs on `lrs` (the problem's) at its budget"
+    """The best validation metric of the baseline (Adam, 5% warm-up then cosine) over `trials` lrs on `lrs` (the
+    problem's) at its budget"""
     grid = _grid(lrs or pb.lrs, check_int('trials', trials, lo=1))
     runs = _one_thread(lambda: [_baseline_best(pb, lr, trial_seed(pb.name, 'target', lr)) for lr in grid])
     best = [b for b in runs if b is not None]

@@ -9,16 +9,20 @@ from importlib import metadata
 import torch
 from fastcore.basics import partial
 from fastai.optimizer import SGD, RMSProp, Adam, RAdam, QHAdam, Larc, Lamb, ranger, OptimWrapper
-from .step import rule_opt, rule_hypers, rule_name
+from .step import rule_opt, rule_hypers
 from .fastai_rules import rule_for
 from .modern import lion_rule, schedulefree_adamw_rule, ademamix_rule, ScheduleFreeEval
 from .muon import muon_rule
 from .prodigy import prodigy_rule
+from .soap import soap_rule
+from .elementwise import adopt_rule, mars_rule, mars_kw, cautious_lion_rule, cautious_adam_rule
+from .adam_mini import adam_mini_rule, ParamNames
 
 
 # %% auto #0
-__all__ = ['BETAS', 'NOT_HYPERS', 'OPT_GROUP', 'PROBLEM_GROUP', 'DECLARATIONS', 'betas_kw', 'rename_kw', 'muon_kw', 'RefSpec',
-           'OptDecl', 'as_decl', 'entry_points', 'load_spec', 'installed', 'rule_family']
+__all__ = ['BETAS', 'NOT_HYPERS', 'SGD_TWIN', 'RMSPROP_TWIN', 'ADAM_TWIN', 'RADAM_TWIN', 'OPT_GROUP', 'PROBLEM_GROUP',
+           'DECLARATIONS', 'betas_kw', 'rename_kw', 'muon_kw', 'RefSpec', 'TorchTwin', 'OptDecl', 'as_decl',
+           'entry_points', 'load_spec', 'installed', 'rule_family']
 
 # %% ../../nbs/27_optim.declare.ipynb #c6ae1bae
 BETAS = ('mom', 'sqr_mom', 'beta3') # fastai's names of the betas
@@ -39,9 +43,15 @@ def rename_kw(**rename):
 def muon_kw(hp):
     "`muon_rule`'s hypers as `MuonAdamW`'s keywords"
     if not hp['muon']: raise ValueError("`muon=False` has no counterpart in `MuonAdamW` (it splits the parameters by shape)")
-    return dict(momentum=hp['mom'], weight_decay=hp['wd'], nesterov=hp['nesterov'], ns_coefficients=(hp['ns_a'], hp['ns_b'], hp['ns_c']),
+    return dict(momentum=hp['mom'], weight_decay=hp.get('wd', 0.), nesterov=hp['nesterov'], ns_coefficients=(hp['ns_a'], hp['ns_b'], hp['ns_c']),
                 eps=hp['eps'], ns_steps=hp['ns_steps'], adjust_lr_fn=hp['adjust_lr_fn'], adam_lr_ratio=hp['adam_lr_ratio'],
                 adam_betas=(hp['adam_mom'], hp['adam_sqr_mom']), adam_eps=hp['adam_eps'], adam_wd=hp['adam_wd'])
+
+def _muon_note(model):
+    "What a comparison on `model` would not show of Muon: None, or why"
+    if not any(p.ndim == 2 for p in model.parameters() if p.requires_grad):
+        return ("Muon orthogonalises 2-D weight matrices only and this model has none: every parameter takes "
+                "Muon's AdamW fallback, so the rows compare that AdamW")
 
 
 # %% ../../nbs/27_optim.declare.ipynb #53ccfd27
@@ -62,6 +72,40 @@ class RefSpec:
         try: return getattr(importlib.import_module(self.mod), self.cls)
         except ImportError: raise ImportError(f"its reference is {self.name}: `pip install {self.pip}`") from None
         except AttributeError: raise ImportError(f"its reference {self.name}: {self.mod} has no {self.cls}") from None
+
+
+# %% ../../nbs/27_optim.declare.ipynb #1b167f08
+class TorchTwin:
+    "A fastai optimizer's `torch.optim` counterpart: how fastai's hypers build it, why the two differ, when they are the same"
+    def __init__(self, make,              # `make(hypers, decouple_wd) -> (class, keywords)`; a `ValueError` says why there is none
+                 l2_only:bool=False,      # its `weight_decay` is L2 only: no counterpart of a decoupled decay
+                 apart:str="the same update in another order of operations: other roundings", # why it is not bit-identical
+                 same=None):              # `same(hypers)`: whether it is fastai's update op for op (None: never)
+        self.make,self.l2_only,self.apart,self.same = make,l2_only,apart,same or (lambda hp: False)
+    def build(self, hp, decouple_wd):
+        "`(opt_func, name, '')`, or `(None, name, why there is none)`"
+        try: cls,kw = self.make(hp, decouple_wd)
+        except ValueError as e: return None,'torch.optim',str(e)
+        name = f'torch.optim.{cls.__name__}'
+        if self.l2_only and hp.get('wd') and decouple_wd:
+            return None,name,f"{name} has no decoupled weight decay (its weight_decay is L2)"
+        return partial(cls, **kw),name,''
+
+def _betas(hp): return (hp['mom'], hp['sqr_mom'])
+def _radam(hp, dec):
+    if hp.get('beta'): raise ValueError("torch.optim has no RAdam with beta (SAdam)")
+    return torch.optim.RAdam,dict(betas=_betas(hp), eps=hp['eps'], weight_decay=hp.get('wd', 0.), decoupled_weight_decay=dec)
+
+SGD_TWIN = TorchTwin(lambda hp, dec: (torch.optim.SGD, dict(momentum=hp.get('mom', 0.), weight_decay=hp.get('wd', 0.))),
+                     l2_only=True, same=lambda hp: True)
+RMSPROP_TWIN = TorchTwin(lambda hp, dec: (torch.optim.RMSprop, dict(alpha=hp['sqr_mom'], eps=hp['eps'],
+                                                                     momentum=hp.get('mom', 0.), weight_decay=hp.get('wd', 0.))),
+                         l2_only=True, same=lambda hp: not hp.get('mom'), # without momentum: fastai's, op for op
+                         apart="keeps its momentum buffer of g/(sqrt(v)+eps) where fastai averages g first: another update")
+ADAM_TWIN = TorchTwin(lambda hp, dec: (torch.optim.AdamW if dec else torch.optim.Adam,
+                                       dict(betas=_betas(hp), eps=hp['eps'], weight_decay=hp.get('wd', 0.))),
+                      apart="divides by sqrt(v)/sqrt(1-b2^t)+eps where fastai uses sqrt(v/(1-b2^t))+eps: other roundings")
+RADAM_TWIN = TorchTwin(_radam, apart="computes the rectified step in another order (and debiases as torch does): other roundings")
 
 
 # %% ../../nbs/27_optim.declare.ipynb #5b3fe8d3
@@ -89,6 +133,8 @@ class OptDecl:
                  torch_cls=None,          # or a `torch.optim.Optimizer` class, run through `OptimWrapper`
                  cbs=(),                  # callback classes it needs in a `Learner` (`ScheduleFreeEval`)
                  reference:RefSpec|None=None, # the authors' code its rule must match bit for bit
+                 torch_twin:TorchTwin|None=None, # a fastai optimizer's `torch.optim` counterpart
+                 model_note=None,         # `model_note(model) -> str|None`: what a comparison on `model` cannot show
                  family:str|None=None,    # the algorithm it runs, as `explain` names it (SGD, Adam, RMSProp, RAdam, ...)
                  lr:float=0.1,            # `compare_optimizers`' default lr
                  bake_lr:float=1e-3,      # its default lr in the bake-off (the self-tuning protocol's one configuration)
@@ -105,6 +151,7 @@ class OptDecl:
         if reference is not None and not isinstance(reference, RefSpec):
             raise TypeError(f"optimizer {name!r}: `reference` must be a RefSpec, got {reference!r}")
         self.name,self.rule,self.fn,self.torch_cls,self.cbs,self.reference = name,rule,opt_func,torch_cls,tuple(cbs),reference
+        self.torch_twin,self.model_note = torch_twin,model_note
         self.family,self.lr,self.bake_lr,self.lr_mult,self.lrs = family,lr,bake_lr,lr_mult,lrs
         self.space,self.compare,self.bake,self.bench_hypers = dict(space or {}),compare,bake,dict(bench_hypers or {})
     def __repr__(self): return f"OptDecl({self.name!r}, {self.kind})"
@@ -188,11 +235,11 @@ def _space(**kw): return kw # `{hyper: (lo, hi, log)}`, made `Hyper`s by the bak
 
 # The built-ins, each described here and nowhere else; the order is the order of every list derived from them
 DECLARATIONS = {d.name: d for d in (
-    OptDecl('sgd', opt_func=SGD, family='SGD'),
+    OptDecl('sgd', opt_func=SGD, family='SGD', torch_twin=SGD_TWIN),
     OptDecl('momentum', opt_func=partial(SGD, mom=0.9), family='SGD', compare=False), # the bake-off's SGD with momentum
-    OptDecl('rmsprop', opt_func=RMSProp, family='RMSProp'),
-    OptDecl('adam', opt_func=Adam, family='Adam'),
-    OptDecl('radam', opt_func=RAdam, family='RAdam', bake=False),
+    OptDecl('rmsprop', opt_func=RMSProp, family='RMSProp', torch_twin=RMSPROP_TWIN),
+    OptDecl('adam', opt_func=Adam, family='Adam', torch_twin=ADAM_TWIN),
+    OptDecl('radam', opt_func=RAdam, family='RAdam', bake=False, torch_twin=RADAM_TWIN),
     OptDecl('qhadam', opt_func=QHAdam, family='QHAdam', bake=False),
     OptDecl('larc', opt_func=Larc, family='LARC', bake=False),
     OptDecl('lamb', opt_func=Lamb, family='LAMB'),
@@ -205,11 +252,24 @@ DECLARATIONS = {d.name: d for d in (
             space=_space(alpha=(2., 8., False))),
     OptDecl('schedulefree', rule=schedulefree_adamw_rule, family='Adam', cbs=[ScheduleFreeEval], bake_lr=2.5e-3, # judged at x
             reference=RefSpec('schedulefree', 'AdamWScheduleFree', fixed=dict(foreach=False)), bench_hypers=dict(train_mode=True)),
-    OptDecl('muon', rule=muon_rule, family='Muon', bake_lr=0.02,
+    OptDecl('muon', rule=muon_rule, family='Muon', bake_lr=0.02, model_note=_muon_note,
             reference=RefSpec('sgd_callbacks.optim.muon', 'MuonAdamW', muon_kw, hp_map=None)), # torch's Muon + AdamW
     OptDecl('prodigy', rule=prodigy_rule, family='Prodigy', lr=1., lrs=(0.25, 4.), bake_lr=1., # lr multiplies its own estimate
             reference=RefSpec('prodigyopt', 'Prodigy', betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'),
-                              hp_map=None)))}
+                              hp_map=None)),
+    OptDecl('soap', rule=soap_rule, family='SOAP', bake_lr=3e-3, # Adam's lrs (the reference's default); the bake-off tunes
+            reference=RefSpec('pytorch_optimizer', 'SOAP')),  # its betas and wd; its own knobs trade time for quality
+    OptDecl('adopt', rule=adopt_rule, family='ADOPT', # the authors' package: `pip install torch-adopt`, `import adopt`
+            reference=RefSpec('adopt', 'ADOPT', betas_kw(wd='weight_decay', decouple_wd='decouple'), fixed=dict(foreach=False),
+                              pip='torch-adopt')),
+    OptDecl('mars', rule=mars_rule, family='MARS', bake_lr=3e-3,
+            reference=RefSpec('pytorch_optimizer', 'MARS', mars_kw, fixed=dict(foreach=False)),
+            space=_space(gamma=(0.005, 0.05, True))),
+    OptDecl('cautious_lion', rule=cautious_lion_rule, family='Lion', lr_mult=0.1, bake_lr=1e-4,
+            reference=RefSpec('pytorch_optimizer', 'Lion', fixed=dict(foreach=False, cautious=True))),
+    OptDecl('cautious_adam', rule=cautious_adam_rule, family='Adam', compare=False), # no reference: bake-off only
+    OptDecl('adam_mini', rule=adam_mini_rule, family='Adam-mini', cbs=[ParamNames], # blocks by the parameters' names
+            reference=RefSpec('sgd_callbacks.optim.adam_mini', 'AdamMiniNamed', pip='adam-mini')))} # adam_mini.Adam_mini inside
 
 
 # %% ../../nbs/27_optim.declare.ipynb #359f497b

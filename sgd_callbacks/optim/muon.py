@@ -7,23 +7,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 import torch
-from .fastai_rules import decay, count_step
-from .step import whole_step
+from .fastai_rules import decay
+from .torch_rules import torch_adamw_rule
+
+
 
 # %% auto #0
-__all__ = ['torch_adamw_rule', 'newton_schulz', 'muon_rule', 'MuonAdamW']
-
-# %% ../../nbs/24_optim.muon.ipynb #548f8590
-def torch_adamw_rule(p, g, state, lr=1e-3, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=1e-2, do_wd=True, **_):
-    "AdamW in `torch.optim.AdamW(foreach=False)`'s operations: `p -= lr/(1-β₁ᵗ) * m / (sqrt(v)/sqrt(1-β₂ᵗ) + eps)`"
-    decay(p, g, lr, wd, do_wd)
-    if 'exp_avg' not in state: state['exp_avg'],state['exp_avg_sq'] = torch.zeros_like(p),torch.zeros_like(p)
-    m,v,t = state['exp_avg'],state['exp_avg_sq'],count_step(state)
-    m.lerp_(g, 1-mom)
-    v.mul_(sqr_mom).addcmul_(g, g, value=1-sqr_mom)
-    denom = v.sqrt().div_((1 - sqr_mom**t)**0.5).add_(eps) # in place on the new tensor: torch's operations, one copy
-    p.addcdiv_(m, denom, value=-(lr/(1 - mom**t)))
-torch_adamw_rule.family = 'Adam' # for `explain`: the algorithm it runs
+__all__ = ['newton_schulz', 'muon_rule', 'MuonAdamW']
 
 # %% ../../nbs/24_optim.muon.ipynb #664be95c
 def newton_schulz(G, steps:int=5, a=3.4445, b=-4.7750, c=2.0315, eps=1e-7):

@@ -6,12 +6,11 @@
 from __future__ import annotations
 import inspect, copy, functools
 import torch
-from fastcore.basics import store_attr, partial
-from fastai.callback.core import Callback, CancelStepException
-from fastai.callback.training import GradientClip
+from fastcore.basics import partial
 from fastai.optimizer import Optimizer, Lookahead
 from ..checks import check_rule
-from ..divergence import all_finite, check_finite_step
+from ..callback import StepCallback
+from ..divergence import all_finite
 from ..lowbit import HALF, kahan_fold, bf16_sr, check_lowbit
 from .fastai_rules import (rule_for, lookahead_stage, decay, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule)
 
@@ -49,7 +48,8 @@ def _check_signature(rule, hyper, hint="Give it `**kwargs` for the ones it does 
 
 # %% ../../nbs/21_optim.step.ipynb #aa1b4b56
 def apply_rule(rule, todo, kw={}):
-    "One step of `rule` over `todo`, a list of `(p, state, hypers)`: parameter by parameter, or all at once if `whole_step`"
+    """One step of `rule` over `todo`, a list of `(p, state, hypers)`: parameter by parameter, or all at once if
+    `whole_step`"""
     if _is_whole(rule): return rule(*map(list, zip(*[(p, p.grad, st, h) for p,st,h in todo])), **kw)
     for p,st,h in todo: rule(p, p.grad, st, **h)
 
@@ -59,9 +59,11 @@ def _broken(p, shape, dtype, finite):
     if finite and not all_finite([p]): return "left non-finite values in it"
 
 def guarded_step(rule, todo, kw={}, name=None, where='', finite=True):
-    "`apply_rule`, checked: if the rule raises, reshapes, retypes or (`finite`) leaves a non-finite weight, put every weight and state back and raise `RuleError`"
+    """`apply_rule`, checked: if the rule raises, reshapes, retypes or (`finite`) leaves a non-finite weight, put every
+    weight and state back and raise `RuleError`"""
     saved = [(p.detach().clone(), {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k,v in st.items()}) for p,st,_ in todo]
-    for part in ([todo] if _is_whole(rule) else [[o] for o in todo]): # a per-parameter rule is checked after each parameter
+    # a per-parameter rule is checked after each parameter
+    for part in ([todo] if _is_whole(rule) else [[o] for o in todo]):
         shapes,bad,what = [(p.shape,p.dtype) for p,*_ in part],None,None
         try: apply_rule(rule, part, kw)
         except Exception as e: bad,what = (part[0][0] if len(part) == 1 else None),f"raised {type(e).__name__}: {e}"
@@ -72,18 +74,16 @@ def guarded_step(rule, todo, kw={}, name=None, where='', finite=True):
         raise RuleError(f"rule `{rule_name(rule)}` {what}{on} at {where}; the weights are those of the last good step")
 
 # %% ../../nbs/21_optim.step.ipynb #c82e0cb1
-class ScratchStep(Callback):
-    "Take every optimizer step with a hand-written rule (fastai's, recognised from `learn.opt`, or `rule`), cancelling fastai's"
-    order,run_valid = GradientClip.order+1,False
-    def __init__(self, rule=None,         # `rule(p, g, state, **hypers)` (or a `whole_step` rule); None: the rule of `learn.opt`'s optimizer
-                 check_finite:bool=True,  # stop with `DivergedError` at the first non-finite loss or gradient
-                 kahan:bool=False,        # 16-bit weights: Kahan summation (see `lowbit_rule`)
-                 stochastic_round:bool=False): # bf16 weights: step in float32, round back stochastically
-        check_lowbit([], kahan, stochastic_round)
+class ScratchStep(StepCallback):
+    """Take every optimizer step with a hand-written rule (fastai's, recognised from `learn.opt`, or `rule`), cancelling
+    fastai's"""
+    def __init__(self, rule=None, # `rule(p, g, state, **hypers)` (or a `whole_step` one); None: the rule of `learn.opt`
+                 check_finite:bool=True, kahan:bool=False, stochastic_round:bool=False): # as `StepCallback`'s
+        super().__init__(check_finite, kahan, stochastic_round)
         if rule is not None:
             check_rule(rule)
             if kahan: lowbit_rule(rule, kahan) # refused now, not at the first step
-        store_attr()
+        self.rule = rule
 
     def before_fit(self):
         opt = self.learn.opt
@@ -99,13 +99,10 @@ class ScratchStep(Callback):
             opt = 'kahan' if self.kahan else 'stochastic_round'
             raise TypeError(f"`{opt}=True` cannot follow `Lookahead`, which copies "
                             "its slow weights into the 16-bit ones itself")
-        check_lowbit(list(self.learn.model.parameters()), self.kahan, self.stochastic_round)
+        self.check_weights()
         if self.kahan or self.stochastic_round: self._rule = lowbit_rule(self._rule, self.kahan, self.stochastic_round)
         self.names = {p: n for n,p in self.learn.model.named_parameters()}
 
-    def before_step(self):
-        self.step()
-        raise CancelStepException()
 
     @torch.no_grad()
     def step(self):
@@ -113,7 +110,7 @@ class ScratchStep(Callback):
         opt = self.learn.opt
         todo = [(p, opt.state[p], {'do_wd': opt.state[p].get('do_wd', True), **h})
                 for pg,h in zip(opt.param_lists, opt.hypers) for p in pg if p.grad is not None]
-        if self.check_finite: check_finite_step(self.learn, [p.grad for p,*_ in todo])
+        self.check_grads([p.grad for p,*_ in todo])
         if self.la is not None and self.la.slow_weights is None: # Lookahead starts its slow weights at the first step
             self.la.slow_weights = [[p.detach().clone() for p in pg] for pg in self.la.param_lists]
         if self.rule is None: apply_rule(self._rule, todo)
@@ -130,7 +127,8 @@ def lesson_rule(p, g, state, lr, **_):
 _UNASKED = ('mom',) # `fit_one_cycle` schedules `mom` whatever the optimizer: a rule that has none ignores it
 
 def rule_hypers(rule):
-    "`({name: default}, takes_kwargs)`: the hyper-parameters `rule` declares after its tensors (default `inspect.Parameter.empty` if required)"
+    """`({name: default}, takes_kwargs)`: the hyper-parameters `rule` declares after its tensors (default
+    `inspect.Parameter.empty` if required)"""
     try: ps = list(inspect.signature(rule).parameters.values())
     except (TypeError, ValueError): return {},True
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -159,10 +157,12 @@ class RuleOptimizer(Optimizer):
         self.takes_do_wd = _is_whole(rule) or self.kwargs or 'do_wd' in self.decl
         super().__init__(params, [])
         check_lowbit([p for pg in self.param_lists for p in pg], kahan, stochastic_round)
-        dflt = {k: d for k,d in self.decl.items() if d is not inspect.Parameter.empty and k != 'do_wd'} # `do_wd`: per parameter, in `state`
+        # `do_wd`: per parameter, in `state`
+        dflt = {k: d for k,d in self.decl.items() if d is not inspect.Parameter.empty and k != 'do_wd'}
         for k,v in {**dflt, **hypers}.items():
             if isinstance(v, (slice, list)): self.set_hyper(k, v)       # per group, as fastai's `lr=slice(...)`
-            else: self._set_hyper(k, [v]*len(self.param_lists))         # one value (even None or a tuple) for all groups
+            # one value (even None or a tuple) for all groups
+            else: self._set_hyper(k, [v]*len(self.param_lists))
         kw = self._kws()[0]
         _check_signature(rule, {**kw, 'do_wd': True} if self.takes_do_wd and not _is_whole(rule) else kw,
                          hint=f"Give it a default, or pass it: `rule_opt({rule_name(rule)}, name=value)`.")
@@ -189,7 +189,8 @@ class RuleOptimizer(Optimizer):
                 for pg,kw in zip(self.param_lists, kws) for p in pg if p.grad is not None]
         if not todo: return
         self.n_step += 1
-        if not (self.guard or self.n_step == 1): return apply_rule(self.rule, todo, kws[0]) # the first step is always checked
+        # the first step is always checked
+        if not (self.guard or self.n_step == 1): return apply_rule(self.rule, todo, kws[0])
         guarded_step(self.rule, todo, kws[0], self._name, f"step {self.n_step}", finite=all_finite([p.grad for p,*_ in todo]))
 
 def rule_opt(rule,                # `rule(p, g, state, **hypers)`, or a `whole_step` rule
@@ -203,7 +204,8 @@ def rule_opt(rule,                # `rule(p, g, state, **hypers)`, or a `whole_s
     `mom` is dropped for a rule without one, any other undeclared one is refused); `do_wd` per parameter; state in `opt.state[p]`."""
     _check_hypers(rule, hypers)
     if kahan or stochastic_round: lowbit_rule(rule, kahan, stochastic_round) # refused now, before a Learner is built
-    lowbit = {k: v for k,v in dict(kahan=kahan, stochastic_round=stochastic_round).items() if v} # only when on: reprs as before
+    # only when on: reprs as before
+    lowbit = {k: v for k,v in dict(kahan=kahan, stochastic_round=stochastic_round).items() if v}
     return partial(RuleOptimizer, rule=rule, guard=guard, **lowbit, **hypers)
 
 # %% ../../nbs/21_optim.step.ipynb #3e194fab
