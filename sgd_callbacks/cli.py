@@ -220,8 +220,9 @@ def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, 
     moms = ' (moms 0.95-0.85-0.95)' if kw['schedule']=='one_cycle' and kw['mom'] else ''
     o = kw['opt']
     N,ref = o.name if isinstance(o, OptDecl) else o if _modern(o) and isinstance(o, str) else o.cls if _modern(o) else opt_name(o),_ref_name(o)
-    extra = ''.join(f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}"
-                    for k,v in _opt_hypers(kw['opt'], kw['lr'], {k: kw[k] for k in hypers if k in kw}).items() if k not in ('lr', 'mom', 'wd'))
+    def show(v): return f"{v:g}" if isinstance(v, float) else getattr(v, '__name__', v) # a function (ADOPT's clip) by name
+    extra = ''.join(f" {k}={show(v)}" for k,v in _opt_hypers(kw['opt'], kw['lr'], {k: kw[k] for k in hypers if k in kw}).items()
+                    if k not in ('lr', 'mom', 'wd', 'decouple_wd')) # the decay's form is said after wd
     print(f"sgd_compare: data={data}{img} opt={N} bs={bsz} lr={kw['lr']:g} mom={kw['mom']:g}{moms}{extra} wd={kw['wd']:g} "
           f"{'L2' if l2 else 'decoupled'} wd, {kw['epochs']} epochs of {kw['schedule']}, seed={kw['seed']}", file=file, flush=True)
     bars = steps > 2000 or data=='digits'
