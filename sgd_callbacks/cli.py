@@ -22,7 +22,7 @@ from .scratch import check_hypers
 from .optim.step import rule_opt, rule_hypers, lesson_rule
 from .references import MODERN, opt_name, check_opt, fastai_hypers, default_lr, modern_kw, check_modern, Reference, reference_of
 from .optim.declare import OptDecl, DECLARATIONS
-from .plugins import resolve_opt, resolve_opts, resolve_problems, parse_hp, check_own, opt_help, opts_help, problems_help
+from .plugins import resolve_opt, decl_of, resolve_opts, resolve_problems, parse_hp, check_own, opt_help, opts_help, problems_help
 from .compare import compare_optimizers
 from .explain import Setup, check_setup, explain_difference, setup_family
 from .bakeoff.problems import QUICK_PROBLEMS
@@ -318,7 +318,8 @@ SPEC_SETUP = ('lr', 'wd', 'wd_bn_bias', 'fit')            # the recipe's keys; t
 SPEC_CYCLE = ('pct_start', 'div', 'div_final', 'moms')   # the one-cycle fit's
 # how it runs, not what it does
 _NOT_KEYS = ('params', 'lr', 'wd', 'maximize', 'foreach', 'differentiable', 'fused', 'capturable')
-SPEC_HELP = "LIB:NAME[,KEY=VALUE...], LIB torch or fastai (e.g. torch:AdamW,lr=1e-3,weight_decay=0.01 or fastai:Adam,wd=0.01)"
+SPEC_HELP = ("LIB:NAME[,KEY=VALUE...], LIB torch or fastai (e.g. torch:AdamW,lr=1e-3,weight_decay=0.01 or "
+             "fastai:Adam,wd=0.01), or opt for a declared optimizer, as sgd_compare's --opt (opt:lion,lr=1e-4)")
 
 def _spec_value(arg, k, v, default):
     """`v` as the type of `default` (`true`/`false`, a tuple written with `/`, a number); a `UsageError` naming `arg`
@@ -341,10 +342,17 @@ def parse_spec(arg, spec):
     import fastai.optimizer as fo
     lib,_,rest = str(spec).partition(':')
     name,*kvs = rest.split(',')
-    if lib not in SPEC_OPTS or not name: raise UsageError(f"{arg} {spec!r} must be {SPEC_HELP}")
-    if name not in SPEC_OPTS[lib]: raise UsageError(f"{arg} {spec!r}: {lib}'s NAME must be one of {', '.join(SPEC_OPTS[lib])}, got {name!r}")
-    f = getattr(torch.optim if lib == 'torch' else fo, name)
-    own = {k: q.default for k,q in inspect.signature(f).parameters.items() if k not in _NOT_KEYS}
+    if lib not in (*SPEC_OPTS, 'opt') or not name: raise UsageError(f"{arg} {spec!r} must be {SPEC_HELP}")
+    d = None
+    if lib == 'opt': # a declared optimizer: a built-in, module:name or an entry point (`opt:mypkg:SIGNUM`)
+        try: d = decl_of(resolve_opt(name, arg))
+        except ValueError as e: raise UsageError(str(e)) from None
+        own = {k: v for k,(v,_) in d.hypers().items()}
+    elif name not in SPEC_OPTS[lib]:
+        raise UsageError(f"{arg} {spec!r}: {lib}'s NAME must be one of {', '.join(SPEC_OPTS[lib])}, got {name!r}")
+    else:
+        f = getattr(torch.optim if lib == 'torch' else fo, name)
+        own = {k: q.default for k,q in inspect.signature(f).parameters.items() if k not in _NOT_KEYS}
     opt_kw,kw = {},{}
     for kv in kvs:
         k,eq,v = kv.partition('=')
@@ -355,6 +363,7 @@ def parse_spec(arg, spec):
     fit = kw.pop('fit', 'fit')
     if fit not in ('fit', 'fit_one_cycle', 'fit_flat_cos'): raise UsageError(f"{arg}: fit must be fit, fit_one_cycle or fit_flat_cos, got {fit!r}")
     if fit == 'fit' and any(k in kw for k in SPEC_CYCLE): raise UsageError(f"{arg}: {', '.join(k for k in SPEC_CYCLE if k in kw)} need fit=fit_one_cycle")
+    if d is not None: f,opt_kw,kw = d.opt_func(**opt_kw),{},{**kw, 'cbs': [c() for c in d.cbs]}
     try: return check_setup(arg, Setup(partial(f, **opt_kw) if opt_kw else f, fit=fit, **kw))
     except (TypeError, ValueError) as e: raise UsageError(f"{arg} {spec!r}: {e}") from None
 
