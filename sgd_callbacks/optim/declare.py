@@ -14,6 +14,7 @@ from .fastai_rules import rule_for
 from .modern import lion_rule, schedulefree_adamw_rule, ademamix_rule, ScheduleFreeEval
 from .muon import muon_rule
 from .prodigy import prodigy_rule
+from .kron import kron_rule
 
 
 # %% auto #0
@@ -209,7 +210,11 @@ DECLARATIONS = {d.name: d for d in (
             reference=RefSpec('sgd_callbacks.optim.muon', 'MuonAdamW', muon_kw, hp_map=None)), # torch's Muon + AdamW
     OptDecl('prodigy', rule=prodigy_rule, family='Prodigy', lr=1., lrs=(0.25, 4.), bake_lr=1., # lr multiplies its own estimate
             reference=RefSpec('prodigyopt', 'Prodigy', betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'),
-                              hp_map=None)))}
+                              hp_map=None)),
+    OptDecl('kron', rule=kron_rule, family='Kron', lr=3e-3, bake_lr=1e-3, # an RMS-clipped step: Adam's lrs
+            reference=RefSpec('sgd_callbacks.optim.kron', 'eager_kron', # kron_torch's Kron, its torch.compile run eagerly
+                              dict(mom='b1', wd='weight_decay', precond_prob='preconditioner_update_probability'),
+                              hp_map=dict(b1='mom', weight_decay='wd'), pip='kron-torch')))}
 
 
 # %% ../../nbs/27_optim.declare.ipynb #359f497b
