@@ -23,6 +23,7 @@ from .optim.step import additive, lowbit_rule, optimi_adamw_rule # 16-bit weight
 from .optim.modern import lion_rule, schedulefree_adamw_rule, schedulefree_sgd_rule, ScheduleFreeEval, ademamix_rule
 from .optim.muon import muon_rule
 from .optim.prodigy import prodigy_rule
+from .optim.kron import kron_rule
 from .optim.declare import OptDecl, RefSpec, DECLARATIONS # one declaration per optimizer
 # comparison
 from .compare import CONTENDERS, StepTrack, compare_optimizers, CompareResult, first_divergence
@@ -47,7 +48,7 @@ __all__ = ['OwnEvents', 'epoch_order', 'seed_epoch', 'EpochShuffle', 'SliceDL', 
            'lookahead_stage', 'ScratchStep', 'RuleError', 'lesson_rule', 'rule_opt', 'whole_step', 'RuleOptimizer',
            'bf16_sr', 'kahan_fold', 'additive', 'lowbit_rule', 'optimi_adamw_rule',
            'lion_rule', 'schedulefree_adamw_rule', 'schedulefree_sgd_rule', 'ScheduleFreeEval', 'ademamix_rule',
-           'muon_rule', 'prodigy_rule', 'OptDecl', 'RefSpec', 'DECLARATIONS',
+           'muon_rule', 'prodigy_rule', 'kron_rule', 'OptDecl', 'RefSpec', 'DECLARATIONS',
            'CONTENDERS', 'StepTrack', 'compare_optimizers', 'CompareResult', 'first_divergence',
            'Setup', 'explain_difference', 'Explanation', 'Cause', 'VOCAB', 'TorchSched', 'torch_adam_rule', 'port', 'Port',
            'Problem', 'add_problem', 'BAKEOFF_PROBLEMS', 'bakeoff', 'BakeoffResult', 'OptEntry', 'own_rule', 'decl_entry', 'BAKEOFF_OPTS',
