@@ -138,3 +138,9 @@ def test_channels_last_conv():
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
     with pytest.raises(RuntimeError, match='view size'): train(lambda ps: Kron(ps, lr=0.01), 1, model=net) # no copy
     assert same(ref, ours)
+
+@pytest.mark.parametrize('hp', [dict(mu_dtype=torch.bfloat16), dict(precond_dtype=torch.float64)], ids=['mu bf16', 'Q fp64'])
+def test_dtypes(hp):
+    "A bfloat16 momentum, float64 factors (its triangular solves in float32, as the reference's)"
+    ref,ours = pair(20, **hp)
+    assert same(ref, ours) and ours[1].state[next(ours[0].parameters())]['Q'][0].dtype == (hp.get('precond_dtype') or torch.float32)
