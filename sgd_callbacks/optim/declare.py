@@ -17,6 +17,7 @@ from .prodigy import prodigy_rule
 from .soap import soap_rule
 from .elementwise import adopt_rule, mars_rule, mars_kw, cautious_lion_rule, cautious_adam_rule
 from .adam_mini import adam_mini_rule, ParamNames
+from .kron import kron_rule
 
 
 # %% auto #0
@@ -269,7 +270,11 @@ DECLARATIONS = {d.name: d for d in (
             reference=RefSpec('pytorch_optimizer', 'Lion', fixed=dict(foreach=False, cautious=True))),
     OptDecl('cautious_adam', rule=cautious_adam_rule, family='Adam', compare=False), # no reference: bake-off only
     OptDecl('adam_mini', rule=adam_mini_rule, family='Adam-mini', cbs=[ParamNames], # blocks by the parameters' names
-            reference=RefSpec('sgd_callbacks.optim.adam_mini', 'AdamMiniNamed', pip='adam-mini')))} # adam_mini.Adam_mini inside
+            reference=RefSpec('sgd_callbacks.optim.adam_mini', 'AdamMiniNamed', pip='adam-mini')), # adam_mini.Adam_mini inside
+    OptDecl('kron', rule=kron_rule, family='Kron', lr=3e-3, bake_lr=1e-3, # an RMS-clipped step: Adam's lrs
+            reference=RefSpec('sgd_callbacks.optim.kron', 'eager_kron', # kron_torch's Kron, its torch.compile run eagerly
+                              dict(mom='b1', wd='weight_decay', precond_prob='preconditioner_update_probability'),
+                              hp_map=dict(b1='mom', weight_decay='wd'), pip='kron-torch')))}
 
 
 # %% ../../nbs/27_optim.declare.ipynb #359f497b
