@@ -25,8 +25,9 @@ from .fast import fast_learner
 
 # %% auto #0
 __all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'resnet34_params', 'step_contenders', 'bench_step', 'bench_check',
-           'bench_check_backward', 'bench_rules', 'bench_new_rules', 'loop_contenders', 'bench_loop', 'profile_loop',
-           'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'results_table', 'bench_bakeoff', 'main']
+           'bench_check_backward', 'bench_rules', 'mlp_params', 'bench_new_rules', 'loop_contenders', 'bench_loop',
+           'profile_loop', 'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'results_table', 'bench_bakeoff',
+           'main']
 
 # %% ../nbs/80_bench.ipynb #d604134e
 CLOCKS = {'wall': time.perf_counter, # seconds as they pass
@@ -171,11 +172,23 @@ def _load(path, package=None):
     try: return getattr(importlib.import_module(mod, package), name)
     except (ImportError, AttributeError): return None
 
+def mlp_params(width:int=512, depth:int=3, scale:float=1e-2):
+    """A function that returns a fresh copy of an MLP's parameters (`depth` `width`×`width` matrices and their biases),
+    each with the same random gradient every time"""
+    g = torch.Generator().manual_seed(0)
+    src = [t for _ in range(depth) for t in (torch.randn(width, width, generator=g)/width**0.5, torch.zeros(width))]
+    grads = [torch.randn(p.shape, generator=g)*scale for p in src]
+    def params():
+        ps = [torch.nn.Parameter(p.clone()) for p in src]
+        for p,gr in zip(ps, grads): p.grad = gr.clone()
+        return ps
+    return params
+
 def bench_new_rules(reps:int=10, lr:float=1e-3):
-    """`(rule, reference ms, rule_opt ms, guard=True ms, × reference, guard=True × reference)` of one step on resnet34's
-    parameters"""
+    """`(rule, reference ms, rule_opt ms, guard=True ms, × reference, guard=True × reference)` of one step on an MLP's
+    matrices (`mlp_params`): the weights whose state SOAP, Kron and Muon keep as matrices"""
     from sgd_callbacks.optim.step import rule_opt
-    params,rows = resnet34_params(),[]
+    params,rows = mlp_params(),[]
     for name,(rule,hypers,ref,kw) in NEW_RULE_BENCH.items():
         rule,ref = _load(rule),_load(ref)
         if rule is None or ref is None: continue
