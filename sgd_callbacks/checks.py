@@ -46,7 +46,7 @@ def check_xy(x, y):
     if not (torch.is_tensor(x) and torch.is_tensor(y)):
         raise TypeError(f"`x` and `y` must be tensors, got {type(x).__name__} and {type(y).__name__}")
     if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"`x` and `y` must have as many rows, at least one, "
+        raise ValueError("`x` and `y` must have as many rows, at least one, "
                          f"got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     for name,t in (('x',x),('y',y)):
         if t.is_floating_point() and not torch.isfinite(t).all():

@@ -67,10 +67,9 @@ class LeanLearner(Learner):
         return plan
 
     def _plans(self):
-        "The callbacks sorted as `L.sorted('order')` sorts them, and their plans"
-        # kept for the last few sets of callbacks
-        # `no_bar` takes the progress bar out and puts a new one back at every fit: the plans come back with the same
-        # callbacks
+        "The callbacks sorted as `L.sorted('order')` sorts them, and their plans, for the last few sets of callbacks"
+        # `no_bar` takes the progress bar out and puts a new one back at every fit: the plans come back with the
+        # same callbacks
         key = tuple((cb, type(cb), getattr(cb, 'order', 0), *[k for k in vars(cb) if k in _KEYS])
                     for cb in self.cbs.items)
         memo = self.__dict__.setdefault('_memo', {})

@@ -12,8 +12,8 @@ from fastai.optimizer import SGD, RMSProp, OptimWrapper
 from fastai.torch_core import norm_bias_params, trainable_params
 from .optim.step import rule_opt
 from .data import linear_dls, LinearModel
-from .explain import (opt_family, Setup, check_setup, torch_cls, torch_adam_rule, hypers_of, PinHypers,
-                                   train_setup)
+from .explain import (
+    opt_family, Setup, check_setup, torch_cls, torch_adam_rule, hypers_of, PinHypers, train_setup)
 
 # %% auto #0
 __all__ = ['SUPPORTED_TORCH', 'SUPPORTED_SCHED', 'SUPPORTED_FASTAI', 'SUPPORTED_GROUPS', 'torch_groups', 'torch_steps', 'Port',

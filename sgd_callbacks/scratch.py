@@ -21,7 +21,7 @@ __all__ = ['mse', 'scale_', 'sgd_decay', 'sgd_update', 'check_hypers', 'fit_scra
 def mse(y_hat, y):
     "Mean squared error, the lesson's loss; both sides flattened, so `(n,1)` against `(n,)` is not broadcast"
     if y_hat.numel() != y.numel():
-        raise ValueError(f"mse: predictions and targets must have as many elements, "
+        raise ValueError("mse: predictions and targets must have as many elements, "
                          f"got shapes {tuple(y_hat.shape)} and {tuple(y.shape)}")
     return ((y_hat.reshape(-1)-y.reshape(-1))**2).mean()
 
@@ -68,7 +68,7 @@ def _params(model_or_a):
     elif torch.is_tensor(model_or_a) or isinstance(model_or_a, (list, tuple)):
         a = as_weights('model_or_a', model_or_a)
         m = LinearModel(len(a), init=a)
-    else: raise TypeError(f"`model_or_a` must be an nn.Module or the initial weights `a`, "
+    else: raise TypeError("`model_or_a` must be an nn.Module or the initial weights `a`, "
                           f"got {type(model_or_a).__name__}")
     ps = [p for p in m.parameters() if p.requires_grad]
     if not ps: raise ValueError("`model_or_a` has no trainable parameters")

@@ -32,7 +32,7 @@ def prodigy_rule(ps, gs, states, hypers, lr=1., mom=0.9, sqr_mom=0.999, beta3=No
     d,d_max,k = st['d'],st['d_max'],st['k']
     lr = max(o['lr'] for o in hypers) # the reference's: the largest group's
     if any(o['lr'] not in (lr, 0.) for o in hypers):
-        raise ValueError(f"Prodigy takes one `lr` for every parameter group (or 0 to leave a group out), "
+        raise ValueError("Prodigy takes one `lr` for every parameter group (or 0 to leave a group out), "
                          f"got {sorted({o['lr'] for o in hypers})}")
     dlr = d*lr*((1 - b2**(k+1))**0.5 / (1 - b1**(k+1)) if use_bias_correction else 1)
     dots,norms = [],[]
