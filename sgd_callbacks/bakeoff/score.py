@@ -9,7 +9,8 @@ import numpy as np, pandas as pd
 from ..checks import check_float, check_int
 
 # %% auto #0
-__all__ = ['EDGE', 'CUT', 'Hyper', 'sample_space', 'at_edge', 'lower_median', 'study_best', 'problem_time', 'performance_profile']
+__all__ = ['EDGE', 'CUT', 'Hyper', 'sample_space', 'at_edge', 'lower_median', 'study_best', 'problem_time', 'profile_scores',
+           'performance_profile']
 
 # %% ../../nbs/61_bakeoff.score.ipynb #bcc4c1ba
 class Hyper:
@@ -90,6 +91,21 @@ def _trapezoid(y, x): return (np.trapezoid if hasattr(np, 'trapezoid') else np.t
 
 CUT = 4. # AlgoPerf's cut: a time over 4× the best on its problem counts as unsolved, whatever the profile's end
 
+def profile_scores(t, # times to target, `(..., problems, optimizers)`, ∞ where not reached
+                   tau_max:float=4., ref:int|None=None, points:int=100):
+    "Performance ratios `(..., problems, optimizers)`, ρ(τ) `(..., optimizers, points)` and the score, as AlgoPerf's"
+    # many tables at once (the bootstrap's resamples); `performance_profile` is one table of `results.csv`
+    t = np.asarray(t, dtype=float)
+    best = t.min(axis=-1, keepdims=True)
+    t = np.where(t > CUT*best, np.inf, t)                   # AlgoPerf's cut: 4× the best, whatever tau_max
+    d = best if ref is None else t[..., ref:ref+1]
+    with np.errstate(invalid='ignore', divide='ignore'): r = t/d # the reference never solves it: x/∞ = 0, solved
+    r = np.where((t == 0) & (d == 0), 1., r)                # 0/0, the target met at step 0: as fast as the best
+    r = np.where(np.isnan(r), np.inf, r)                    # ∞/∞: not solved
+    taus = np.linspace(1., tau_max, points)
+    rho = (r[..., None] <= taus).sum(axis=-3)/r.shape[-2]   # over the problems run, solved or not
+    return r, rho, _trapezoid(rho, taus)/(tau_max-1)
+
 def performance_profile(results:pd.DataFrame, # `results.csv`: problem, optimizer, `<time>_to_target` (empty: never)
                         tau_max:float=4.,      # the profile's right end (the cut stays at `CUT`×, as AlgoPerf's)
                         time:str='steps',      # which time to target: 'steps' or 'seconds'
@@ -102,21 +118,15 @@ def performance_profile(results:pd.DataFrame, # `results.csv`: problem, optimize
     t = results.pivot(index='optimizer', columns='problem', values=f'{time}_to_target')
     t = t.astype(float).fillna(float('inf'))
     t = t.reindex(list(dict.fromkeys(results.optimizer)))  # the run's order
-    best = t.min(axis=0)
-    t = t.where(~(t > CUT*best), float('inf'))            # AlgoPerf: over 4× the fastest is not solved
     if reference is not None and reference not in t.index:
         raise ValueError(f"`reference` {reference!r} is not one of the optimizers run: {', '.join(t.index)}")
-    d = best if reference is None else t.loc[reference]
-    r = t/d                                               # a problem the reference never solves: x/∞ = 0, solved
-    r = r.mask(t.eq(0) & d.eq(0), 1.)                     # 0/0, the target met at step 0: as fast as the best
-    r = r.fillna(float('inf'))                            # ∞/∞: not solved
-    taus = np.linspace(1., tau_max, check_int('points', points, lo=2))
-    # over the problems run, solved or not
-    rho = np.stack([(r.values <= tau).sum(axis=1)/r.shape[1] for tau in taus], axis=1)
+    points = check_int('points', points, lo=2)
+    r,rho,score = profile_scores(t.values.T, tau_max, None if reference is None else list(t.index).index(reference), points)
+    r,taus = pd.DataFrame(r.T, index=t.index, columns=t.columns),np.linspace(1., tau_max, points)
     prof = pd.DataFrame([dict(optimizer=o, tau=float(tau), rho=float(v))
                          for o,row in zip(r.index, rho) for tau,v in zip(taus, row)])
     # ρ is a step function: its exact area
     area = ((tau_max - r.clip(lower=1.)).clip(lower=0.)/(tau_max-1)).mean(axis=1)
-    scores = pd.DataFrame(dict(optimizer=r.index, score=_trapezoid(rho, taus)/(tau_max-1), area=area.values,
+    scores = pd.DataFrame(dict(optimizer=r.index, score=score, area=area.values,
                                solved=(r <= tau_max).sum(axis=1).values, problems=r.shape[1]))
     return prof, scores.sort_values('score', ascending=False, kind='stable').reset_index(drop=True)

@@ -10,14 +10,13 @@ import numpy as np, pandas as pd
 from fastcore.basics import patch
 from scipy.stats import rankdata, norm
 from ..checks import check_float, check_int
-from .score import CUT, lower_median, study_best, problem_time, performance_profile
+from .score import lower_median, study_best, problem_time, performance_profile, profile_scores
 from .run import BakeoffResult
 
-def _trapezoid(y, x): return (np.trapezoid if hasattr(np, 'trapezoid') else np.trapz)(y, x) # numpy 2 renamed it
 
 # %% auto #0
-__all__ = ['LEVEL', 'N_BOOT', 'LEVELS', 'repeat_times', 'boot_times', 'profile_scores', 'rank_test', 'holm', 'superiority',
-           'repeats_needed', 'expected_best', 'best_time', 'budget_curves', 'bakeoff_stats', 'win_levels']
+__all__ = ['LEVEL', 'N_BOOT', 'LEVELS', 'repeat_times', 'boot_times', 'rank_test', 'holm', 'superiority', 'repeats_needed',
+           'expected_best', 'best_time', 'budget_curves', 'bakeoff_stats', 'win_levels']
 
 # %% ../../nbs/63a_bakeoff.stats.ipynb #589df3cc
 def _agg(protocol):
@@ -66,21 +65,6 @@ def boot_times(times:dict, # `repeat_times`'s
     "`{(problem, optimizer): n_boot times to target}`, each aggregating a resample (with replacement) of its repeats"
     return {(p,o): _agg_rows(protocol, t[_rng(seed, p, o).integers(0, len(t), size=(n_boot, len(t)))])
             for (p,o),t in times.items()}
-
-def profile_scores(t, # times to target, `(..., problems, optimizers)`, ∞ where not reached
-                   tau_max:float=4., ref:int|None=None, points:int=100):
-    "ρ(τ) `(..., optimizers, points)` and AlgoPerf's score `(..., optimizers)` of many tables at once"
-    # as `performance_profile` computes them, for one table
-    t = np.asarray(t, dtype=float)
-    best = t.min(axis=-1, keepdims=True)
-    t = np.where(t > CUT*best, np.inf, t)                   # AlgoPerf's cut: 4× the best, whatever tau_max
-    d = best if ref is None else t[..., ref:ref+1]
-    with np.errstate(invalid='ignore', divide='ignore'): r = t/d # the reference never solves it: x/∞ = 0, solved
-    r = np.where((t == 0) & (d == 0), 1., r)                # 0/0, the target met at step 0: as fast as the best
-    r = np.where(np.isnan(r), np.inf, r)                    # ∞/∞: not solved
-    taus = np.linspace(1., tau_max, points)
-    rho = (r[..., None] <= taus).sum(axis=-3)/r.shape[-2]
-    return rho, _trapezoid(rho, taus)/(tau_max-1)
 
 def _interval(draws, est, level=LEVEL):
     "The bootstrap's percentile interval, at order statistics, widened to hold `est`"
@@ -212,7 +196,7 @@ def _score_intervals(draws, est, n, pbs, opts, col, time, tau_max, reference):
     if not one:
         # (draws, problems, optimizers)
         t = np.stack([np.stack([draws[p, o] for o in opts], axis=-1) for p in pbs], axis=1)
-        rho,sc = profile_scores(t, tau_max, None if reference is None else opts.index(reference))
+        _,rho,sc = profile_scores(t, tau_max, None if reference is None else opts.index(reference))
     rows = []
     for j,o in enumerate(opts):
         lo,hi = (float('nan'),)*2 if one else _interval(sc[:, j], point[o])
