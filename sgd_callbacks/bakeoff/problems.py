@@ -17,11 +17,15 @@ from ..loaders import Tensors, SliceDL, tensor_dls, map_dls
 from ..scratch import mse
 
 # %% auto #0
-__all__ = ['BAKEOFF_PROBLEMS', 'QUICK_PROBLEMS', 'MNIST1D_ABOUT', 'Problem', 'check_lrs', 'quadratic_data', 'hessian_eigs',
-           'rosen', 'Rosenbrock', 'rosen_loss', 'rosen_dls', 'cancer_dls', 'small_digits_dls', 'add_problem',
-           'mnist1d_data', 'mnist1d_dls', 'MNIST1DCNN', 'stdlib_text', 'charlm_dls', 'CharLM', 'lm_loss']
+__all__ = ['BAKEOFF_PROBLEMS', 'QUICK_PROBLEMS', 'MNIST1D_ABOUT', 'Landscape', 'Problem', 'check_lrs', 'quadratic_data',
+           'hessian_eigs', 'rosen', 'Rosenbrock', 'rosen_loss', 'rosen_dls', 'cancer_dls', 'small_digits_dls',
+           'add_problem', 'mnist1d_data', 'mnist1d_dls', 'MNIST1DCNN', 'stdlib_text', 'charlm_dls', 'CharLM', 'lm_loss']
 
 # %% ../../nbs/60_bakeoff.problems.ipynb #a417ac30
+class Landscape:
+    "How a two-weight problem's loss surface is drawn: `f(w)` on a grid `w` of shape `(2, n, n)`, over `xlim`×`ylim`"
+    def __init__(self, f, xlim, ylim, minimum=None, title:str=''): store_attr()
+
 class Problem:
     "A bake-off problem: data, a model, a loss, a target on a validation metric, a step budget and an lr range"
     def __init__(self, name:str,        # its name in the tables and on the command line
@@ -36,7 +40,8 @@ class Problem:
                  lrs=(1e-4, 1.),        # the tuning grid's range, log-spaced
                  every:int|None=None,   # evaluate every `every` steps; None: about 50 evaluations a trial
                  learner_fn=None,       # instead of the three above: `(opt_func, lr) -> Learner`, trained through it
-                 about:str=''):         # one line on the problem for the report (size, conditioning, ...)
+                 about:str='',          # one line on the problem for the report (size, conditioning, ...)
+                 landscape:Landscape|None=None): # a two-weight problem's surface: its path is kept every step
         if dls_fn is None and learner_fn is None:
             raise TypeError(f"Problem {name!r} needs `dls_fn` and `model_fn`, or `learner_fn`")
         for k,f in (('dls_fn',dls_fn), ('model_fn',model_fn), ('learner_fn',learner_fn), ('metric',metric)):
@@ -47,7 +52,7 @@ class Problem:
         self.every = max(self.steps//50, 1) if every is None else check_int('every', every, lo=1)
         self.lrs = check_lrs(lrs)
         self.target = check_float('target', target)
-        store_attr('name,dls_fn,model_fn,loss_func,metric,metric_name,higher,learner_fn,about')
+        store_attr('name,dls_fn,model_fn,loss_func,metric,metric_name,higher,learner_fn,about,landscape')
         self._dls = None
 
     def __repr__(self):
@@ -161,7 +166,8 @@ for _pb in (Problem('line', partial(linear_dls, bs=10), lambda dls: LinearModel(
             _quadratic(),
             Problem('rosenbrock', rosen_dls, lambda dls: Rosenbrock(), loss_func=rosen_loss, target=0.05,
                     metric_name='rosen(w)', steps=500, lrs=(1e-5, 1e-1),
-                    about="Rosenbrock's valley from (-1.5, 2), gradients plus N(0, 1/10) noise per coordinate"),
+                    about="Rosenbrock's valley from (-1.5, 2), gradients plus N(0, 1/10) noise per coordinate",
+                    landscape=Landscape(rosen, (-2, 2), (-1, 3.5), (1, 1), 'noisy Rosenbrock')),
             Problem('diabetes', partial(diabetes_dls, bs=64), lambda dls: _mlp(11, 32, 1), target=0.55, steps=300,
                     lrs=(1e-4, 1.), about=_DIAB_ABOUT),
             Problem('cancer', cancer_dls, lambda dls: _mlp(30, 32, 2), loss_func=F.cross_entropy, metric=accuracy,

@@ -10,9 +10,8 @@ from pathlib import Path
 # raised by an import in fastai; stderr is for our messages
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
 from fastcore.basics import patch
-from .run import BAKEOFF_OPTS, DEFAULT_OPTS, BakeoffResult
+from .run import BAKEOFF_OPTS, DEFAULT_OPTS, BakeoffResult, surface
 from .stats import win_levels # and `BakeoffResult.stats`
-from .problems import rosen
 from ..files import atomic_write
 from ..plots import line_style
 
@@ -133,19 +132,36 @@ def plot_lr(self:BakeoffResult, ncols:int=3):
 
 # %% ../../nbs/64_bakeoff.report.ipynb #a21c95d4
 @patch
-def plot_paths(self:BakeoffResult, problem:str='rosenbrock', ax=None):
-    "Each optimizer's path (best lr, seed 0) on the landscape of a two-weight problem such as noisy Rosenbrock"
-    import matplotlib.pyplot as plt
-    if problem not in self.problems: raise ValueError(f"`problem` {problem!r} was not run; run: {', '.join(self.problems)}")
+def path_problems(self:BakeoffResult):
+    "The problems run whose every optimizer's path was kept (two-weight models): those `plot_paths` can draw"
     opts = self._opts()
+    return [p for p in self.problems if all(getattr(self.traces.get((p, o), [None])[0], 'ws', None) for o in opts)]
+
+@patch
+def plot_paths(self:BakeoffResult, problem:str|None=None, ax=None):
+    "Each optimizer's path (best lr, seed 0) on the loss surface of a two-weight problem (None: the first run)"
+    import matplotlib.pyplot as plt
+    drawable = self.path_problems()
+    if problem is None and drawable: problem = drawable[0]
+    if problem not in self.problems: raise ValueError(f"`problem` {problem!r} was not run; run: {', '.join(self.problems)}")
+    if problem not in drawable: raise ValueError(f"{problem!r} has more than two weights: no surface to draw")
+    pb,opts = self.problems[problem],self._opts()
     ws = {o: torch.stack(self.traces[problem, o][0].ws).numpy() for o in opts}
-    if any(w.shape[1] != 2 for w in ws.values()): raise ValueError(f"{problem!r} has more than two weights: no landscape to draw")
+    ws = {o: w[np.isfinite(w).all(1) & (np.abs(w) < 1e3).all(1)] for o,w in ws.items()}
+    ls = pb.landscape
+    if ls is not None: # its own surface, drawn from its formula
+        (x0,x1),(y0,y1) = ls.xlim,ls.ylim
+        a,b = np.meshgrid(np.linspace(x0, x1, 200), np.linspace(y0, y1, 200))
+        z = ls.f(torch.tensor(np.stack([a, b]))).numpy()
+    else: # the validation loss around the paths
+        allw = np.concatenate(list(ws.values()))
+        lo,hi = allw.min(0),allw.max(0); pad = 0.15*(hi-lo) + 1e-3
+        (x0,y0),(x1,y1) = lo-pad,hi+pad
+        a,b,z = surface(pb, (x0, x1), (y0, y1))
     if ax is None: _,ax = plt.subplots(figsize=(6.5, 5))
-    a,b = np.meshgrid(np.linspace(-2, 2, 200), np.linspace(-1, 3.5, 200))
-    z = rosen(torch.tensor(np.stack([a, b])))
     # grey: no path's colour
-    ax.contour(a, b, np.log10(z.numpy()+1e-3), levels=14, colors='0.75', linewidths=0.6, zorder=1)
-    ws = {o: w[np.isfinite(w).all(1) & (np.abs(w) < 10).all(1)] for o,w in ws.items()}
+    ax.contour(a, b, np.log10(z - min(z.min(), 0) + 1e-3), levels=14, colors='0.75', linewidths=0.6, linestyles='solid',
+               zorder=1)
     # the longest path first, under the rest
     long = sorted(opts, key=lambda o: -np.linalg.norm(np.diff(ws[o], axis=0), axis=1).sum())
     for i,o in enumerate(opts):
@@ -153,12 +169,17 @@ def plot_paths(self:BakeoffResult, problem:str='rosenbrock', ax=None):
         lr = self.results[(self.results.problem == problem) & (self.results.optimizer == o)].lr.item()
         ax.plot(w[:,0], w[:,1], color=s['color'], lw=1.2, zorder=2+long.index(o)/len(opts), label=f"{o} lr={lr:g}")
         ax.plot(w[-1,0], w[-1,1], color=s['color'], marker=s['marker'], ms=8, zorder=3)
-    ax.plot(*ws[opts[0]][0], 'ko', ms=6, zorder=3, label='start'); ax.plot(1, 1, 'k*', ms=14, zorder=3, label='minimum (1, 1)')
-    ax.set_xlim(-2, 2); ax.set_ylim(-1, 3.5); ax.set_xlabel('w[0]'); ax.set_ylabel('w[1]')
+    ax.plot(*ws[opts[0]][0], 'ko', ms=6, zorder=3, label='start')
+    if ls is not None and ls.minimum is not None:
+        ax.plot(*ls.minimum, 'k*', ms=14, zorder=3, label=f"minimum ({ls.minimum[0]:g}, {ls.minimum[1]:g})")
+    ax.set_xlim(x0, x1); ax.set_ylim(y0, y1); ax.set_xlabel('w[0]'); ax.set_ylabel('w[1]')
     ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
-    ax.set_title(f"noisy Rosenbrock: {self.problems[problem].steps} steps at each optimizer's best lr (seed 0)")
+    every = '' if ls is not None else f", every {pb.every} steps"
+    ax.set_title(f"{ls.title if ls is not None and ls.title else problem}: {pb.steps} steps at each optimizer's best lr "
+                 f"(seed 0{every})")
     ax.figure.tight_layout()
     return ax.figure
+
 
 # %% ../../nbs/64_bakeoff.report.ipynb #e5d11fd9
 @patch
@@ -211,15 +232,18 @@ def winners_line(self:BakeoffResult):
     return f"winners over {n} {unit} (rank tests, Holm's correction per problem): " + ', '.join(out)
 
 # %% ../../nbs/64_bakeoff.report.ipynb #725ef838
-PICTURES = dict(profile='plot_profile', curves='plot_curves', lr_sensitivity='plot_lr', rosenbrock_paths='plot_paths',
+# a picture's file stem and the method that draws it; the paths give one picture per two-weight problem, `<problem>_paths`
+PICTURES = dict(profile='plot_profile', curves='plot_curves', lr_sensitivity='plot_lr', paths='plot_paths',
                 budget='plot_budget')
 
 @patch
 def figures(self:BakeoffResult):
-    """`{file stem: figure}` of every picture this run can draw (the paths need the rosenbrock problem, the budget
-    AlgoPerf's trials)"""
-    can = dict(plot_paths='rosenbrock' in self.problems, plot_budget=self.stats().budget is not None)
-    return {k: getattr(self, m)() for k,m in PICTURES.items() if can.get(m, True)}
+    "`{file stem: figure}` of every picture this run can draw (the budget needs AlgoPerf's trials)"
+    out = {}
+    for k,m in PICTURES.items():
+        if m == 'plot_paths': out.update({f'{p}_paths': self.plot_paths(p) for p in self.path_problems()})
+        elif m != 'plot_budget' or self.stats().budget is not None: out[k] = getattr(self, m)()
+    return out
 
 def _png(fig):
     import matplotlib.pyplot as plt

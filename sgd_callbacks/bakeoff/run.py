@@ -28,8 +28,8 @@ from .pool import TrialPool, TrialStore, TrialLost, SharedLost
 
 # %% auto #0
 __all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'SCHEDULES', 'PROTOCOLS', 'TIMES', 'OptEntry', 'opt_kwargs',
-           'own_rule', 'decl_entry', 'trial_seed', 'Trace', 'lr_factor', 'run_trial', 'Spec', 'spec_seed',
-           'check_bakeoff', 'BakeoffResult', 'TrialRecord', 'trial_record', 'bakeoff', 'derive_target',
+           'own_rule', 'decl_entry', 'trial_seed', 'Trace', 'n_weights', 'surface', 'lr_factor', 'run_trial', 'Spec',
+           'spec_seed', 'check_bakeoff', 'BakeoffResult', 'TrialRecord', 'trial_record', 'bakeoff', 'derive_target',
            'baseline_spread', 'covering_target']
 
 # %% ../../nbs/63_bakeoff.run.ipynb #074555d7
@@ -162,7 +162,8 @@ class Trace:
         "Record a step's (detached) training loss; False when the trial should stop"
         self._buf.append(loss)
         ev = step % self.pb.every == 0 or step >= self.budget
-        ok = self._at_x(self._record, model, step, ev) if ev or self.paths else True
+        # the path every step (`paths=True`), or at the evaluations only ('evals': no more weight swaps than without it)
+        ok = self._at_x(self._record, model, step, ev) if ev or self.paths is True else True
         return ok and step < self.budget
 
     @torch.no_grad()
@@ -191,6 +192,21 @@ def _valid_tensors(dl):
     "The whole validation set as one `(x, y)`"
     bs = [b for b in dl]
     return tuple(torch.cat([b[i] for b in bs]) for i in range(2))
+
+def n_weights(model): return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+@torch.no_grad()
+def surface(pb:Problem, xlim, ylim, n:int=60):
+    "`(a, b, loss)`: the validation loss of `pb`'s two-weight model on an `n`×`n` grid over `xlim`×`ylim`"
+    if pb.learner_fn is not None: raise ValueError(f"problem {pb.name!r} trains through a Learner: no surface to draw")
+    model,(xv,yv) = pb.model_fn(pb.dls),_valid_tensors(pb.dls.valid)
+    if n_weights(model) != 2: raise ValueError(f"problem {pb.name!r} has {n_weights(model)} weights: a surface needs two")
+    a,b = np.meshgrid(np.linspace(*xlim, n), np.linspace(*ylim, n))
+    z = np.empty_like(a)
+    for i,j in np.ndindex(a.shape):
+        torch.nn.utils.vector_to_parameters(torch.tensor([a[i,j], b[i,j]], dtype=torch.float32), model.parameters())
+        z[i,j] = float(pb.loss_func(model(xv), yv))
+    return a,b,z
 
 SCHEDULES = ('constant', 'warmup_cosine')
 
@@ -253,7 +269,7 @@ def _learner_fit(pb, learn, s, tr, cbs, steps):
     learn.add_cbs([EpochShuffle(s), _Track(tr), *cbs])
     with learn.no_bar(), learn.no_logging(): learn.fit(math.ceil(steps/len(dl)) + 1)
 
-def run_trial(pb:Problem, entry, lr:float, s:int, paths:bool=False, fast:bool|None=None,
+def run_trial(pb:Problem, entry, lr:float, s:int, paths:bool|str|None=None, fast:bool|None=None,
               hypers:dict|None=None,      # the rest of the configuration: `one_minus_beta1`, `one_minus_beta2`, `wd`, `warmup`, its own
               schedule:str='constant',    # or 'warmup_cosine' (not for a schedule-free optimizer: it runs at a constant lr)
               steps:int|None=None,        # the step budget; None: the problem's
@@ -274,6 +290,8 @@ def run_trial(pb:Problem, entry, lr:float, s:int, paths:bool=False, fast:bool|No
             learn.model = in_dtype(learn.model, dtype) # before `fit` builds the optimizer on its parameters
             dls,model,loss_func = learn.dls,learn.model,learn.loss_func
         else: dls,model,loss_func = pb.dls,in_dtype(pb.model_fn(pb.dls), dtype),pb.loss_func
+        if paths is None: # a drawn surface: the path of every step; any other two-weight model: at its evaluations
+            paths = True if pb.landscape is not None else 'evals' if n_weights(model) == 2 else False
         tr = Trace(pb, *_valid_tensors(dls.valid), loss_func, pb.metric or loss_func, paths, steps)
         if fast: _fast_fit(pb, model, entry, opt_func, lr, s, tr, factor)
         else:
@@ -430,7 +448,7 @@ def trial_record(pb, entry, sp:Spec, schedule:str, steps:int, dtype:str='fp32'):
     """Run the trial `sp` in this process (a worker's, or the caller's); its record. A trial that raises (a user's rule)
     gives a failed record"""
     cfg = dict(sp.config)
-    try: tr = run_trial(pb, entry, cfg['lr'], spec_seed(sp), paths=sp.problem == 'rosenbrock',
+    try: tr = run_trial(pb, entry, cfg['lr'], spec_seed(sp),
                         hypers={n: v for n,v in cfg.items() if n != 'lr'}, schedule=schedule, steps=steps, dtype=dtype)
     except Exception as e: return TrialRecord.failed(f"{type(e).__name__}: {e}")
     return TrialRecord.of(tr)
