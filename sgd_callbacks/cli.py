@@ -20,9 +20,11 @@ from .files import atomic_write
 from .data import linear_dls, diabetes_dls, LinearModel
 from .scratch import check_hypers
 from .optim.step import rule_opt, rule_hypers, lesson_rule
-from .references import MODERN, opt_name, check_opt, fastai_hypers, default_lr, modern_kw, check_modern, Reference, reference_of
+from .references import MODERN, opt_name, check_opt, fastai_hypers, default_lr, modern_kw, check_modern
+from .references import Reference, reference_of
 from .optim.declare import OptDecl, DECLARATIONS
-from .plugins import resolve_opt, decl_of, resolve_opts, resolve_problems, parse_hp, check_own, opt_help, opts_help, problems_help
+from .plugins import resolve_opt, decl_of, resolve_opts, resolve_problems, parse_hp, check_own, opt_help
+from .plugins import opts_help, problems_help
 from .compare import compare_optimizers
 from .explain import Setup, check_setup, explain_difference, setup_family
 from .bakeoff.problems import QUICK_PROBLEMS
@@ -89,8 +91,8 @@ def _opt_hypers(opt, lr, kw):
     overridden by `kw`"""
     if isinstance(opt, OptDecl): return {**{k: v for k,(v,_) in opt.hypers().items()}, 'lr': lr, **kw}
     if not _modern(opt): return fastai_hypers(opt, lr, kw)
-    return {**{k: v for k,v in rule_hypers(reference_of(opt).rule)[0].items() if k not in ('do_wd', 'train_mode',
-                                                                                           'muon')}, 'lr': lr, **kw}
+    return {**{k: v for k,v in rule_hypers(reference_of(opt).rule)[0].items()
+               if k not in ('do_wd', 'train_mode', 'muon')}, 'lr': lr, **kw}
 
 def _ref_name(opt):
     if isinstance(opt, OptDecl): return opt.name
@@ -144,8 +146,8 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
         from fastai.vision.models import resnet34
         from fastai.losses import CrossEntropyLossFlat
         from fastai.metrics import error_rate
-        def model_fn(dls): return create_cnn(dls, resnet34,
-                                             pretrained=False).model.to(memory_format=torch.channels_last)
+        def model_fn(dls):
+            return create_cnn(dls, resnet34, pretrained=False).model.to(memory_format=torch.channels_last)
         kw.update(dls_fn=partial(digits_dls, size=size, bs=bs, seed=seed), loss_func=CrossEntropyLossFlat(),
                   metrics=error_rate, model_fn=model_fn, epochs=epochs or DIGITS['epochs'])
     else:
@@ -229,17 +231,16 @@ def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, 
     img = f" size={dls.train.dataset.tensors[0].shape[-1]} channels_last resnet34" if data=='digits' else ''
     moms = ' (moms 0.95-0.85-0.95)' if kw['schedule']=='one_cycle' and kw['mom'] else ''
     o = kw['opt']
-    N,ref = o.name if isinstance(o, OptDecl) else o if _modern(o) and isinstance(o,
-                                                                                 str) else o.cls if _modern(o) else opt_name(o),_ref_name(o)
+    N,ref = (o.name if isinstance(o, OptDecl) else o if _modern(o) and isinstance(o, str) else o.cls if _modern(o)
+             else opt_name(o)),_ref_name(o)
     # a function (ADOPT's clip) by name
     def show(v): return f"{v:g}" if isinstance(v, float) else getattr(v, '__name__', v)
-    extra = ''.join(f" {k}={show(v)}" for k,v in _opt_hypers(kw['opt'], kw['lr'],
-                                                             {k: kw[k] for k in hypers if k in kw}).items()
+    extra = ''.join(f" {k}={show(v)}"
+                    for k,v in _opt_hypers(kw['opt'], kw['lr'], {k: kw[k] for k in hypers if k in kw}).items()
                     if k not in ('lr', 'mom', 'wd', 'decouple_wd')) # the decay's form is said after wd
     print(f"sgd_compare: data={data}{img} opt={N} bs={bsz} lr={kw['lr']:g} mom={kw['mom']:g}{moms}{extra} "
-          f"wd={kw['wd']:g} "
-          f"{'L2' if l2 else 'decoupled'} wd, {kw['epochs']} epochs of {kw['schedule']}, seed={kw['seed']}", file=file,
-          flush=True)
+          f"wd={kw['wd']:g} {'L2' if l2 else 'decoupled'} wd, {kw['epochs']} epochs of {kw['schedule']}, "
+          f"seed={kw['seed']}", file=file, flush=True)
     bars = steps > 2000 or data=='digits'
     with _epoch_lines() if bars and not _is_tty(sys.stdout) else contextlib.nullcontext():
         res = compare_optimizers(**kw, progress=bars)
@@ -336,11 +337,12 @@ def _metavar(anno):
     meta = getattr(anno, '__metadata__', None)
     return meta[1].get('metavar') if meta else getattr(anno, 'metavar', None)
 
-# the optimizers' hyper-parameters are declared once, as `sgd_compare`'s options after `--hp` (its aliases): their names, help and what a
-# user types; from that declaration, each one's type (INT, NAME or FLOAT), which `_setup` parses and checks
+# the optimizers' hyper-parameters are declared once, as `sgd_compare`'s options after `--hp` (its aliases): their
+# names, help and what a user types; from that declaration, each one's type (INT, NAME or FLOAT), which `_setup` parses
+# and checks
 _opts = list(inspect.signature(sgd_compare, eval_str=True).parameters.values())
-HYPER_TYPES = {q.name: dict(INT=int, NAME=str).get(_metavar(q.annotation),
-                                                   float) for q in _opts[[q.name for q in _opts].index('hp')+1:]}
+HYPER_TYPES = {q.name: dict(INT=int, NAME=str).get(_metavar(q.annotation), float)
+               for q in _opts[[q.name for q in _opts].index('hp')+1:]}
 
 # %% ../nbs/70_cli.ipynb #ad399b82
 SPEC_OPTS = {'torch': ('SGD', 'Adam', 'AdamW', 'RMSprop'), 'fastai': ('SGD', 'Adam', 'RMSProp', 'RAdam')}
@@ -364,8 +366,8 @@ def _spec_value(arg, k, v, default):
     if len(x) != n or not all(math.isfinite(e) for e in x):
         raise UsageError(f"{arg}: {k} must be {n} numbers written {'/'.join('abc'[:n])}, got "
                          f"{v!r}" if n > 1 else f"{arg}: {k} must be a number, got {v!r}")
-    if k in ('lr', 'wd') and not (x[0] > 0 if k == 'lr' else x[0] >= 0): raise UsageError(f"{arg}: {k} must be "
-                                                                                          f"{'> 0' if k == 'lr' else '>= 0'}, got {v!r}")
+    if k in ('lr', 'wd') and not (x[0] > 0 if k == 'lr' else x[0] >= 0):
+        raise UsageError(f"{arg}: {k} must be {'> 0' if k == 'lr' else '>= 0'}, got {v!r}")
     return x if n > 1 else x[0]
 
 def parse_spec(arg, spec):
@@ -397,7 +399,8 @@ def parse_spec(arg, spec):
     fit = kw.pop('fit', 'fit')
     if fit not in ('fit', 'fit_one_cycle', 'fit_flat_cos'): raise UsageError(f"{arg}: fit must be fit, fit_one_cycle "
                                                                              f"or fit_flat_cos, got {fit!r}")
-    if fit == 'fit' and any(k in kw for k in SPEC_CYCLE): raise UsageError(f"{arg}: {', '.join(k for k in SPEC_CYCLE if k in kw)} need fit=fit_one_cycle")
+    if fit == 'fit' and any(k in kw for k in SPEC_CYCLE):
+        raise UsageError(f"{arg}: {', '.join(k for k in SPEC_CYCLE if k in kw)} need fit=fit_one_cycle")
     if d is not None: f,opt_kw,kw = d.opt_func(**opt_kw),{},{**kw, 'cbs': [c() for c in d.cbs]}
     try: return check_setup(arg, Setup(partial(f, **opt_kw) if opt_kw else f, fit=fit, **kw))
     except (TypeError, ValueError) as e: raise UsageError(f"{arg} {spec!r}: {e}") from None
@@ -493,9 +496,9 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
           f"{_tuning(a)}, schedule {a.schedule}, time in {a.time}{' (--quick)' if quick else ''}", file=file,
           flush=True)
     try: res = bakeoff(list(a.pbs.values()), dict(a.ops), a.trials, a.seeds, a.lrs, a.tau_max, quick, progress=progress,
-                       file=file,
-                       protocol=a.protocol, studies=a.studies, schedule=a.schedule, time=a.time, reference=a.reference,
-                       workers=workers, scheduler=scheduler, store=outp, resume=resume, dtype=a.dtype)
+                       file=file, protocol=a.protocol, studies=a.studies, schedule=a.schedule, time=a.time,
+                       reference=a.reference, workers=workers, scheduler=scheduler, store=outp, resume=resume,
+                       dtype=a.dtype)
     # a bad --workers or --scheduler, another run's store: before any trial
     except (TypeError, ValueError, ImportError) as e:
         print(f"sgd_bakeoff: error: {_usage(e)}", file=err); return 2
@@ -521,9 +524,8 @@ def _quick_help(): return (f"{len(QUICK_PROBLEMS)} problems ({_list(QUICK_PROBLE
 @call_parse
 def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                 protocol:_arg("deepobs (an lr grid on one seed, the best rerun with fresh seeds), algoperf "
-                              "(quasi-random "
-                              "trials in studies, AlgoPerf's external tuning) or self-tuning (each optimizer's "
-                              "defaults); default deepobs", 'NAME')='deepobs',
+                              "(quasi-random trials in studies, AlgoPerf's external tuning) or self-tuning (each "
+                              "optimizer's defaults); default deepobs", 'NAME')='deepobs',
                 trials:_arg("int >= 1: deepobs: learning rates tried per (problem, optimizer), log-spaced, default 7 "
                             "(--quick: 4); algoperf: trials per study, default 5 (--quick: 3)", 'INT', int)=None,
                 seeds:_arg("int >= 1: deepobs: fresh seeds the best learning rate is rerun with; default 3 (--quick: "
@@ -535,9 +537,8 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                 time:_arg("steps (the same run to run on one processor kind) or seconds (of training, evaluation "
                           "excluded): the time to target scored; default steps", 'NAME')='steps',
                 reference:_arg("an optimizer run: score against its time instead of each problem's best, so adding a "
-                               "contender "
-                               "moves no score unless it is over 4× faster than a time (AlgoPerf's cut); where the "
-                               "reference "
+                               "contender moves no score unless it is over 4× faster than a time (AlgoPerf's cut); "
+                               "where the reference "
                                "never reaches a target, any time that does is solved (AlgoPerf's x/∞ = 0)",
                                'NAME')=None,
                 problems:_arg(problems_help(), 'NAMES')=None,
@@ -560,6 +561,5 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                          "profile.csv, scores.csv, PNGs, index.html", 'DIR')=None):
     "Which optimizer, tuned, reaches each problem's target first? Tables, performance profile and an HTML report"
     sys.exit(run_bakeoff(quick, trials, seeds, problems, opts, lr_min, lr_max, tau_max, out, protocol=protocol,
-                         studies=studies,
-                         schedule=schedule, time=time, reference=reference, workers=workers, scheduler=scheduler,
-                         resume=resume, dtype=dtype))
+                         studies=studies, schedule=schedule, time=time, reference=reference, workers=workers,
+                         scheduler=scheduler, resume=resume, dtype=dtype))
