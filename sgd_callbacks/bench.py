@@ -164,7 +164,8 @@ def bench_rules(reps:int=10, lr:float=1e-3):
     return rows
 
 # %% ../nbs/80_bench.ipynb #7edbf3fe
-# name: (its rule as module.name, the rule's hypers, its reference as module.Class, the reference's fixed keywords), from the declarations
+# name: (its rule as module.name, the rule's hypers, its reference as module.Class, the reference's fixed keywords),
+# from the declarations
 NEW_RULE_BENCH = {n: (f'{d.rule.__module__}.{d.rule.__name__}', d.bench_hypers, d.reference.name, d.reference.fixed)
                   for n,d in DECLARATIONS.items() if d.reference is not None}
 

@@ -69,7 +69,8 @@ def _validate(dls, model, loss_func, metrics):
 
 def _plain_dl(dl):
     "Why the plain loop cannot walk `dl`'s batches, or None"
-    if not isinstance(dl, SliceDL): return f"needs DataLoaders over preloaded tensors (SliceDL), got {type(dl).__name__}"
+    if not isinstance(dl, SliceDL):
+        return f"needs DataLoaders over preloaded tensors (SliceDL), got {type(dl).__name__}"
     n = len(dl.dataset)
     if dl.shuffle != (dl.bs < n): return "the loader shuffles a full batch (or not a minibatch)"
     return None
@@ -93,7 +94,8 @@ def _why_apart(name, opt, decays_all):
         return "decays every parameter; fastai skips biases and BatchNorm (wd_bn_bias=False)"
     twin = DECLARATIONS[opt].torch_twin
     if name.startswith('torch.optim') and twin: return twin.apart
-    if name.startswith('rule '): return "your rule: see first_step, first_param and first_dw for where it leaves fastai's"
+    if name.startswith('rule '):
+        return "your rule: see first_step, first_param and first_dw for where it leaves fastai's"
     return ''
 
 
@@ -159,7 +161,8 @@ def _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_
                               wd_bn_bias=wd_bn_bias))
 
 # %% ../nbs/41_compare.ipynb #c0a1d2e6
-def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights, dl, no_wd):
+def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights,
+                       dl, no_wd):
     "fastai's `opt` (the reference), its rule by hand, your `rule`, torch.optim's counterpart and the plain loop"
     # torch and the plain loop decay every parameter, fastai not the biases and BatchNorm
     decays_all = bool(wd and no_wd)
@@ -287,7 +290,8 @@ def _loss_name(f):
 class CompareResult:
     """The comparison table (`df`), per-step `losses`, weight trajectories (`weights`), trained `models`, and the
     `contenders` as they ran (`run`)"""
-    def __init__(self, df, losses, weights, models, a_opt=None, dls=None, loss_func=mse, contenders=(), run=None): store_attr()
+    def __init__(self, df, losses, weights, models, a_opt=None, dls=None, loss_func=mse, contenders=(), run=None):
+        store_attr()
     def __repr__(self): return self.df.to_string(index=False, float_format=lambda v: f"{v:.6g}")
     def _repr_html_(self): return self.df.to_html(index=False)
 

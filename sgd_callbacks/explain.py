@@ -68,7 +68,8 @@ class Setup:
         kw = {k: v for k,v in dict(lr=self.lr, wd=self.wd, wd_bn_bias=self.wd_bn_bias or None, sched=self.sched,
                                    splitter=getattr(self.splitter, '__name__', self.splitter),
                                    **self.fit_kw).items() if v is not None}
-        return f"Setup({opt_name(self.opt)}, {', '.join(f'{k}={v!r}' for k,v in kw.items())}{', ' if kw else ''}fit={self.fit!r})"
+        return (f"Setup({opt_name(self.opt)}, {', '.join(f'{k}={v!r}' for k,v in kw.items())}{', ' if kw else ''}"
+                f"fit={self.fit!r})")
 
 def opt_name(opt):
     f = getattr(opt, 'func', opt)
@@ -272,7 +273,8 @@ def _const(xs): return all(x == xs[0] for x in xs)
 def candidates(ra, rb):
     "The differences between two runs' effective hypers, in `VOCAB`'s order: not yet proven"
     n,cs = min(len(ra.steps), len(rb.steps)),[]
-    def names(gs): return 'all' if len(ra.groups) == 1 or len(gs) == len(ra.groups) else [p for i in gs for p in ra.groups[i]]
+    def names(gs):
+        return 'all' if len(ra.groups) == 1 or len(gs) == len(ra.groups) else [p for i in gs for p in ra.groups[i]]
     def col(r, k): return [[g[k] for g in st] for st in r.steps[:n]]
     def known(x, y): return x is not None and y is not None
     def free(r): return all(g['beta1'] is None for st in r.steps[:n] for g in st)
@@ -399,8 +401,8 @@ def _op_order(A, B, ca, cb, run):
         return (nx, side, f"{side} stepped in {other}'s arithmetic", opt_name(x.s.opt)) if ok else None
     B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt, wd_bn_bias=A.s.wd_bn_bias)
     keys = [k for k in _SCALARS if ca.steps[0][0][k] is not None]
-    B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))] + [x for x in A.cbs if isinstance(x,
-                                                                                                               PinDecay)]
+    B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))]
+              + [x for x in A.cbs if isinstance(x, PinDecay)]
               + [PinHypers(ca.steps, keys)]) # a's implementation, with a's decayed tensors
     nb = run(B2.s, cbs=B2.cbs)
     ok = same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL

@@ -165,7 +165,8 @@ class OptDecl:
             raise TypeError(f"optimizer {name!r}: `torch_cls` must be a torch.optim.Optimizer class, got {torch_cls!r}")
         if reference is not None and not isinstance(reference, RefSpec):
             raise TypeError(f"optimizer {name!r}: `reference` must be a RefSpec, got {reference!r}")
-        self.name,self.rule,self.fn,self.torch_cls,self.cbs,self.reference = name,rule,opt_func,torch_cls,tuple(cbs),reference
+        self.name,self.rule,self.fn,self.torch_cls = name,rule,opt_func,torch_cls
+        self.cbs,self.reference = tuple(cbs),reference
         self.torch_twin,self.model_note = torch_twin,model_note
         self.family,self.lr,self.bake_lr,self.lr_mult,self.lrs = family,lr,bake_lr,lr_mult,lrs
         self.space,self.compare,self.bake,self.bench_hypers = dict(space or {}),compare,bake,dict(bench_hypers or {})

@@ -56,7 +56,8 @@ def apply_rule(rule, todo, kw={}):
 
 def _broken(p, shape, dtype, finite):
     "How a rule broke the weight `p`, or `None`"
-    if p.shape != shape or p.dtype != dtype: return f"changed it from {tuple(shape)} {dtype} to {tuple(p.shape)} {p.dtype}"
+    if p.shape != shape or p.dtype != dtype:
+        return f"changed it from {tuple(shape)} {dtype} to {tuple(p.shape)} {p.dtype}"
     if finite and not all_finite([p]): return "left non-finite values in it"
 
 def guarded_step(rule, todo, kw={}, name=None, where='', finite=True):
