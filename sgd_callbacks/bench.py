@@ -130,8 +130,10 @@ def bench_check_backward(reps:int=11, bs:int=8):
         torch.nn.functional.cross_entropy(m(x), y).backward()
     def hook(p): f = p.grad.view(-1); sums[p] = torch.dot(f, f) # as the gradient is accumulated, while it is in cache
     for p in mh.parameters(): p.register_post_accumulate_grad_hook(hook)
-    fns = {'forward and backward': partial(fb, m), '+ all_finite after it': lambda: (fb(m), all_finite([p.grad for p in m.parameters()])),
-           '+ a dot per gradient, in hooks': lambda: (fb(mh), math.isfinite(torch.stack(list(sums.values())).sum().item()))}
+    fns = {'forward and backward': partial(fb, m),
+           '+ all_finite after it': lambda: (fb(m), all_finite([p.grad for p in m.parameters()])),
+           '+ a dot per gradient, in hooks': lambda: (fb(mh),
+                                                      math.isfinite(torch.stack(list(sums.values())).sum().item()))}
 
     ms = {k:v*1e3 for k,v in _medians(fns, reps).items()}
     return [(k, v, v/ms['forward and backward']) for k,v in ms.items()]
@@ -157,11 +159,13 @@ def bench_rules(reps:int=10, lr:float=1e-3):
     for name,f in RULE_BENCH.items():
         ms = _medians({'fastai': f(params(), lr=lr).step, 'on': _scratch_step(f(params(), lr=lr)),
                        'off': _scratch_step(f(params(), lr=lr), check_finite=False)}, reps)
-        rows.append((name, ms['fastai']*1e3, ms['on']*1e3, ms['on']/ms['fastai'], ms['off']*1e3, ms['off']/ms['fastai']))
+        rows.append((name, ms['fastai']*1e3, ms['on']*1e3, ms['on']/ms['fastai'], ms['off']*1e3,
+                     ms['off']/ms['fastai']))
     return rows
 
 # %% ../nbs/80_bench.ipynb #7edbf3fe
-# name: (its rule as module.name, the rule's hypers, its reference as module.Class, the reference's fixed keywords), from the declarations
+# name: (its rule as module.name, the rule's hypers, its reference as module.Class, the reference's fixed keywords),
+# from the declarations
 NEW_RULE_BENCH = {n: (f'{d.rule.__module__}.{d.rule.__name__}', d.bench_hypers, d.reference.name, d.reference.fixed)
                   for n,d in DECLARATIONS.items() if d.reference is not None}
 
@@ -197,11 +201,13 @@ def bench_new_rules(reps:int=10, lr:float=1e-3):
         # as a user gets it: unguarded
         ms = _medians({'ref': r.step, 'ours': rule_opt(rule, **hypers)(params(), lr=lr).step,
                        'guarded': rule_opt(rule, guard=True, **hypers)(params(), lr=lr).step}, reps)
-        rows.append((name, ms['ref']*1e3, ms['ours']*1e3, ms['guarded']*1e3, ms['ours']/ms['ref'], ms['guarded']/ms['ref']))
+        rows.append((name, ms['ref']*1e3, ms['ours']*1e3, ms['guarded']*1e3, ms['ours']/ms['ref'],
+                     ms['guarded']/ms['ref']))
     return rows
 
 def _print_new_rules(reps):
-    print(results_table(bench_new_rules(reps or 10), ['rule', 'reference ms', 'rule_opt ms', 'guard=True ms', '× reference', 'guard=True ×'],
+    print(results_table(bench_new_rules(reps or 10),
+                        ['rule', 'reference ms', 'rule_opt ms', 'guard=True ms', '× reference', 'guard=True ×'],
                  ['{:<12}', '{:12.1f}', '{:11.1f}', '{:13.1f}', '{:11.2f}', '{:12.2f}']))
 
 # %% ../nbs/80_bench.ipynb #3d8e5860
@@ -250,9 +256,11 @@ def _where(fn):
     path = fn[0]
     if path == '~' or path.startswith('<'): return 'C (torch, builtins)'
     parts = Path(path).parts
-    top = next((j for j,p in enumerate(parts) if p in ('fastai', 'fastcore', 'fasttransform', 'sgd_callbacks', 'torch')), None)
+    top = next((j for j,p in enumerate(parts) if p in ('fastai', 'fastcore', 'fasttransform', 'sgd_callbacks',
+                                                       'torch')), None)
     if top is None: return 'Python (stdlib, other)'
-    return 'torch (Python)' if parts[top] == 'torch' else '/'.join(parts[top:top+3] if parts[top] == 'fastai' and len(parts) > top+2 else parts[top:top+2])
+    return 'torch (Python)' if parts[top] == 'torch' else '/'.join(parts[top:top+3] if parts[top] == 'fastai'
+                                                                   and len(parts) > top+2 else parts[top:top+2])
 
 def profile_loop(bs:int|None=16, epochs:int=20, top:int=12):
     """Self time per training step by module, stock `Learner` against `scratch_learner`, under cProfile: `(module, stock
@@ -264,9 +272,11 @@ def profile_loop(bs:int|None=16, epochs:int=20, top:int=12):
         fns[k]() # warm-up
         pr = cProfile.Profile(); pr.enable(); fns[k](); pr.disable()
         d = us[k] = {}
-        for fn,(cc,nc,tt,ct,callers) in pstats.Stats(pr).stats.items(): d[_where(fn)] = d.get(_where(fn), 0.) + tt/steps*1e6
+        for fn,(cc,nc,tt,ct,callers) in pstats.Stats(pr).stats.items(): d[_where(fn)] = d.get(_where(fn),
+                                                                                              0.) + tt/steps*1e6
     a,b = us.values()
-    rows = sorted(((m, a.get(m, 0.), b.get(m, 0.), b.get(m, 0.)-a.get(m, 0.)) for m in {*a, *b}), key=lambda r: -abs(r[3]))
+    rows = sorted(((m, a.get(m, 0.), b.get(m, 0.), b.get(m, 0.)-a.get(m, 0.)) for m in {*a, *b}),
+                  key=lambda r: -abs(r[3]))
     return rows[:top] + [('total', sum(a.values()), sum(b.values()), sum(b.values())-sum(a.values()))]
 
 
@@ -314,8 +324,8 @@ def ddp_epoch_seconds(nproc:int, # processes, started by torchrun
     "Wall seconds of one epoch (train and validate) of `digits_resnet34` with ScratchSGD under `ddp_ctx`"
     with tempfile.TemporaryDirectory() as d:
         fn = Path(d)/'epoch.py'; fn.write_text(_DDP_EPOCH)
-        out = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(nproc),
-                              str(fn), str(threads)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node',
+                              str(nproc), str(fn), str(threads)], capture_output=True, text=True)
     if out.returncode: raise RuntimeError(f"the {nproc}-process epoch failed:\n{out.stderr[-3000:]}")
     return float(re.search(r'epoch_s=([0-9.]+)', out.stdout).group(1))
 
@@ -334,7 +344,8 @@ def _print_explain(reps):
     rep = []
     def expl(): rep.append(explain_difference(a, b, dls, mlp()))
     t = _medians({'pair': pair, 'explain': expl}, reps or 3, warmup=1)
-    print(results_table([('one run of the pair', t['pair'], 1.), ('explain_difference', t['explain'], t['explain']/t['pair'])],
+    print(results_table([('one run of the pair', t['pair'], 1.),
+                         ('explain_difference', t['explain'], t['explain']/t['pair'])],
                  ['', 's', '× the pair'], ['{:<20}', '{:6.2f}', '{:6.2f}']))
     print(f"causes: {', '.join(rep[-1].names)} ({rep[-1].n_runs} runs)")
 
@@ -347,7 +358,8 @@ def results_table(rows, heads, fmts):
 def _print_step(reps):
     print(results_table(bench_step(reps or 50), ['mom', 'contender', 'ms/step', '× floor', '× fastai'],
                  ['{:.1f}', '{:<28}', '{:8.2f}', '{:6.2f}', '{:6.2f}']))
-    print(results_table(bench_rules(reps or 10), ['optimizer', 'fastai ms', 'ScratchStep ms', '× fastai', 'check off ms', '× fastai'],
+    print(results_table(bench_rules(reps or 10), ['optimizer', 'fastai ms', 'ScratchStep ms', '× fastai',
+                                                  'check off ms', '× fastai'],
                  ['{:<9}', '{:9.1f}', '{:14.1f}', '{:8.2f}', '{:12.1f}', '{:8.2f}']))
     _print_new_rules(reps)
 
@@ -358,21 +370,24 @@ def _print_loop(reps):
 def _print_profile(reps):
     for bs in (1, 16):
         print(f"bs={bs}, self time per training step under cProfile (which slows Python code more than C)")
-        print(results_table(profile_loop(bs), ['module', 'stock µs', 'scratch µs', 'difference'], ['{:<32}', '{:8.1f}', '{:10.1f}', '{:+10.1f}']))
+        print(results_table(profile_loop(bs), ['module', 'stock µs', 'scratch µs', 'difference'],
+                            ['{:<32}', '{:8.1f}', '{:10.1f}', '{:+10.1f}']))
 
 def _print_vision(reps):
 
     from sgd_callbacks.vision import RESNET34_RUN
     run = RESNET34_RUN
     print(f"resnet34 on the digits, ScratchSGD: {run}")
-    print(results_table(profile_vision(run['size'], run['bs'], reps or 4), ['phase', 'ms/step', 'share'], ['{:<8}', '{:8.0f}', '{:6.1%}']))
+    print(results_table(profile_vision(run['size'], run['bs'], reps or 4), ['phase', 'ms/step', 'share'],
+                        ['{:<8}', '{:8.0f}', '{:6.1%}']))
     err,secs = bench_vision()
     print(f"error={err:.4f} train_s={secs:.1f}") # the last line, read by scripts
 
 def _print_ddp(reps):
     rows = [(n, t, ddp_epoch_seconds(n, t)) for n,t in ((1,1), (1,2), (2,1))]
     base = rows[1][2]
-    print(results_table([(n, t, s, s/base) for n,t,s in rows], ['processes', 'threads each', 's/epoch', '× 1 process, 2 threads'],
+    print(results_table([(n, t, s, s/base) for n,t,s in rows],
+                        ['processes', 'threads each', 's/epoch', '× 1 process, 2 threads'],
                  ['{:>9}', '{:>12}', '{:8.2f}', '{:6.2f}']))
 
 def _print_check(reps):
@@ -394,11 +409,12 @@ def bench_bakeoff(workers:int=2):
 
 def _print_bakeoff(reps, workers=2):
     serial,dask,same = bench_bakeoff(workers)
-    print(results_table([('in process', serial, 1.), (f'{workers} Dask workers', dask, serial/dask)], ['default bake-off', 'wall s', 'speed-up'],
-                        ['{:<16}', '{:8.1f}', '{:8.2f}']))
+    print(results_table([('in process', serial, 1.), (f'{workers} Dask workers', dask, serial/dask)],
+                        ['default bake-off', 'wall s', 'speed-up'], ['{:<16}', '{:8.1f}', '{:8.2f}']))
     print(f"the same trials.csv (timing columns aside): {same}")
 
-BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp, 'explain': _print_explain, 'check': _print_check, 'profile': _print_profile, 'bakeoff': _print_bakeoff}
+BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'ddp': _print_ddp,
+           'explain': _print_explain, 'check': _print_check, 'profile': _print_profile, 'bakeoff': _print_bakeoff}
 
 
 @call_parse
@@ -406,7 +422,8 @@ def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop
 
          reps:int=0,    # repetitions of each contender (0: the benchmark's default)
          threads:int=0, # torch threads (0: leave torch's default)
-         clock:str='wall'): # `wall` (time as it passes) or `cpu` (this process's CPU time: with --threads 1, steady on a busy machine)
+         # `wall` (time as it passes) or `cpu` (this process's CPU time: with --threads 1, steady on a busy machine)
+         clock:str='wall'):
     "Print the benchmark `what` as a table"
     global _clock
     if what not in BENCHES: raise SystemExit(f"`what` must be one of {', '.join(BENCHES)}, got {what!r}")

@@ -30,8 +30,10 @@ def sgd_recipe(opt):
     "`(momentum, decouple_wd)` of a fastai `SGD` optimizer; a `TypeError` for any other"
     cbs = list(getattr(opt, 'cbs', [])) if isinstance(opt, Optimizer) else None
     for mom,dec in itertools.product((False,True), (False,True)):
-        if cbs == [weight_decay if dec else l2_reg] + ([average_grad, momentum_step] if mom else [sgd_step]): return mom,dec
-    desc = type(opt).__name__ if cbs is None else f"an Optimizer with steppers {[getattr(f, '__name__', f) for f in cbs]}"
+        if cbs == [weight_decay if dec else l2_reg] + ([average_grad, momentum_step] if mom else [sgd_step]):
+            return mom,dec
+    desc = (type(opt).__name__ if cbs is None
+            else f"an Optimizer with steppers {[getattr(f, '__name__', f) for f in cbs]}")
     raise TypeError(f"ScratchSGD mirrors fastai's `SGD` only, but `learn.opt` is {desc}; "
                     "build the Learner with `opt_func=SGD` (or use `scratch_learner`)")
 
@@ -72,7 +74,8 @@ class ScratchSGD(OwnEvents, StepCallback):
         self.momentum,self.decouple_wd = sgd_recipe(self.learn.opt)
         self.check_weights()
         dev = getattr(self.dls, 'device', None) or next(self.model.parameters()).device
-        self.use_foreach = (torch.device(dev).type != 'cpu' or not self.momentum) if self.foreach is None else self.foreach
+        self.use_foreach = (torch.device(dev).type != 'cpu'
+                            or not self.momentum) if self.foreach is None else self.foreach
 
     def _buf(self, p):
         st = self.learn.opt.state[p]

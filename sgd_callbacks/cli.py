@@ -20,9 +20,11 @@ from .files import atomic_write
 from .data import linear_dls, diabetes_dls, LinearModel
 from .scratch import check_hypers
 from .optim.step import rule_opt, rule_hypers, lesson_rule
-from .references import MODERN, opt_name, check_opt, fastai_hypers, default_lr, modern_kw, check_modern, Reference, reference_of
+from .references import MODERN, opt_name, check_opt, fastai_hypers, default_lr, modern_kw, check_modern
+from .references import Reference, reference_of
 from .optim.declare import OptDecl, DECLARATIONS
-from .plugins import resolve_opt, decl_of, resolve_opts, resolve_problems, parse_hp, check_own, opt_help, opts_help, problems_help
+from .plugins import resolve_opt, decl_of, resolve_opts, resolve_problems, parse_hp, check_own, opt_help
+from .plugins import opts_help, problems_help
 from .compare import compare_optimizers
 from .explain import Setup, check_setup, explain_difference, setup_family
 from .bakeoff.problems import QUICK_PROBLEMS
@@ -77,17 +79,20 @@ def _parse(name, v, typ):
     "`v` as a `typ` if it is a string, as it comes from the shell (argparse's own error would take two lines)"
     if not isinstance(v, str): return v
     try: return typ(v)
-    except ValueError: raise UsageError(f"--{name} must be {'an int' if typ is int else 'a number'}, got {v!r}") from None
+    except ValueError: raise UsageError(f"--{name} must be {'an int' if typ is int else 'a number'}, got "
+                                        f"{v!r}") from None
 
 
-def _modern(opt): return isinstance(opt, Reference) or (isinstance(opt, str) and opt in MODERN) # a rule against its authors' code
+# a rule against its authors' code
+def _modern(opt): return isinstance(opt, Reference) or (isinstance(opt, str) and opt in MODERN)
 
 def _opt_hypers(opt, lr, kw):
     """The hyper-parameters `opt` trains with: fastai's optimizer's, or the rule's (or your optimizer's) defaults
     overridden by `kw`"""
     if isinstance(opt, OptDecl): return {**{k: v for k,(v,_) in opt.hypers().items()}, 'lr': lr, **kw}
     if not _modern(opt): return fastai_hypers(opt, lr, kw)
-    return {**{k: v for k,v in rule_hypers(reference_of(opt).rule)[0].items() if k not in ('do_wd', 'train_mode', 'muon')}, 'lr': lr, **kw}
+    return {**{k: v for k,v in rule_hypers(reference_of(opt).rule)[0].items()
+               if k not in ('do_wd', 'train_mode', 'muon')}, 'lr': lr, **kw}
 
 def _ref_name(opt):
     if isinstance(opt, OptDecl): return opt.name
@@ -96,7 +101,8 @@ def _ref_name(opt):
 def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sgd', rule=None, hypers=None):
     "Check every argument; the keyword arguments of `compare_optimizers`"
     if data not in DATA: raise UsageError(f"--data must be one of {', '.join(DATA)}, got {data!r}")
-    if rule not in (None, 'lesson'): raise UsageError(f"--rule must be lesson (the lesson's literal p.sub_(lr*g)), got {rule!r}")
+    if rule not in (None, 'lesson'): raise UsageError("--rule must be lesson (the lesson's literal p.sub_(lr*g)), got "
+                                                      f"{rule!r}")
     # --hp's are parsed
     hypers = {k: _parse(k, v, HYPER_TYPES.get(k, str)) for k,v in (hypers or {}).items() if v is not None}
     try:
@@ -106,14 +112,17 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
         else: check_opt(opt, hypers)
     except (TypeError, ValueError) as e: raise _usage(e, 'opt') from None
     if isinstance(opt, OptDecl) and mom is not None and 'mom' not in opt.hypers():
-        raise UsageError(f"--mom: {opt.name} has no hyper-parameter 'mom'; set its own with --hp (it takes {', '.join(opt.hypers())})")
+        raise UsageError(f"--mom: {opt.name} has no hyper-parameter 'mom'; set its own with --hp (it takes "
+                         f"{', '.join(opt.hypers())})")
     if mom is None: mom = _opt_hypers(opt, 0.1, {}).get('mom', 0.)  # the optimizer's default
     if lr is None: lr = default_lr(opt)
-    lr,mom,wd,seed = (_parse(k, v, t) for k,v,t in (('lr',lr,float), ('mom',mom,float), ('wd',wd,float), ('seed',seed,int)))
+    lr,mom,wd,seed = (_parse(k, v, t) for k,v,t in (('lr',lr,float), ('mom',mom,float), ('wd',wd,float),
+                                                    ('seed',seed,int)))
     if epochs is not None: epochs = _parse('epochs', epochs, int)
     if schedule is None: schedule = DIGITS['schedule'] if data=='digits' else 'fit'
     if schedule not in ('fit', 'one_cycle'): raise UsageError(f"--schedule must be fit or one_cycle, got {schedule!r}")
-    if size is not None and data != 'digits': raise UsageError(f"--size is the side of the digits images: it needs --data digits, got --data {data}")
+    if size is not None and data != 'digits': raise UsageError("--size is the side of the digits images: it needs "
+                                                               f"--data digits, got --data {data}")
     size = DIGITS['size'] if size is None else _parse('size', size, int)
     bs = _bs(bs, data)
     try:
@@ -132,13 +141,15 @@ def _setup(data, bs, lr, mom, wd, epochs, seed, schedule, l2, size=None, opt='sg
               rule=lesson_rule if rule == 'lesson' else None)
     if data == 'digits':
         try: from sgd_callbacks.vision import digits_dls, create_cnn
-        except ImportError as e: raise UsageError(f"--data digits needs sgd_callbacks.vision, which is not available ({e})") from None
+        except ImportError as e: raise UsageError("--data digits needs sgd_callbacks.vision, which is not available "
+                                                  f"({e})") from None
         from fastai.vision.models import resnet34
         from fastai.losses import CrossEntropyLossFlat
         from fastai.metrics import error_rate
-        def model_fn(dls): return create_cnn(dls, resnet34, pretrained=False).model.to(memory_format=torch.channels_last)
-        kw.update(dls_fn=partial(digits_dls, size=size, bs=bs, seed=seed), loss_func=CrossEntropyLossFlat(), metrics=error_rate,
-                  model_fn=model_fn, epochs=epochs or DIGITS['epochs'])
+        def model_fn(dls):
+            return create_cnn(dls, resnet34, pretrained=False).model.to(memory_format=torch.channels_last)
+        kw.update(dls_fn=partial(digits_dls, size=size, bs=bs, seed=seed), loss_func=CrossEntropyLossFlat(),
+                  metrics=error_rate, model_fn=model_fn, epochs=epochs or DIGITS['epochs'])
     else:
         kw.update(dls_fn=_dls_fn(data, bs, seed), epochs=epochs or 10)
     try: dls = kw['dls_fn']() # checks the batch size against the data
@@ -185,7 +196,8 @@ class _TableOnly(ConsoleMasterBar):
     def write(self, line, table=False): super().write(line, table); sys.stdout.flush()
     def _ended(self):
         if self.epoch is None or hasattr(self, 'names'): return # nothing ran yet, or fastai's table has the line
-        print(f"epoch {self.epoch+1}/{self.main_bar.total} done, {format_time(time.time()-self.t0)} since the fit began", flush=True)
+        print(f"epoch {self.epoch+1}/{self.main_bar.total} done, {format_time(time.time()-self.t0)} since the fit "
+              "began", flush=True)
     def update(self, val): # fastai's `ProgressCallback` calls it as each epoch begins, `on_iter_end` when the fit ends
         self._ended(); self.epoch = val
         super().update(val)
@@ -219,12 +231,16 @@ def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, 
     img = f" size={dls.train.dataset.tensors[0].shape[-1]} channels_last resnet34" if data=='digits' else ''
     moms = ' (moms 0.95-0.85-0.95)' if kw['schedule']=='one_cycle' and kw['mom'] else ''
     o = kw['opt']
-    N,ref = o.name if isinstance(o, OptDecl) else o if _modern(o) and isinstance(o, str) else o.cls if _modern(o) else opt_name(o),_ref_name(o)
-    def show(v): return f"{v:g}" if isinstance(v, float) else getattr(v, '__name__', v) # a function (ADOPT's clip) by name
-    extra = ''.join(f" {k}={show(v)}" for k,v in _opt_hypers(kw['opt'], kw['lr'], {k: kw[k] for k in hypers if k in kw}).items()
+    N,ref = (o.name if isinstance(o, OptDecl) else o if _modern(o) and isinstance(o, str) else o.cls if _modern(o)
+             else opt_name(o)),_ref_name(o)
+    # a function (ADOPT's clip) by name
+    def show(v): return f"{v:g}" if isinstance(v, float) else getattr(v, '__name__', v)
+    extra = ''.join(f" {k}={show(v)}"
+                    for k,v in _opt_hypers(kw['opt'], kw['lr'], {k: kw[k] for k in hypers if k in kw}).items()
                     if k not in ('lr', 'mom', 'wd', 'decouple_wd')) # the decay's form is said after wd
-    print(f"sgd_compare: data={data}{img} opt={N} bs={bsz} lr={kw['lr']:g} mom={kw['mom']:g}{moms}{extra} wd={kw['wd']:g} "
-          f"{'L2' if l2 else 'decoupled'} wd, {kw['epochs']} epochs of {kw['schedule']}, seed={kw['seed']}", file=file, flush=True)
+    print(f"sgd_compare: data={data}{img} opt={N} bs={bsz} lr={kw['lr']:g} mom={kw['mom']:g}{moms}{extra} "
+          f"wd={kw['wd']:g} {'L2' if l2 else 'decoupled'} wd, {kw['epochs']} epochs of {kw['schedule']}, "
+          f"seed={kw['seed']}", file=file, flush=True)
     bars = steps > 2000 or data=='digits'
     with _epoch_lines() if bars and not _is_tty(sys.stdout) else contextlib.nullcontext():
         res = compare_optimizers(**kw, progress=bars)
@@ -242,7 +258,8 @@ def run_compare(data='lesson2', bs=None, lr=None, mom=None, wd=0., epochs=None, 
 def _arg(help, metavar=None, typ=str, action=None):
     """An option: its help line, and what a user types (`metavar`, without `|`, which fastcore reads as a Union); by
     default a string `_setup` checks"""
-    if Param is None: return Annotated[typ, help, {**({'metavar': metavar} if metavar else {}), **({'action': action} if action else {})}]
+    if Param is None: return Annotated[typ, help, {**({'metavar': metavar} if metavar else {}),
+                                                   **({'action': action} if action else {})}]
     p = Param(help, typ, action=action)
     if metavar: p.metavar = metavar # passed on to argparse with Param's other settings
     return p
@@ -257,44 +274,57 @@ def _alias(name, meaning, metavar):
     return _arg(f"{meaning} ({', '.join(_TAKES.get(name, [])) or 'no built-in'})", metavar)
 
 @call_parse
-def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (resnet34)", '{lesson2,diabetes,digits}')='lesson2',
-                bs:_arg("batch size: an int (1 is stochastic) or 'full'; default 10 (lesson2), 64 otherwise", '{INT,full}')=None,
-                lr:_arg("learning rate (the peak one under one_cycle); default: the optimizer's declared one (0.1 for most)", 'FLOAT')=None,
+def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (resnet34)",
+                          '{lesson2,diabetes,digits}')='lesson2',
+                bs:_arg("batch size: an int (1 is stochastic) or 'full'; default 10 (lesson2), 64 otherwise",
+                        '{INT,full}')=None,
+                lr:_arg("learning rate (the peak one under one_cycle); default: the optimizer's declared one (0.1 for "
+                        "most)", 'FLOAT')=None,
                 mom:_arg("momentum (beta1); default: the optimizer's (0 for sgd)", 'FLOAT')=None,
                 wd:_arg("weight decay (decoupled unless --l2)", 'FLOAT')='0',
                 epochs:_arg("epochs; default 10 (lesson2, diabetes), 2 (digits)", 'INT')=None,
                 seed:_arg("seed of the data, the split, the shuffles and the initial weights", 'INT')='42',
-                schedule:_arg("fit (constant lr) or one_cycle (fit_one_cycle); default fit, one_cycle for digits", '{fit,one_cycle}')=None,
+                schedule:_arg("fit (constant lr) or one_cycle (fit_one_cycle); default fit, one_cycle for digits",
+                              '{fit,one_cycle}')=None,
                 l2:store_true=False,  # weight decay as L2 regularisation (as torch.optim.SGD does)
                 out:_arg("directory to write table.csv, table.json and the pictures into", 'DIR')=None,
                 size:_arg("side of the digits images in pixels (8 to 224); default 16", 'INT')=None,
                 opt:_arg(opt_help(), '{NAME,module:name}')='sgd',
                 rule:_arg("lesson: also run the lesson's literal rule p.sub_(lr*g) against --opt", 'lesson')=None,
-                hp:_arg("a hyper-parameter of --opt, repeatable (--hp eps=1e-6 --hp sqr_mom=0.99); the options below are aliases",
+                hp:_arg("a hyper-parameter of --opt, repeatable (--hp eps=1e-6 --hp sqr_mom=0.99); the options below "
+                        "are aliases",
                         'NAME=VALUE', action='append')=None,
-                sqr_mom:_alias('sqr_mom', "beta2: the moving average of g² (Lion: of its second average)", 'FLOAT')=None,
+                sqr_mom:_alias('sqr_mom', "beta2: the moving average of g² (Lion: of its second average)",
+                               'FLOAT')=None,
                 eps:_alias('eps', "added to the denominator (Muon: Newton-Schulz's)", 'FLOAT')=None,
                 beta:_alias('beta', "softplus of the denominator (SAdam) when not 0", 'FLOAT')=None,
                 nu_1:_alias('nu_1', "the weight of the gradient's average against the raw gradient", 'FLOAT')=None,
                 nu_2:_alias('nu_2', "the weight of the average of g² against the raw g²", 'FLOAT')=None,
                 trust_coeff:_alias('trust_coeff', "the layer rate's coefficient", 'FLOAT')=None,
                 k:_alias('k', "Lookahead's period, in steps", 'INT')=None,
-                alpha:_alias('alpha', "Lookahead's step towards the fast weights, or AdEMAMix's slow average's weight", 'FLOAT')=None,
-                beta3:_alias('beta3', "AdEMAMix's slow average's beta, or Prodigy's step-size estimate's (default sqrt(sqr_mom))", 'FLOAT')=None,
+                alpha:_alias('alpha', "Lookahead's step towards the fast weights, or AdEMAMix's slow average's weight",
+                             'FLOAT')=None,
+                beta3:_alias('beta3',
+                             "AdEMAMix's slow average's beta, or Prodigy's step-size estimate's (default "
+                             "sqrt(sqr_mom))", 'FLOAT')=None,
                 t_alpha_beta3:_alias('t_alpha_beta3', "steps over which alpha and beta3 warm up", 'INT')=None,
                 warmup_steps:_alias('warmup_steps', "steps of linear lr warm-up", 'INT')=None,
                 r:_alias('r', "the averaging weight's power of the step count", 'FLOAT')=None,
                 weight_lr_power:_alias('weight_lr_power', "the averaging weight's power of the lr", 'FLOAT')=None,
                 ns_steps:_alias('ns_steps', "Newton-Schulz iterations", 'INT')=None,
-                adjust_lr_fn:_alias('adjust_lr_fn', "the lr of an AxB matrix: original, match_rms_adamw or spectral_unclamped", 'NAME')=None,
-                adam_lr_ratio:_alias('adam_lr_ratio', "the AdamW fallback's lr (biases, norms) as a fraction of --lr", 'FLOAT')=None,
+                adjust_lr_fn:_alias('adjust_lr_fn',
+                                    "the lr of an AxB matrix: original, match_rms_adamw or spectral_unclamped",
+                                    'NAME')=None,
+                adam_lr_ratio:_alias('adam_lr_ratio', "the AdamW fallback's lr (biases, norms) as a fraction of --lr",
+                                     'FLOAT')=None,
                 adam_mom:_alias('adam_mom', "the AdamW fallback's beta1", 'FLOAT')=None,
                 adam_sqr_mom:_alias('adam_sqr_mom', "the AdamW fallback's beta2", 'FLOAT')=None,
                 adam_eps:_alias('adam_eps', "the AdamW fallback's eps", 'FLOAT')=None,
                 adam_wd:_alias('adam_wd', "the AdamW fallback's weight decay", 'FLOAT')=None,
                 d0:_alias('d0', "the initial step-size estimate", 'FLOAT')=None,
                 d_coef:_alias('d_coef', "a factor on the estimate", 'FLOAT')=None,
-                growth_rate:_alias('growth_rate', "the estimate's largest growth per step (default inf)", 'FLOAT')=None):
+                growth_rate:_alias('growth_rate', "the estimate's largest growth per step (default inf)",
+                                   'FLOAT')=None):
     """Compare fastai's optimizer (SGD by default), its hand-written rule, torch.optim's counterpart and the plain loop
     side by side"""
     hypers = {k: v for k,v in locals().items() if k in HYPER_TYPES} # the options after `--hp`, as declared above
@@ -307,10 +337,12 @@ def _metavar(anno):
     meta = getattr(anno, '__metadata__', None)
     return meta[1].get('metavar') if meta else getattr(anno, 'metavar', None)
 
-# the optimizers' hyper-parameters are declared once, as `sgd_compare`'s options after `--hp` (its aliases): their names, help and what a
-# user types; from that declaration, each one's type (INT, NAME or FLOAT), which `_setup` parses and checks
+# the optimizers' hyper-parameters are declared once, as `sgd_compare`'s options after `--hp` (its aliases): their
+# names, help and what a user types; from that declaration, each one's type (INT, NAME or FLOAT), which `_setup` parses
+# and checks
 _opts = list(inspect.signature(sgd_compare, eval_str=True).parameters.values())
-HYPER_TYPES = {q.name: dict(INT=int, NAME=str).get(_metavar(q.annotation), float) for q in _opts[[q.name for q in _opts].index('hp')+1:]}
+HYPER_TYPES = {q.name: dict(INT=int, NAME=str).get(_metavar(q.annotation), float)
+               for q in _opts[[q.name for q in _opts].index('hp')+1:]}
 
 # %% ../nbs/70_cli.ipynb #ad399b82
 SPEC_OPTS = {'torch': ('SGD', 'Adam', 'AdamW', 'RMSprop'), 'fastai': ('SGD', 'Adam', 'RMSProp', 'RAdam')}
@@ -332,8 +364,10 @@ def _spec_value(arg, k, v, default):
     try: x = tuple(float(x) for x in v.split('/'))
     except ValueError: x = ()
     if len(x) != n or not all(math.isfinite(e) for e in x):
-        raise UsageError(f"{arg}: {k} must be {n} numbers written {'/'.join('abc'[:n])}, got {v!r}" if n > 1 else f"{arg}: {k} must be a number, got {v!r}")
-    if k in ('lr', 'wd') and not (x[0] > 0 if k == 'lr' else x[0] >= 0): raise UsageError(f"{arg}: {k} must be {'> 0' if k == 'lr' else '>= 0'}, got {v!r}")
+        raise UsageError(f"{arg}: {k} must be {n} numbers written {'/'.join('abc'[:n])}, got "
+                         f"{v!r}" if n > 1 else f"{arg}: {k} must be a number, got {v!r}")
+    if k in ('lr', 'wd') and not (x[0] > 0 if k == 'lr' else x[0] >= 0):
+        raise UsageError(f"{arg}: {k} must be {'> 0' if k == 'lr' else '>= 0'}, got {v!r}")
     return x if n > 1 else x[0]
 
 def parse_spec(arg, spec):
@@ -356,13 +390,17 @@ def parse_spec(arg, spec):
     opt_kw,kw = {},{}
     for kv in kvs:
         k,eq,v = kv.partition('=')
-        if not eq or not k or not v: raise UsageError(f"{arg} {spec!r}: {kv!r} must be KEY=VALUE; {arg} must be {SPEC_HELP}")
+        if not eq or not k or not v: raise UsageError(f"{arg} {spec!r}: {kv!r} must be KEY=VALUE; {arg} must be "
+                                                      f"{SPEC_HELP}")
         if k in SPEC_SETUP or k in SPEC_CYCLE: kw[k] = _spec_value(arg, k, v, None)
         elif k in own: opt_kw[k] = _spec_value(arg, k, v, own[k])
-        else: raise UsageError(f"{arg} {spec!r}: {k} is not a key of {lib}:{name}; its keys are {', '.join([*SPEC_SETUP, *own])}")
+        else: raise UsageError(f"{arg} {spec!r}: {k} is not a key of {lib}:{name}; its keys are "
+                               f"{', '.join([*SPEC_SETUP, *own])}")
     fit = kw.pop('fit', 'fit')
-    if fit not in ('fit', 'fit_one_cycle', 'fit_flat_cos'): raise UsageError(f"{arg}: fit must be fit, fit_one_cycle or fit_flat_cos, got {fit!r}")
-    if fit == 'fit' and any(k in kw for k in SPEC_CYCLE): raise UsageError(f"{arg}: {', '.join(k for k in SPEC_CYCLE if k in kw)} need fit=fit_one_cycle")
+    if fit not in ('fit', 'fit_one_cycle', 'fit_flat_cos'): raise UsageError(f"{arg}: fit must be fit, fit_one_cycle "
+                                                                             f"or fit_flat_cos, got {fit!r}")
+    if fit == 'fit' and any(k in kw for k in SPEC_CYCLE):
+        raise UsageError(f"{arg}: {', '.join(k for k in SPEC_CYCLE if k in kw)} need fit=fit_one_cycle")
     if d is not None: f,opt_kw,kw = d.opt_func(**opt_kw),{},{**kw, 'cbs': [c() for c in d.cbs]}
     try: return check_setup(arg, Setup(partial(f, **opt_kw) if opt_kw else f, fit=fit, **kw))
     except (TypeError, ValueError) as e: raise UsageError(f"{arg} {spec!r}: {e}") from None
@@ -380,7 +418,8 @@ def run_explain(a, b, data='lesson2', epochs='2', bs=None, seed='42', out='.', f
     try:
         sa,sb = parse_spec('A', a),parse_spec('B', b)
         fa,fb = setup_family(sa),setup_family(sb)
-        if fa != fb: raise UsageError(f"B {b!r} is {fb} where A is {fa}: another algorithm; sgd_explain explains two settings of one")
+        if fa != fb: raise UsageError(f"B {b!r} is {fb} where A is {fa}: another algorithm; sgd_explain explains two "
+                                      "settings of one")
         if data not in ('lesson2', 'diabetes'): raise UsageError(f"--data must be lesson2 or diabetes, got {data!r}")
         epochs,seed = _parse('epochs', epochs, int),_parse('seed', seed, int)
         try: epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
@@ -403,7 +442,8 @@ def run_explain(a, b, data='lesson2', epochs='2', bs=None, seed='42', out='.', f
 @call_parse
 def sgd_explain(a:_arg(f"the first recipe: {SPEC_HELP}", 'A'),
                 b:_arg("the second recipe, a SPEC as A is", 'B'),
-                data:_arg("lesson2 (the lesson's line, LinearModel) or diabetes (a small MLP)", '{lesson2,diabetes}')='lesson2',
+                data:_arg("lesson2 (the lesson's line, LinearModel) or diabetes (a small MLP)",
+                          '{lesson2,diabetes}')='lesson2',
                 epochs:_arg("epochs of each run", 'INT')='2',
                 bs:_arg("batch size: an int or 'full'; default 10 (lesson2), 64 (diabetes)", '{INT,full}')=None,
                 seed:_arg("seed of the data, the initial weights and every epoch's batches", 'INT')='42',
@@ -428,7 +468,8 @@ def _tuning(a):
     return f"{a.protocol}: {a.studies} studies of {a.trials} trial(s) each"
 
 def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, lr_min=None, lr_max=None, tau_max=4.,
-                out=None, file=None, err=None, progress=None, protocol='deepobs', studies=None, schedule='warmup_cosine',
+                out=None, file=None, err=None, progress=None, protocol='deepobs', studies=None,
+                schedule='warmup_cosine',
                 time='steps', reference=None, workers=None, scheduler=None, resume=False, dtype='fp32'):
     """The command's work: check every argument, run, print the results, the warnings and the summary, write the report;
     the exit code"""
@@ -437,11 +478,13 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
     seeds = (QUICK['seeds'] if quick else 3) if seeds is None else seeds
     studies = (QUICK['studies'] if quick else 3) if studies is None else studies
     try:
-        if (lr_min is None) != (lr_max is None): raise UsageError("--lr_min and --lr_max go together (the tuning range of every problem)")
+        if (lr_min is None) != (lr_max is None): raise UsageError("--lr_min and --lr_max go together (the tuning range "
+                                                                  "of every problem)")
         lrs = None if lr_min is None else (lr_min, lr_max)
         try: pbs,ops = resolve_problems(_names(problems)),resolve_opts(_names(opts)) # yours: module:name, entry points
         except ValueError as e: raise UsageError(str(e)) from None
-        try: a = check_bakeoff(pbs, ops, trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference, dtype)
+        try: a = check_bakeoff(pbs, ops, trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time,
+                               reference, dtype)
         except (TypeError, ValueError) as e: raise _usage(e) from None
         if resume and out is None: raise UsageError("--resume continues the run stored in --out DIR: pass its folder")
         # Dask's default address, unless the command names one or asks for local workers
@@ -450,10 +493,12 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
     except UsageError as e:
         print(f"sgd_bakeoff: error: {e}", file=err); return 2
     print(f"sgd_bakeoff: {len(a.pbs)} problems ({', '.join(a.pbs)}) × {len(a.ops)} optimizers ({', '.join(a.ops)}): "
-          f"{_tuning(a)}, schedule {a.schedule}, time in {a.time}{' (--quick)' if quick else ''}", file=file, flush=True)
-    try: res = bakeoff(list(a.pbs.values()), dict(a.ops), a.trials, a.seeds, a.lrs, a.tau_max, quick, progress=progress, file=file,
-                       protocol=a.protocol, studies=a.studies, schedule=a.schedule, time=a.time, reference=a.reference,
-                       workers=workers, scheduler=scheduler, store=outp, resume=resume, dtype=a.dtype)
+          f"{_tuning(a)}, schedule {a.schedule}, time in {a.time}{' (--quick)' if quick else ''}", file=file,
+          flush=True)
+    try: res = bakeoff(list(a.pbs.values()), dict(a.ops), a.trials, a.seeds, a.lrs, a.tau_max, quick, progress=progress,
+                       file=file, protocol=a.protocol, studies=a.studies, schedule=a.schedule, time=a.time,
+                       reference=a.reference, workers=workers, scheduler=scheduler, store=outp, resume=resume,
+                       dtype=a.dtype)
     # a bad --workers or --scheduler, another run's store: before any trial
     except (TypeError, ValueError, ImportError) as e:
         print(f"sgd_bakeoff: error: {_usage(e)}", file=err); return 2
@@ -472,41 +517,49 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
 
 def _list(names): return ', '.join(names)
 def _quick_help(): return (f"{len(QUICK_PROBLEMS)} problems ({_list(QUICK_PROBLEMS)}), {len(QUICK_OPTS)} optimizers "
-                           f"({_list(QUICK_OPTS)}), {QUICK['trials']} lrs and {QUICK['seeds']} seeds (algoperf: {QUICK['studies']} studies of "
-                           f"{QUICK_TRIALS['algoperf']} trials)")
+                           f"({_list(QUICK_OPTS)}), {QUICK['trials']} lrs and {QUICK['seeds']} seeds (algoperf: "
+                           f"{QUICK['studies']} studies of {QUICK_TRIALS['algoperf']} trials)")
 
 # the help of --quick, --problems and --opts lists the registries, as they are when the command runs
 @call_parse
 def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
-                protocol:_arg("deepobs (an lr grid on one seed, the best rerun with fresh seeds), algoperf (quasi-random "
-                              "trials in studies, AlgoPerf's external tuning) or self-tuning (each optimizer's defaults); default deepobs", 'NAME')='deepobs',
-                trials:_arg("int >= 1: deepobs: learning rates tried per (problem, optimizer), log-spaced, default 7 (--quick: 4); "
-                            "algoperf: trials per study, default 5 (--quick: 3)", 'INT', int)=None,
-                seeds:_arg("int >= 1: deepobs: fresh seeds the best learning rate is rerun with; default 3 (--quick: 2)", 'INT', int)=None,
-                studies:_arg("int >= 1: algoperf and self-tuning: studies per (problem, optimizer); default 3 (--quick: 2)", 'INT', int)=None,
+                protocol:_arg("deepobs (an lr grid on one seed, the best rerun with fresh seeds), algoperf "
+                              "(quasi-random trials in studies, AlgoPerf's external tuning) or self-tuning (each "
+                              "optimizer's defaults); default deepobs", 'NAME')='deepobs',
+                trials:_arg("int >= 1: deepobs: learning rates tried per (problem, optimizer), log-spaced, default 7 "
+                            "(--quick: 4); algoperf: trials per study, default 5 (--quick: 3)", 'INT', int)=None,
+                seeds:_arg("int >= 1: deepobs: fresh seeds the best learning rate is rerun with; default 3 (--quick: "
+                           "2)", 'INT', int)=None,
+                studies:_arg("int >= 1: algoperf and self-tuning: studies per (problem, optimizer); default 3 "
+                             "(--quick: 2)", 'INT', int)=None,
                 schedule:_arg("warmup_cosine (AlgoPerf's: linear warm-up, then cosine to zero over the budget; not for "
                               "schedule-free optimizers) or constant; default warmup_cosine", 'NAME')='warmup_cosine',
                 time:_arg("steps (the same run to run on one processor kind) or seconds (of training, evaluation "
                           "excluded): the time to target scored; default steps", 'NAME')='steps',
-                reference:_arg("an optimizer run: score against its time instead of each problem's best, so adding a contender "
-                               "moves no score unless it is over 4× faster than a time (AlgoPerf's cut); where the reference "
-                               "never reaches a target, any time that does is solved (AlgoPerf's x/∞ = 0)", 'NAME')=None,
+                reference:_arg("an optimizer run: score against its time instead of each problem's best, so adding a "
+                               "contender moves no score unless it is over 4× faster than a time (AlgoPerf's cut); "
+                               "where the reference "
+                               "never reaches a target, any time that does is solved (AlgoPerf's x/∞ = 0)",
+                               'NAME')=None,
                 problems:_arg(problems_help(), 'NAMES')=None,
                 opts:_arg(opts_help(DEFAULT_OPTS), 'NAMES')=None,
-                lr_min:_arg("float > 0: low end of every problem's lr range (with --lr_max; times an optimizer's lr_mult, "
-                            "prodigy keeps its own); default each problem's", 'FLOAT', float)=None,
-                lr_max:_arg("float >= lr_min: high end of every problem's lr range (with --lr_min)", 'FLOAT', float)=None,
+                lr_min:_arg("float > 0: low end of every problem's lr range (with --lr_max; times an optimizer's "
+                            "lr_mult, prodigy keeps its own); default each problem's", 'FLOAT', float)=None,
+                lr_max:_arg("float >= lr_min: high end of every problem's lr range (with --lr_min)", 'FLOAT',
+                            float)=None,
                 tau_max:_arg("float > 1: the performance profile's right end; over 4× the best is unsolved whatever "
                              "it is (AlgoPerf's cut)", 'FLOAT', float)=4.,
-                workers:_arg("int >= 1: run the trials on a Dask cluster of this many local worker processes (pip install "
-                             "'sgd_callbacks[dask]'); default: in this process", 'INT', int)=None,
-                scheduler:_arg("the address of a running Dask scheduler (tcp://host:8786) to send the trials to; default "
-                               "$DASK_SCHEDULER_ADDRESS if set and --workers is not", 'ADDRESS')=None,
-                resume:_arg("continue the run stored in --out DIR (its trials.jsonl): finished trials are read, not rerun", typ=store_true)=False,
-                dtype:_arg("fp32, bf16 or fp16: the weights' dtype; bf16 or fp16 train in pure 16 bits (which optimizers survive?); default fp32", 'NAME')='fp32',
-                out:_arg("a directory (made if missing): trials.jsonl as trials finish, then results.csv, trials.csv, profile.csv, "
-                         "scores.csv, PNGs, index.html", 'DIR')=None):
+                workers:_arg("int >= 1: run the trials on a Dask cluster of this many local worker processes (pip "
+                             "install 'sgd_callbacks[dask]'); default: in this process", 'INT', int)=None,
+                scheduler:_arg("the address of a running Dask scheduler (tcp://host:8786) to send the trials to; "
+                               "default $DASK_SCHEDULER_ADDRESS if set and --workers is not", 'ADDRESS')=None,
+                resume:_arg("continue the run stored in --out DIR (its trials.jsonl): finished trials are read, not "
+                            "rerun", typ=store_true)=False,
+                dtype:_arg("fp32, bf16 or fp16: the weights' dtype; bf16 or fp16 train in pure 16 bits (which "
+                           "optimizers survive?); default fp32", 'NAME')='fp32',
+                out:_arg("a directory (made if missing): trials.jsonl as trials finish, then results.csv, trials.csv, "
+                         "profile.csv, scores.csv, PNGs, index.html", 'DIR')=None):
     "Which optimizer, tuned, reaches each problem's target first? Tables, performance profile and an HTML report"
-    sys.exit(run_bakeoff(quick, trials, seeds, problems, opts, lr_min, lr_max, tau_max, out, protocol=protocol, studies=studies,
-                         schedule=schedule, time=time, reference=reference, workers=workers, scheduler=scheduler, resume=resume,
-                         dtype=dtype))
+    sys.exit(run_bakeoff(quick, trials, seeds, problems, opts, lr_min, lr_max, tau_max, out, protocol=protocol,
+                         studies=studies, schedule=schedule, time=time, reference=reference, workers=workers,
+                         scheduler=scheduler, resume=resume, dtype=dtype))

@@ -22,8 +22,8 @@ from .scratch import mse, check_hypers, fit_scratch
 from .callback import scratch_learner
 from .plots import plot_landscape, line_style, plot_log_zero
 from .optim.step import ScratchStep, rule_name, rule_opt
-from .references import (OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers, torch_counterpart, modern_reference,
-                                      modern_kw, check_modern, default_lr, Reference, reference_of)
+from .references import (OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers, torch_counterpart,
+                                      modern_reference, modern_kw, check_modern, default_lr, Reference, reference_of)
 from .optim.declare import OptDecl, DECLARATIONS
 
 # %% auto #0
@@ -69,7 +69,8 @@ def _validate(dls, model, loss_func, metrics):
 
 def _plain_dl(dl):
     "Why the plain loop cannot walk `dl`'s batches, or None"
-    if not isinstance(dl, SliceDL): return f"needs DataLoaders over preloaded tensors (SliceDL), got {type(dl).__name__}"
+    if not isinstance(dl, SliceDL):
+        return f"needs DataLoaders over preloaded tensors (SliceDL), got {type(dl).__name__}"
     n = len(dl.dataset)
     if dl.shuffle != (dl.bs < n): return "the loader shuffles a full batch (or not a minibatch)"
     return None
@@ -93,7 +94,8 @@ def _why_apart(name, opt, decays_all):
         return "decays every parameter; fastai skips biases and BatchNorm (wd_bn_bias=False)"
     twin = DECLARATIONS[opt].torch_twin
     if name.startswith('torch.optim') and twin: return twin.apart
-    if name.startswith('rule '): return "your rule: see first_step, first_param and first_dw for where it leaves fastai's"
+    if name.startswith('rule '):
+        return "your rule: see first_step, first_param and first_dw for where it leaves fastai's"
     return ''
 
 
@@ -123,36 +125,44 @@ def _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_
         tr,dls = StepTrack(record_weights),fresh()
         cbs = [EpochShuffle(seed), tr, *c.cbs]
         learn = (c.learner(dls, copy.deepcopy(m0), cbs) if c.learner else
-                 Learner(dls, copy.deepcopy(m0), loss_func=loss_func, lr=lr, opt_func=c.opt_func, wd_bn_bias=wd_bn_bias, cbs=cbs))
+                 Learner(dls, copy.deepcopy(m0), loss_func=loss_func, lr=lr, opt_func=c.opt_func, wd_bn_bias=wd_bn_bias,
+                         cbs=cbs))
         _fit(learn, epochs, cycle, wd, progress)
         runs[c.name] = learn.model,tr.losses,tr.ws,tr.secs,tr.prints
     dls = fresh()
-    a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL) else None
+    a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train,
+                                                                                                    SliceDL) else None
     ref,_,rws,_,rprints = runs[cs[0].name]
     rows,mnames = [],[]
     for c in cs:
         if c.na:
-            rows.append(dict(contender=c.name, identical='n/a', expected=False, first_step='-', first_param='-', first_dw=float('nan'), note=c.na))
+            rows.append(dict(contender=c.name, identical='n/a', expected=False, first_step='-', first_param='-',
+                             first_dw=float('nan'), note=c.na))
             continue
         m,ls,ws,secs,prints = runs[c.name]
         (vl,*ms),mnames = _validate(fresh(), m, loss_func, metrics)
         div = first_divergence(dict(prints=rprints, ws=rws), dict(prints=prints, ws=ws), names, None)
         same = same_weights(ref, m) and div is None # every step's weights, not only where they end
-        rows.append(dict(contender=c.name, train_loss=float(np.mean(ls[-(len(ls)//epochs):])), valid_loss=vl, **dict(zip(mnames, ms)),
+        rows.append(dict(contender=c.name, train_loss=float(np.mean(ls[-(len(ls)//epochs):])), valid_loss=vl,
+                         **dict(zip(mnames, ms)),
                          dist_opt=float((m.a.detach().cpu()-a_opt).norm()) if a_opt is not None else float('nan'),
                          max_dw=max_weight_diff(ref, m), identical=same, first_step=div[0] if div else '-',
-                         first_param=div[1] if div else '-', first_dw=div[2] if div else float('nan'), expected=c.expected,
+                         first_param=div[1] if div else '-', first_dw=div[2] if div else float('nan'),
+                         expected=c.expected,
                          epochs=epochs, steps=len(ls), s_per_step=float(np.median(secs)) if len(secs) else float('nan'),
                          note='' if same else c.why))
     df = pd.DataFrame(rows).reindex(columns=COLUMNS[:3]+mnames+COLUMNS[3:])
     ok = [c.name for c in cs if not c.na]
-    return CompareResult(df, {k: torch.tensor(runs[k][1]) for k in ok}, {k: torch.stack(runs[k][2]) if runs[k][2] else None for k in ok},
+    return CompareResult(df, {k: torch.tensor(runs[k][1]) for k in ok},
+                         {k: torch.stack(runs[k][2]) if runs[k][2] else None for k in ok},
                          # and how each ran, for `CompareResult.explain`
                          {k: runs[k][0] for k in ok}, a_opt, dls, loss_func, cs,
-                         dict(fresh=fresh, m0=m0, lr=lr, epochs=epochs, wd=wd, cycle=cycle, seed=seed, wd_bn_bias=wd_bn_bias))
+                         dict(fresh=fresh, m0=m0, lr=lr, epochs=epochs, wd=wd, cycle=cycle, seed=seed,
+                              wd_bn_bias=wd_bn_bias))
 
 # %% ../nbs/41_compare.ipynb #c0a1d2e6
-def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights, dl, no_wd):
+def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights,
+                       dl, no_wd):
     "fastai's `opt` (the reference), its rule by hand, your `rule`, torch.optim's counterpart and the plain loop"
     # torch and the plain loop decay every parameter, fastai not the biases and BatchNorm
     decays_all = bool(wd and no_wd)
@@ -175,11 +185,12 @@ def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func
         dev = getattr(dl, 'device', None) or 'cpu'
         xt,yt = (t.to(dev) for t in dl.dataset.tensors)
         h = fit_scratch(xt, yt, m.to(dev), lr=lr, epochs=epochs, bs=None if dl.bs >= len(xt) else dl.bs, mom=mom, wd=wd,
-                        decouple_wd=decouple_wd, seed=dl.seed, rng_seed=seed, loss_func=loss_func, record_weights=record_weights,
-                        after_batch=dl.after_batch, scheds=scheds)
+                        decouple_wd=decouple_wd, seed=dl.seed, rng_seed=seed, loss_func=loss_func,
+                        record_weights=record_weights, after_batch=dl.after_batch, scheds=scheds)
         return h.model,h.loss.tolist(),(list(h.weights) if record_weights else None),h.secs,h.prints
     why = _plain_dl(dl) if lesson else "the plain loop is the lesson's SGD loop"
-    return cs + [Contender('plain loop', train=plain, expected=same and not decays_all, why=_why_apart('plain loop', opt, decays_all), na=why)]
+    return cs + [Contender('plain loop', train=plain, expected=same and not decays_all,
+                           why=_why_apart('plain loop', opt, decays_all), na=why)]
 
 # %% ../nbs/41_compare.ipynb #4942cf21
 def _modern_contenders(opt, hypers, rule):
@@ -188,10 +199,13 @@ def _modern_contenders(opt, hypers, rule):
     def cbs(): return [c() for c in r.cbs]
     cs = [Contender(r.name, modern_reference(opt, **hypers), cbs(), expected=True),
           Contender(f'rule_opt({r.rule.__name__})', rule_opt(r.rule, **hypers), cbs(), expected=True,
-                    why="should be bit-identical: first_step, first_param and first_dw say where it left the reference")]
+                    why="should be bit-identical: first_step, first_param and first_dw say where it left the "
+                        "reference")]
     if rule is not None: cs.append(Contender(f'rule {rule_name(rule)}', rule_opt(rule, **hypers), cbs(),
-                                             why="your rule: see first_step, first_param and first_dw for where it leaves the reference"))
-    return cs + [Contender('fastai Adam (AdamW)', partial(Adam, decouple_wd=True), why="fastai's nearest: another update")]
+                                             why="your rule: see first_step, first_param and first_dw for where it "
+                                                 "leaves the reference"))
+    return cs + [Contender('fastai Adam (AdamW)', partial(Adam, decouple_wd=True),
+                           why="fastai's nearest: another update")]
 
 def _own_contenders(d, hypers, rule):
     """A declared optimizer without a reference: itself (the first row), your `rule`, and fastai's AdamW to set it
@@ -199,7 +213,8 @@ def _own_contenders(d, hypers, rule):
     def cbs(): return [c() for c in d.cbs]
     cs = [Contender(d.name, d.opt_func(**hypers), cbs(), expected=True)]
     if rule is not None: cs.append(Contender(f'rule {rule_name(rule)}', rule_opt(rule, **hypers), cbs(),
-                                             why="your rule: see first_step, first_param and first_dw for where it leaves it"))
+                                             why="your rule: see first_step, first_param and first_dw for where it "
+                                                 "leaves it"))
     return cs + [Contender('fastai Adam (AdamW)', partial(Adam, decouple_wd=True), why="another optimizer")]
 
 # %% ../nbs/41_compare.ipynb #3524d027
@@ -240,7 +255,8 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
         hp = fastai_hypers(opt, lr, fkw)
     lr,mom,wd = check_hypers(lr, 0. if modern or own else hp.get('mom', 0.), wd)
     epochs,seed = check_int('epochs', epochs, lo=1),check_int('seed', seed, lo=0)
-    if schedule not in ('fit','one_cycle'): raise ValueError(f"`schedule` must be 'fit' or 'one_cycle', got {schedule!r}")
+    if schedule not in ('fit','one_cycle'): raise ValueError("`schedule` must be 'fit' or 'one_cycle', got "
+                                                             f"{schedule!r}")
     if dls_fn is None: dls_fn = partial(linear_dls, bs=10, seed=seed)
     if model_fn is None: model_fn = lambda dls: LinearModel(dls.train.dataset.tensors[0].shape[1])
     if not callable(dls_fn) or not callable(model_fn): raise TypeError("`dls_fn` and `model_fn` must be callables")
@@ -258,10 +274,12 @@ def compare_optimizers(dls_fn=None,        # no-argument callable returning fres
     else:
         hp['wd'] = wd
         cycle,scheds = _one_cycle(lr, mom) if schedule=='one_cycle' else ({},None)
-        cs = _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed, record_weights,
+        cs = _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func, rule, scheds, seed,
+                                record_weights,
                                 # fastai decays no bias nor BatchNorm (wd_bn_bias=False)
                                 dls.train, no_wd=len(norm_bias_params(m0)) > 0)
-    return _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_weights, progress, wd_bn_bias=modern or own)
+    return _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_weights, progress,
+                wd_bn_bias=modern or own)
 
 # %% ../nbs/41_compare.ipynb #e8548d30
 def _loss_name(f):
@@ -272,7 +290,8 @@ def _loss_name(f):
 class CompareResult:
     """The comparison table (`df`), per-step `losses`, weight trajectories (`weights`), trained `models`, and the
     `contenders` as they ran (`run`)"""
-    def __init__(self, df, losses, weights, models, a_opt=None, dls=None, loss_func=mse, contenders=(), run=None): store_attr()
+    def __init__(self, df, losses, weights, models, a_opt=None, dls=None, loss_func=mse, contenders=(), run=None):
+        store_attr()
     def __repr__(self): return self.df.to_string(index=False, float_format=lambda v: f"{v:.6g}")
     def _repr_html_(self): return self.df.to_html(index=False)
 
@@ -291,7 +310,8 @@ class CompareResult:
             l = self.losses[k].numpy(); every = max(len(l)//8, 1)
             ax0.plot(np.arange(1, len(l)+1), l, **line_style(i), markevery=(i*every//len(names), every),
                      lw=max(2.5-0.6*i, 0.7), ms=7, mfc='none', label=k)
-        ax0.set_yscale('log'); ax0.set_xlabel('step'); ax0.set_ylabel(f'training loss ({_loss_name(self.loss_func)})'); ax0.legend()
+        ax0.set_yscale('log'); ax0.set_xlabel('step'); ax0.set_ylabel('training loss '
+                                                                      f'({_loss_name(self.loss_func)})'); ax0.legend()
         ax0.set_title('loss of every step')
         ws = {k:w for k,w in self.weights.items() if w is not None}
         if self.a_opt is not None and len(self.a_opt)==2 and ws:
@@ -316,7 +336,8 @@ class CompareResult:
         ax.barh(np.arange(len(df)), df.valid_loss, color=[line_style(i)['color'] for i in range(len(df))], alpha=0.6)
         for i,r in df.iterrows():
             same = 'reference' if i == 0 else 'bit-identical' if r.identical is True else 'differs'
-            ax.text(0, i, '  ' + '   '.join([f'{r.valid_loss:.4g}', *(f'{m} {r[m]:.4g}' for m in mets), same]), va='center')
+            ax.text(0, i, '  ' + '   '.join([f'{r.valid_loss:.4g}', *(f'{m} {r[m]:.4g}' for m in mets), same]),
+                    va='center')
         ax.set_yticks(np.arange(len(df)), df.contender); ax.invert_yaxis()
         ax.set_xlabel(f'validation loss ({_loss_name(self.loss_func)})')
         ax.set_title('on the validation set, after training')

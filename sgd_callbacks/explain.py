@@ -43,7 +43,8 @@ def torch_cls(opt):
 class Setup:
     """A training recipe: an optimizer (fastai `opt_func` or `torch.optim` class/partial), the `Learner`'s keywords and
     the fit"""
-    def __init__(self, opt,                    # fastai `opt_func` (`Adam`, `partial(SGD, mom=0.9)`, `rule_opt(...)`) or a `torch.optim` class or partial
+    def __init__(self,
+                 opt,                    # fastai `opt_func` (`Adam`, `partial(SGD, mom=0.9)`, `rule_opt(...)`) or a `torch.optim` class or partial
                  lr:float|list|None=None,      # the `Learner`'s `lr` (peak of a schedule; a list: one a param group); None: torch's partial's `lr`, else fastai's 1e-3
                  wd:float|list|None=None,      # the `Learner`'s `wd` (a list: one a param group); None: the optimizer's own
                  wd_bn_bias:bool=False,        # the `Learner`'s `wd_bn_bias` (a torch optimizer decays every tensor anyway)
@@ -54,8 +55,10 @@ class Setup:
                  **fit_kw):                    # the fit's keywords (`pct_start`, `moms`, ...)
         store_attr(); self.fit_kw = fit_kw
         if fit not in _FITS: raise ValueError(f"`fit` must be one of {', '.join(_FITS)}, got {fit!r}")
-        if sched is not None and not callable(sched): raise TypeError(f"`sched` must be a callable `torch_opt -> scheduler`, got {sched!r}")
-        if splitter is not None and not callable(splitter): raise TypeError(f"`splitter` must be a callable `model -> param groups`, got {splitter!r}")
+        if sched is not None and not callable(sched): raise TypeError("`sched` must be a callable `torch_opt -> "
+                                                                      f"scheduler`, got {sched!r}")
+        if splitter is not None and not callable(splitter): raise TypeError("`splitter` must be a callable `model -> "
+                                                                            f"param groups`, got {splitter!r}")
     @property
     def is_torch(self): return torch_cls(self.opt) is not None
     def replace(self, **kw):
@@ -63,8 +66,10 @@ class Setup:
         s = copy.copy(self); s.__dict__.update(kw); return s
     def __repr__(self):
         kw = {k: v for k,v in dict(lr=self.lr, wd=self.wd, wd_bn_bias=self.wd_bn_bias or None, sched=self.sched,
-                                   splitter=getattr(self.splitter, '__name__', self.splitter), **self.fit_kw).items() if v is not None}
-        return f"Setup({opt_name(self.opt)}, {', '.join(f'{k}={v!r}' for k,v in kw.items())}{', ' if kw else ''}fit={self.fit!r})"
+                                   splitter=getattr(self.splitter, '__name__', self.splitter),
+                                   **self.fit_kw).items() if v is not None}
+        return (f"Setup({opt_name(self.opt)}, {', '.join(f'{k}={v!r}' for k,v in kw.items())}{', ' if kw else ''}"
+                f"fit={self.fit!r})")
 
 def opt_name(opt):
     f = getattr(opt, 'func', opt)
@@ -79,11 +84,15 @@ def check_setup(name, s):
     "`s` if it is a `Setup` whose optimizer builds one; a `TypeError` naming `name` otherwise"
     if not isinstance(s, Setup): raise TypeError(f"`{name}` must be a Setup(opt, ...), got {type(s).__name__}")
     tc = torch_cls(s.opt)
-    if tc is torch.optim.LBFGS: raise TypeError(f"`{name}.opt` is torch.optim.LBFGS, which needs a closure at every step: not supported")
-    if s.sched is not None and not tc: raise TypeError(f"`{name}.sched` is a torch scheduler: it needs a torch.optim optimizer, got {opt_name(s.opt)}")
+    if tc is torch.optim.LBFGS: raise TypeError(f"`{name}.opt` is torch.optim.LBFGS, which needs a closure at every "
+                                                "step: not supported")
+    if s.sched is not None and not tc: raise TypeError(f"`{name}.sched` is a torch scheduler: it needs a torch.optim "
+                                                       f"optimizer, got {opt_name(s.opt)}")
     try: o = _build(s)([nn.Parameter(torch.zeros(2))], lr=1e-3)
-    except Exception as e: raise TypeError(f"`{name}.opt` must be a fastai opt_func or a torch.optim class; building it failed: {e}") from None
-    if not isinstance(o, (Optimizer, OptimWrapper)): raise TypeError(f"`{name}.opt` must return a fastai Optimizer, got {type(o).__name__}")
+    except Exception as e: raise TypeError(f"`{name}.opt` must be a fastai opt_func or a torch.optim class; building "
+                                           f"it failed: {e}") from None
+    if not isinstance(o, (Optimizer, OptimWrapper)): raise TypeError(f"`{name}.opt` must return a fastai Optimizer, "
+                                                                     f"got {type(o).__name__}")
     return s
 
 def _build(s): return partial(OptimWrapper, opt=s.opt) if s.is_torch else s.opt
@@ -120,7 +129,8 @@ def opt_family(o):
         fam = rule_family(o.rule) or n # its declaration's (or its own `family`); else its name
         return fam,f'rule {n}'
     last = _stage_names(o)[-1]
-    fam = {'sgd_step': 'SGD', 'momentum_step': 'SGD', 'rms_prop_step': 'RMSProp', 'adam_step': 'Adam', 'radam_step': 'RAdam'}.get(last, last)
+    fam = {'sgd_step': 'SGD', 'momentum_step': 'SGD', 'rms_prop_step': 'RMSProp', 'adam_step': 'Adam',
+           'radam_step': 'RAdam'}.get(last, last)
     return fam,f'fastai {fam}'
 
 def _stage_names(o): return [getattr(getattr(c, 'func', c), '__name__', '') for c in o.cbs]
@@ -144,22 +154,27 @@ def hypers_of(o):
     if isinstance(o, OptimWrapper):
         for pg in o.opt.param_groups:
             b = pg.get('betas', (pg.get('momentum'), pg.get('alpha')))
-            res.append(dict(lr=pg['lr'], beta1=b[0], beta2=b[1], eps=pg.get('eps'), weight_decay=pg.get('weight_decay', 0.),
-                            decay_form='decoupled' if _decoupled(o, pg) else 'L2', nesterov=pg.get('nesterov'), dampening=pg.get('dampening')))
+            res.append(dict(lr=pg['lr'], beta1=b[0], beta2=b[1], eps=pg.get('eps'),
+                            weight_decay=pg.get('weight_decay', 0.),
+                            decay_form='decoupled' if _decoupled(o, pg) else 'L2', nesterov=pg.get('nesterov'),
+                            dampening=pg.get('dampening')))
         return res
     fam,free = opt_family(o)[0],momentum_free(o)
     for h in o.hypers:
         sgd = fam == 'SGD'
         res.append(dict(lr=h['lr'], beta1=None if free else h.get('mom'), beta2=h.get('sqr_mom'), eps=h.get('eps'),
                         weight_decay=h.get('wd', 0.),
-                        decay_form='decoupled' if _decoupled(o, h) else 'L2', nesterov=False if sgd else None, dampening=0. if sgd else None))
+                        decay_form='decoupled' if _decoupled(o, h) else 'L2', nesterov=False if sgd else None,
+                        dampening=0. if sgd else None))
     return res
 
 def _native(o, k):
     "How optimizer `o` names the common hyper-parameter `k`"
-    if not isinstance(o, OptimWrapper): return dict(lr='lr', beta1='mom', beta2='sqr_mom', eps='eps', weight_decay='wd')[k]
+    if not isinstance(o, OptimWrapper): return dict(lr='lr', beta1='mom', beta2='sqr_mom', eps='eps',
+                                                    weight_decay='wd')[k]
     pg = o.opt.param_groups[0]
-    if k in ('beta1', 'beta2'): return ('betas', int(k == 'beta2')) if 'betas' in pg else 'momentum' if k == 'beta1' else 'alpha'
+    if k in ('beta1', 'beta2'): return ('betas',
+                                        int(k == 'beta2')) if 'betas' in pg else 'momentum' if k == 'beta1' else 'alpha'
     return k
 
 def _set(o, k, vs):
@@ -180,7 +195,9 @@ class HyperTrack(Callback):
         self.steps,self.family = [],opt_family(o)
         names = {id(p): n for n,p in self.model.named_parameters()}
         self.groups = [[names[id(p)] for p in pg] for pg in o.param_lists]
-        self.decayed = [n for pg in o.param_lists for p in pg if (isinstance(o, OptimWrapper) or o.state[p].get('do_wd', True)) for n in [names[id(p)]]]
+        self.decayed = [n for pg in o.param_lists for p in pg if (isinstance(o, OptimWrapper)
+                                                                  or o.state[p].get('do_wd',
+                                                                                    True)) for n in [names[id(p)]]]
     def before_step(self): self.steps.append(hypers_of(self.learn.opt))
 
 class PinHypers(Callback):
@@ -227,7 +244,8 @@ def train_setup(s:Setup, dls, model, epochs:int=2, loss_func=None, seed:int=42, 
             gs = [{'lr': lr, **g} for g in gs]
             opt,lr = partial(_torch_groups, opt=s.opt),[g['lr'] for g in gs]
         kw['splitter'] = lambda _: gs
-    learn = Learner(dls, m, loss_func=loss_func or mse, opt_func=opt, lr=lr, wd=s.wd, wd_bn_bias=s.wd_bn_bias, cbs=cbs, **kw)
+    learn = Learner(dls, m, loss_func=loss_func or mse, opt_func=opt, lr=lr, wd=s.wd, wd_bn_bias=s.wd_bn_bias, cbs=cbs,
+                    **kw)
     with learn.no_bar(), learn.no_logging(): getattr(learn, s.fit)(epochs, **s.fit_kw)
     return Run(tr.losses, torch.stack(tr.ws), ht.steps, ht.family, ht.groups, ht.decayed)
 
@@ -255,7 +273,8 @@ def _const(xs): return all(x == xs[0] for x in xs)
 def candidates(ra, rb):
     "The differences between two runs' effective hypers, in `VOCAB`'s order: not yet proven"
     n,cs = min(len(ra.steps), len(rb.steps)),[]
-    def names(gs): return 'all' if len(ra.groups) == 1 or len(gs) == len(ra.groups) else [p for i in gs for p in ra.groups[i]]
+    def names(gs):
+        return 'all' if len(ra.groups) == 1 or len(gs) == len(ra.groups) else [p for i in gs for p in ra.groups[i]]
     def col(r, k): return [[g[k] for g in st] for st in r.steps[:n]]
     def known(x, y): return x is not None and y is not None
     def free(r): return all(g['beta1'] is None for st in r.steps[:n] for g in st)
@@ -279,7 +298,8 @@ def candidates(ra, rb):
     # no decay at all: its form and its tensors cannot matter
     if not decays: cs = [c for c in cs if c.name != 'decay_form']
     if decays and set(ra.decayed) != set(rb.decayed):
-        cs.append(Cause('decayed_params', sorted(ra.decayed), sorted(rb.decayed), sorted(set(ra.decayed) ^ set(rb.decayed)), 1))
+        cs.append(Cause('decayed_params', sorted(ra.decayed), sorted(rb.decayed),
+                        sorted(set(ra.decayed) ^ set(rb.decayed)), 1))
     return sorted(cs, key=lambda c: VOCAB.index(c.name))
 
 # %% ../nbs/42_explain.ipynb #37f1f7fa
@@ -296,7 +316,8 @@ class _Side:
 def _pin(x, steps, k):
     "Side `x` with hyper-parameter `k` (and those pinned before) set to `steps`' values at every step"
     pins = [cb for cb in x.cbs if isinstance(cb, PinHypers)]
-    x.cbs = [cb for cb in x.cbs if not isinstance(cb, PinHypers)] + [PinHypers(steps, (pins[0].keys if pins else []) + [k])]
+    x.cbs = [cb for cb in x.cbs if not isinstance(cb, PinHypers)] + [PinHypers(steps,
+                                                                               (pins[0].keys if pins else []) + [k])]
 
 def _align(c, A, B, ra, rb, a_like_b=False):
     """`(A, B)` (runs `ra`, `rb`) without cause `c`: B made like A where B can be, else A like B (a scalar: `a_like_b`);
@@ -312,9 +333,11 @@ def _align(c, A, B, ra, rb, a_like_b=False):
             if c.name == 'decayed_params' and not tc: x.cbs.append(PinDecay(val)); return A,B
             if c.name == 'decay_form':
                 dec = val == 'decoupled'
-                if tc in (torch.optim.Adam, torch.optim.AdamW): x.s = x.s.replace(opt=_swap_form(x.s.opt, dec)); return A,B
+                if tc in (torch.optim.Adam, torch.optim.AdamW): x.s = x.s.replace(opt=_swap_form(x.s.opt,
+                                                                                                 dec)); return A,B
                 if not tc: x.s = x.s.replace(opt=partial(x.s.opt, decouple_wd=dec)); return A,B
-            if c.name in ('nesterov', 'dampening') and tc: x.s = x.s.replace(opt=partial(x.s.opt, **{c.name: val})); return A,B
+            if c.name in ('nesterov', 'dampening') and tc: x.s = x.s.replace(opt=partial(x.s.opt,
+                                                                                         **{c.name: val})); return A,B
         return None
     if a_like_b: _pin(A, rb.steps, c.name.replace('_schedule', ''))
     else: _pin(B, ra.steps, c.name.replace('_schedule', ''))
@@ -338,24 +361,30 @@ def torch_twin(x, r, other):
 def _check_model(model, dls):
     "The model (one, or two of the same shapes), checked on one batch of `dls`; a `ValueError` naming `model` otherwise"
     ms = list(model) if isinstance(model, (tuple, list)) else [model]
-    if not ms or not all(isinstance(m, nn.Module) for m in ms): raise TypeError(f"`model` must be an nn.Module (or two alike), got {model!r}")
+    if not ms or not all(isinstance(m, nn.Module) for m in ms): raise TypeError("`model` must be an nn.Module (or two "
+                                                                                f"alike), got {model!r}")
     if len(ms) == 2:
         sa,sb = [[(n, tuple(p.shape)) for n,p in m.named_parameters()] for m in ms]
-        if sa != sb: raise ValueError(f"`model`: the two models differ ({sum(p.numel() for p in ms[0].parameters())} and "
-                                      f"{sum(p.numel() for p in ms[1].parameters())} parameters, tensors {len(sa)} and {len(sb)}): "
+        if sa != sb: raise ValueError(f"`model`: the two models differ ({sum(p.numel() for p in ms[0].parameters())} "
+                                      "and "
+                                      f"{sum(p.numel() for p in ms[1].parameters())} parameters, tensors {len(sa)} and "
+                                      f"{len(sb)}): "
                                       "explain_difference trains one model from the same weights")
         if not all(torch.equal(p, q) for p,q in zip(ms[0].parameters(), ms[1].parameters())):
-            raise ValueError("`model`: the two models start from different weights; pass one model, both runs start from a copy")
+            raise ValueError("`model`: the two models start from different weights; pass one model, both runs start "
+                             "from a copy")
     xb,yb = dls.one_batch() if hasattr(dls, 'one_batch') else next(iter(dls.train))
     try:
         with torch.no_grad(): out = copy.deepcopy(ms[0]).to(xb.device)(xb)
-    except Exception as e: raise ValueError(f"`model` cannot take the data's batches ({tuple(xb.shape)}): {e}") from None
+    except Exception as e: raise ValueError(f"`model` cannot take the data's batches ({tuple(xb.shape)}): "
+                                            f"{e}") from None
     if out.numel() != yb.numel(): raise ValueError(f"`model` gives {tuple(out.shape)} for targets {tuple(yb.shape)}")
     return ms[0]
 
 def _dls(dls):
     d = dls() if callable(dls) and not hasattr(dls, 'train') else dls
-    if not hasattr(d, 'train'): raise TypeError(f"`dls` must be fastai DataLoaders or a callable returning them, got {type(d).__name__}")
+    if not hasattr(d, 'train'): raise TypeError("`dls` must be fastai DataLoaders or a callable returning them, got "
+                                                f"{type(d).__name__}")
     return d
 
 def _op_order(A, B, ca, cb, run):
@@ -372,7 +401,8 @@ def _op_order(A, B, ca, cb, run):
         return (nx, side, f"{side} stepped in {other}'s arithmetic", opt_name(x.s.opt)) if ok else None
     B2 = B.copy(); B2.s = B.s.replace(opt=A.s.opt, wd_bn_bias=A.s.wd_bn_bias)
     keys = [k for k in _SCALARS if ca.steps[0][0][k] is not None]
-    B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))] + [x for x in A.cbs if isinstance(x, PinDecay)]
+    B2.cbs = ([x for x in B.cbs if not isinstance(x, (PinHypers, PinDecay))]
+              + [x for x in A.cbs if isinstance(x, PinDecay)]
               + [PinHypers(ca.steps, keys)]) # a's implementation, with a's decayed tensors
     nb = run(B2.s, cbs=B2.cbs)
     ok = same_run(ca, nb) and rel_dist(ca, cb) < OP_ORDER_TOL
@@ -431,7 +461,8 @@ class Explanation:
         store_attr(); self.causes,self.aligned,self.n_runs = L(),(ra, rb),2
         self.swapped,self.swapped_side,self.proof,self.twin = None,None,None,None # how `op_order` was proven, if it was
         self.identical = same_run(ra, rb)
-        self.part = None if self.identical else next(t for t in range(len(ra.ws)) if not torch.equal(ra.ws[t], rb.ws[t]))
+        self.part = None if self.identical else next(t for t in range(len(ra.ws)) if not torch.equal(ra.ws[t],
+                                                                                                     rb.ws[t]))
     @property
     def names(self): return [c.name for c in self.causes]
     @property
@@ -445,7 +476,8 @@ class Explanation:
     def summary(self):
         "The finding in a few lines"
         ls = [f"a: {self.a}", f"b: {self.b}"]
-        if self.identical: return '\n'.join(ls + [f"identical: every weight after every one of {len(self.ra.losses)} steps (torch.equal)"])
+        if self.identical: return '\n'.join(ls + [f"identical: every weight after every one of {len(self.ra.losses)} "
+                                                  "steps (torch.equal)"])
         ls.append(f"they part at step {self.part}; after the run |w_a-w_b|/|w_a| = {rel_dist(self.ra, self.rb):.3g}")
         ls.append(f"causes ({len(self.causes)}, each proven by removing it: the runs change; {self.n_runs} runs):")
         how = f"{self.proof}{f', {self.twin}' if self.twin else ''}" # how `op_order` was proven
@@ -475,7 +507,8 @@ class Explanation:
         lines = {'as given': (dist(self.ra, self.rb), dict(c='C1', lw=2))}
         if not self.identical:
             rest = [c.name for c in self.causes if c.name != 'op_order']
-            lines[f"without {', '.join(rest)}" if rest else 'aligned'] = (dist(*self.aligned), dict(c='C2', lw=1.5, ls='--'))
+            lines[f"without {', '.join(rest)}" if rest else 'aligned'] = (dist(*self.aligned),
+                                                                          dict(c='C2', lw=1.5, ls='--'))
             if self.swapped is not None:
                 pair = (self.aligned[0], self.swapped) if self.swapped_side == 'b' else (self.swapped, self.aligned[1])
                 lines[f"and {self.proof}"] = (dist(*pair), dict(c='C4', lw=1.5, ls=':'))
@@ -493,7 +526,8 @@ def contender_setup(c, run):
     f,kw = getattr(c.opt_func, 'func', None),getattr(c.opt_func, 'keywords', {})
     opt = kw['opt'] if f is OptimWrapper and 'opt' in kw else c.opt_func # torch's optimizer, as `Setup` takes it
     cyc = run['cycle']
-    return Setup(opt, lr=run['lr'], wd=run['wd'], wd_bn_bias=run['wd_bn_bias'], fit='fit_one_cycle' if cyc else 'fit', cbs=list(c.cbs), **cyc)
+    return Setup(opt, lr=run['lr'], wd=run['wd'], wd_bn_bias=run['wd_bn_bias'], fit='fit_one_cycle' if cyc else 'fit',
+                 cbs=list(c.cbs), **cyc)
 
 def _cause(rep):
     """The `cause` column's entry for an `Explanation`: the proven names, and `unexplained` if they do not account for
@@ -505,14 +539,16 @@ def _cause(rep):
 def explain(self:CompareResult):
     "Add a `cause` column: for every contender that parts from the reference, the causes `explain_difference` proves"
     run,cs = self.run,list(self.contenders)
-    if run is None or not cs: raise ValueError("this result has no contenders to explain: it was not made by `compare_optimizers`")
+    if run is None or not cs: raise ValueError("this result has no contenders to explain: it was not made by "
+                                               "`compare_optimizers`")
     ref = contender_setup(cs[0], run)
     causes = {}
     for c,r in zip(cs, self.df.itertuples()):
         if r.identical is True or r.identical == 'n/a': causes[c.name] = ''; continue
         s = contender_setup(c, run)
         if ref is None or s is None: causes[c.name] = '-'; continue
-        try: rep = explain_difference(ref, s, run['fresh'], run['m0'], epochs=run['epochs'], loss_func=self.loss_func, seed=run['seed'])
+        try: rep = explain_difference(ref, s, run['fresh'], run['m0'], epochs=run['epochs'], loss_func=self.loss_func,
+                                      seed=run['seed'])
         # another algorithm, or a model explain cannot check (class scores)
         except ValueError: causes[c.name] = '-'; continue
         causes[c.name] = _cause(rep)

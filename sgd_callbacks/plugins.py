@@ -22,13 +22,15 @@ def _decl(arg, spec, builtins=()):
     """The `OptDecl` that `spec` (`module:name` or an entry point) names; a `ValueError` naming `arg` (and the
     `builtins`) otherwise"""
     if ':' not in spec and spec not in installed(OPT_GROUP):
-        raise ValueError(f"{arg} must be one of {', '.join([*builtins, *installed(OPT_GROUP)])} or module:name, got {spec!r}")
+        raise ValueError(f"{arg} must be one of {', '.join([*builtins, *installed(OPT_GROUP)])} or module:name, got "
+                         f"{spec!r}")
     try: name,o = load_spec(spec, OPT_GROUP, {}, what=arg)
     except ImportError as e: raise ValueError(f"{arg} {spec!r}: {e}") from None # the entry point's own imports
     try: d = as_decl(o, name)
     except TypeError as e: raise ValueError(f"{arg} {spec!r}: {e}") from None
     if d.name in DECLARATIONS:
-        raise ValueError(f"{arg} {spec!r}: its name {d.name!r} clashes with the built-in {d.name}; name yours otherwise")
+        raise ValueError(f"{arg} {spec!r}: its name {d.name!r} clashes with the built-in {d.name}; name yours "
+                         "otherwise")
     return d
 
 def resolve_opt(spec:str, arg:str='--opt'):
@@ -61,7 +63,8 @@ def resolve_problems(names, arg:str='--problems'):
         except ImportError as e: raise ValueError(f"{arg} {n!r}: {e}") from None
         if not isinstance(pb, Problem): raise ValueError(f"{arg} {n!r} is {type(pb).__name__}, not a Problem")
         if pb.name in BAKEOFF_PROBLEMS:
-            raise ValueError(f"{arg} {n!r}: its name {pb.name!r} clashes with the built-in problem; name yours otherwise")
+            raise ValueError(f"{arg} {n!r}: its name {pb.name!r} clashes with the built-in problem; name yours "
+                             "otherwise")
         out.append(pb)
     return out
 
@@ -74,7 +77,8 @@ def _value(k, v, default):
         return v.lower() == 'true'
     if isinstance(default, str): return v
     try: return int(v) if isinstance(default, int) else float(v)
-    except ValueError: raise ValueError(f"--hp {k} must be {'an int' if isinstance(default, int) else 'a number'}, got {v!r}") from None
+    except ValueError: raise ValueError(f"--hp {k} must be {'an int' if isinstance(default, int) else 'a number'}, got "
+                                        f"{v!r}") from None
 
 def decl_of(opt):
     "The `OptDecl` behind what `resolve_opt` gave"
@@ -99,7 +103,8 @@ def check_own(d, lr, hypers):
     "`hypers` if the declared optimizer builds with them (a `ValueError` naming what it refuses), before any training"
     d.check_hypers(hypers)
     try: d.opt_func(**hypers)([nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))], lr=lr)
-    except (ValueError, TypeError) as e: raise ValueError(f"{d.name} refuses these hyper-parameters ({hypers}): {e}") from None
+    except (ValueError, TypeError) as e: raise ValueError(f"{d.name} refuses these hyper-parameters ({hypers}): "
+                                                          f"{e}") from None
     return hypers
 
 
@@ -109,13 +114,15 @@ def opt_help():
     fast = ', '.join(n for n,d in DECLARATIONS.items() if d.compare and d.kind == 'fastai')
     mod = ', '.join(n for n,d in DECLARATIONS.items() if d.compare and d.reference is not None)
     mine = installed(OPT_GROUP)
-    return (f"fastai's {fast}; or {mod} against their authors' code; or module:name (a rule, a fastai opt_func, a torch.optim "
+    return (f"fastai's {fast}; or {mod} against their authors' code; or module:name (a rule, a fastai opt_func, a "
+            "torch.optim "
             f"class, an OptDecl){'; installed: ' + ', '.join(mine) if mine else ''}")
 
 def opts_help(default):
     "`sgd_bakeoff --opts`' help"
     mine = installed(OPT_GROUP)
-    return (f"names, comma-separated, of {', '.join(BAKEOFF_OPTS)}; default {', '.join(default)}; or module:name (a rule, an "
+    return (f"names, comma-separated, of {', '.join(BAKEOFF_OPTS)}; default {', '.join(default)}; or module:name (a "
+            "rule, an "
             f"opt_func, a torch.optim class, an OptDecl){'; installed: ' + ', '.join(mine) if mine else ''}")
 
 def problems_help():

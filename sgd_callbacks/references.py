@@ -28,7 +28,8 @@ def check_opt(opt, opt_kw):
     fixed = {'params', 'lr', 'mom', 'wd', 'decouple_wd', 'kwargs'} # set by `compare_optimizers`' own arguments
     known = set(inspect.signature(OPTIMIZERS[opt]).parameters) - fixed
     if OPTIMIZERS[opt] is ranger: known |= set(inspect.signature(RAdam).parameters) - fixed # its keywords go to RAdam
-    if set(opt_kw) - known: raise TypeError(f"{opt_name(opt)} has no hyper-parameter {sorted(set(opt_kw)-known)}; it takes {sorted(known)}")
+    if set(opt_kw) - known: raise TypeError(f"{opt_name(opt)} has no hyper-parameter {sorted(set(opt_kw)-known)}; it "
+                                            f"takes {sorted(known)}")
 
 def fastai_hypers(opt, lr, kw):
     "The hyper-parameters fastai's `opt` actually holds with `lr` and keywords `kw` (its own defaults filled in)"
@@ -66,7 +67,8 @@ class Reference:
 # the modern rules, each against its authors' code, from their declarations
 MODERN = {n: Reference.of(d) for n,d in DECLARATIONS.items() if d.compare and d.reference is not None}
 
-def reference_of(opt): return opt if isinstance(opt, Reference) else MODERN[opt] # a name, or a user's declared `Reference`
+# a name, or a user's declared `Reference`
+def reference_of(opt): return opt if isinstance(opt, Reference) else MODERN[opt]
 
 def default_lr(opt):
     "The learning rate `compare_optimizers` and the command use when given none: the modern rule's own, else 0.1"
@@ -78,7 +80,8 @@ def modern_reference(opt:str, **hypers):
     (fastai's) names"""
     r = reference_of(opt)
     try: cls = getattr(importlib.import_module(r.mod), r.cls)
-    except ImportError: raise ImportError(f"the reference of {getattr(opt, 'name', opt)!r} is {r.name}: `pip install {r.pip}`") from None
+    except ImportError: raise ImportError(f"the reference of {getattr(opt, 'name', opt)!r} is {r.name}: `pip install "
+                                          f"{r.pip}`") from None
     hp = {**{k: v for k,v in rule_hypers(r.rule)[0].items() if v is not inspect.Parameter.empty}, **hypers}
     return partial(OptimWrapper, opt=partial(cls, **r.kw(hp), **r.fixed), hp_map=r.hp_map)
 
@@ -86,7 +89,8 @@ def modern_kw(opt, mom, decouple_wd, kw):
     """`compare_optimizers`' `mom` and `decouple_wd` as the modern rule's hyper-parameters, where it has them (or they
     are not the default)"""
     decl = rule_hypers(reference_of(opt).rule)[0]
-    return {**({} if mom is None else dict(mom=mom)), **({'decouple_wd': decouple_wd} if 'decouple_wd' in decl or not decouple_wd else {}), **kw}
+    return {**({} if mom is None else dict(mom=mom)),
+            **({'decouple_wd': decouple_wd} if 'decouple_wd' in decl or not decouple_wd else {}), **kw}
 
 def check_modern(opt, lr, hypers):
     """`hypers` if the rule takes them all (a `TypeError` naming the first it does not) and the reference accepts their
@@ -94,6 +98,7 @@ def check_modern(opt, lr, hypers):
     rule_opt(reference_of(opt).rule, **hypers)
     ps = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))] # a matrix and a vector: both halves of Muon
     try: modern_reference(opt, **hypers)(ps, lr=lr)
-    except (ValueError, TypeError) as e: raise ValueError(f"{reference_of(opt).name} refuses these hyper-parameters ({hypers}): {e}") from None
+    except (ValueError, TypeError) as e: raise ValueError(f"{reference_of(opt).name} refuses these hyper-parameters "
+                                                          f"({hypers}): {e}") from None
     return hypers
 

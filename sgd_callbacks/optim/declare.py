@@ -28,12 +28,14 @@ __all__ = ['BETAS', 'NOT_HYPERS', 'SGD_TWIN', 'RMSPROP_TWIN', 'ADAM_TWIN', 'RADA
 # %% ../../nbs/27_optim.declare.ipynb #c6ae1bae
 BETAS = ('mom', 'sqr_mom', 'beta3') # fastai's names of the betas
 NOT_HYPERS = ('lr', 'do_wd', 'train_mode', 'params', 'kwargs', # set by the `Learner` or the optimizer, not by a user
-              'maximize', 'foreach', 'differentiable', 'fused', 'capturable') # torch.optim's: how it runs, not what it does
+              # torch.optim's: how it runs, not what it does
+              'maximize', 'foreach', 'differentiable', 'fused', 'capturable')
 
 def betas_kw(betas=BETAS, **rename):
     "How a rule's hypers become a reference's keywords: `betas` from `betas`, the others renamed by `rename` (fastai's -> theirs)"
     def kw(hp): return dict(betas=tuple(hp[b] for b in betas if b in hp),
-                            **{rename.get(k, k): v for k,v in hp.items() if k not in (*betas, 'lr', 'do_wd', 'train_mode')})
+                            **{rename.get(k, k): v for k,
+                               v in hp.items() if k not in (*betas, 'lr', 'do_wd', 'train_mode')})
     return kw
 
 def rename_kw(**rename):
@@ -43,9 +45,12 @@ def rename_kw(**rename):
 
 def muon_kw(hp):
     "`muon_rule`'s hypers as `MuonAdamW`'s keywords"
-    if not hp['muon']: raise ValueError("`muon=False` has no counterpart in `MuonAdamW` (it splits the parameters by shape)")
-    return dict(momentum=hp['mom'], weight_decay=hp.get('wd', 0.), nesterov=hp['nesterov'], ns_coefficients=(hp['ns_a'], hp['ns_b'], hp['ns_c']),
-                eps=hp['eps'], ns_steps=hp['ns_steps'], adjust_lr_fn=hp['adjust_lr_fn'], adam_lr_ratio=hp['adam_lr_ratio'],
+    if not hp['muon']: raise ValueError("`muon=False` has no counterpart in `MuonAdamW` (it splits the parameters by "
+                                        "shape)")
+    return dict(momentum=hp['mom'], weight_decay=hp.get('wd', 0.), nesterov=hp['nesterov'],
+                ns_coefficients=(hp['ns_a'], hp['ns_b'], hp['ns_c']),
+                eps=hp['eps'], ns_steps=hp['ns_steps'], adjust_lr_fn=hp['adjust_lr_fn'],
+                adam_lr_ratio=hp['adam_lr_ratio'],
                 adam_betas=(hp['adam_mom'], hp['adam_sqr_mom']), adam_eps=hp['adam_eps'], adam_wd=hp['adam_wd'])
 
 def _muon_note(model):
@@ -78,9 +83,11 @@ class RefSpec:
 # %% ../../nbs/27_optim.declare.ipynb #1b167f08
 class TorchTwin:
     "A fastai optimizer's `torch.optim` counterpart: how fastai's hypers build it, why the two differ, when they are the same"
-    def __init__(self, make,              # `make(hypers, decouple_wd) -> (class, keywords)`; a `ValueError` says why there is none
+    def __init__(self,
+                 make,              # `make(hypers, decouple_wd) -> (class, keywords)`; a `ValueError` says why there is none
                  l2_only:bool=False,      # its `weight_decay` is L2 only: no counterpart of a decoupled decay
-                 apart:str="the same update in another order of operations: other roundings", # why it is not bit-identical
+                 apart:str="the same update in another order of operations: other "
+                           "roundings", # why it is not bit-identical
                  same=None):              # `same(hypers)`: whether it is fastai's update op for op (None: never)
         self.make,self.l2_only,self.apart,self.same = make,l2_only,apart,same or (lambda hp: False)
     def build(self, hp, decouple_wd):
@@ -95,18 +102,24 @@ class TorchTwin:
 def _betas(hp): return (hp['mom'], hp['sqr_mom'])
 def _radam(hp, dec):
     if hp.get('beta'): raise ValueError("torch.optim has no RAdam with beta (SAdam)")
-    return torch.optim.RAdam,dict(betas=_betas(hp), eps=hp['eps'], weight_decay=hp.get('wd', 0.), decoupled_weight_decay=dec)
+    return torch.optim.RAdam,dict(betas=_betas(hp), eps=hp['eps'], weight_decay=hp.get('wd', 0.),
+                                  decoupled_weight_decay=dec)
 
 SGD_TWIN = TorchTwin(lambda hp, dec: (torch.optim.SGD, dict(momentum=hp.get('mom', 0.), weight_decay=hp.get('wd', 0.))),
                      l2_only=True, same=lambda hp: True)
 RMSPROP_TWIN = TorchTwin(lambda hp, dec: (torch.optim.RMSprop, dict(alpha=hp['sqr_mom'], eps=hp['eps'],
-                                                                     momentum=hp.get('mom', 0.), weight_decay=hp.get('wd', 0.))),
+                                                                     momentum=hp.get('mom', 0.),
+                                                                    weight_decay=hp.get('wd', 0.))),
                          l2_only=True, same=lambda hp: not hp.get('mom'), # without momentum: fastai's, op for op
-                         apart="keeps its momentum buffer of g/(sqrt(v)+eps) where fastai averages g first: another update")
+                         apart="keeps its momentum buffer of g/(sqrt(v)+eps) where fastai averages g first: another "
+                               "update")
 ADAM_TWIN = TorchTwin(lambda hp, dec: (torch.optim.AdamW if dec else torch.optim.Adam,
                                        dict(betas=_betas(hp), eps=hp['eps'], weight_decay=hp.get('wd', 0.))),
-                      apart="divides by sqrt(v)/sqrt(1-b2^t)+eps where fastai uses sqrt(v/(1-b2^t))+eps: other roundings")
-RADAM_TWIN = TorchTwin(_radam, apart="computes the rectified step in another order (and debiases as torch does): other roundings")
+                      apart="divides by sqrt(v)/sqrt(1-b2^t)+eps where fastai uses sqrt(v/(1-b2^t))+eps: other "
+                            "roundings")
+RADAM_TWIN = TorchTwin(_radam,
+                       apart="computes the rectified step in another order (and debiases as torch does): other "
+                             "roundings")
 
 
 # %% ../../nbs/27_optim.declare.ipynb #5b3fe8d3
@@ -146,12 +159,14 @@ class OptDecl:
                  bake:bool=True,          # a choice of `sgd_bakeoff --opts`
                  bench_hypers=None):      # the hypers `bench_new_rules` times its rule with
         n = sum(o is not None for o in (rule, opt_func, torch_cls))
-        if n != 1: raise TypeError(f"optimizer {name!r}: give exactly one of `rule`, `opt_func` or `torch_cls`, got {n}")
+        if n != 1: raise TypeError(f"optimizer {name!r}: give exactly one of `rule`, `opt_func` or `torch_cls`, got "
+                                   f"{n}")
         if torch_cls is not None and not _is_torch_cls(torch_cls):
             raise TypeError(f"optimizer {name!r}: `torch_cls` must be a torch.optim.Optimizer class, got {torch_cls!r}")
         if reference is not None and not isinstance(reference, RefSpec):
             raise TypeError(f"optimizer {name!r}: `reference` must be a RefSpec, got {reference!r}")
-        self.name,self.rule,self.fn,self.torch_cls,self.cbs,self.reference = name,rule,opt_func,torch_cls,tuple(cbs),reference
+        self.name,self.rule,self.fn,self.torch_cls = name,rule,opt_func,torch_cls
+        self.cbs,self.reference = tuple(cbs),reference
         self.torch_twin,self.model_note = torch_twin,model_note
         self.family,self.lr,self.bake_lr,self.lr_mult,self.lrs = family,lr,bake_lr,lr_mult,lrs
         self.space,self.compare,self.bake,self.bench_hypers = dict(space or {}),compare,bake,dict(bench_hypers or {})
@@ -165,7 +180,9 @@ class OptDecl:
     def opt_func(self, guard:bool=True, **hypers):
         "Its `opt_func` with `hypers` set (`guard`: `rule_opt`'s check of every step, for a rule)"
         if self.rule is not None: return rule_opt(self.rule, guard=guard, **hypers)
-        if self.torch_cls is not None: return partial(OptimWrapper, opt=partial(self.torch_cls, **hypers) if hypers else self.torch_cls)
+        if self.torch_cls is not None: return partial(OptimWrapper,
+                                                      opt=partial(self.torch_cls,
+                                                                  **hypers) if hypers else self.torch_cls)
         return partial(self.fn, **hypers) if hypers else self.fn
     def hypers(self):
         "`{name: (default, help)}`: what a user may set, read from the rule's or the class's signature and docments"
@@ -190,7 +207,8 @@ class OptDecl:
 
 
 # %% ../../nbs/27_optim.declare.ipynb #17fa036e
-OPT_GROUP,PROBLEM_GROUP = 'sgd_callbacks.optimizers','sgd_callbacks.problems' # the entry-point groups of installed plug-ins
+# the entry-point groups of installed plug-ins
+OPT_GROUP,PROBLEM_GROUP = 'sgd_callbacks.optimizers','sgd_callbacks.problems'
 
 def as_decl(o, name:str|None=None):
     "`o` as an `OptDecl`: a declaration as it is, a rule, a `torch.optim` class or a fastai `opt_func`; a `TypeError` otherwise"
@@ -202,7 +220,8 @@ def as_decl(o, name:str|None=None):
         try: ps = list(inspect.signature(o).parameters)
         except (TypeError, ValueError): ps = []
         if ps[:1] == ['params']: return OptDecl(name, opt_func=o)
-    raise TypeError(f"{name!r} is {type(o).__name__}, not an optimizer: expected a rule `rule(p, g, state, **hypers)`, a fastai "
+    raise TypeError(f"{name!r} is {type(o).__name__}, not an optimizer: expected a rule `rule(p, g, state, **hypers)`, "
+                    "a fastai "
                     f"`opt_func(params, lr, ...)`, a torch.optim.Optimizer class or an OptDecl")
 
 def entry_points(group:str):
@@ -248,21 +267,25 @@ DECLARATIONS = {d.name: d for d in (
     OptDecl('lion', rule=lion_rule, family='Lion', reference=RefSpec('lion_pytorch', 'Lion'),
             lr_mult=0.1, bake_lr=1e-4), # a sign step moves every weight by lr
     OptDecl('ademamix', rule=ademamix_rule, family='AdEMAMix',
-            reference=RefSpec('pytorch_optimizer', 'AdEMAMix', betas_kw(wd='weight_decay', decouple_wd='weight_decouple'),
-                              fixed=dict(foreach=False)),
+            reference=RefSpec('pytorch_optimizer', 'AdEMAMix',
+                              betas_kw(wd='weight_decay', decouple_wd='weight_decouple'), fixed=dict(foreach=False)),
             space=_space(alpha=(2., 8., False))),
-    OptDecl('schedulefree', rule=schedulefree_adamw_rule, family='Adam', cbs=[ScheduleFreeEval], bake_lr=2.5e-3, # judged at x
-            reference=RefSpec('schedulefree', 'AdamWScheduleFree', fixed=dict(foreach=False)), bench_hypers=dict(train_mode=True)),
+    # judged at x
+    OptDecl('schedulefree', rule=schedulefree_adamw_rule, family='Adam', cbs=[ScheduleFreeEval], bake_lr=2.5e-3,
+            reference=RefSpec('schedulefree', 'AdamWScheduleFree', fixed=dict(foreach=False)),
+            bench_hypers=dict(train_mode=True)),
     OptDecl('muon', rule=muon_rule, family='Muon', bake_lr=0.02, model_note=_muon_note,
             reference=RefSpec('sgd_callbacks.optim.muon', 'MuonAdamW', muon_kw, hp_map=None)), # torch's Muon + AdamW
-    OptDecl('prodigy', rule=prodigy_rule, family='Prodigy', lr=1., lrs=(0.25, 4.), bake_lr=1., # lr multiplies its own estimate
-            reference=RefSpec('prodigyopt', 'Prodigy', betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'),
-                              hp_map=None)),
-    OptDecl('soap', rule=soap_rule, family='SOAP', bake_lr=3e-3, # Adam's lrs (the reference's default); the bake-off tunes
+    # lr multiplies its own estimate
+    OptDecl('prodigy', rule=prodigy_rule, family='Prodigy', lr=1., lrs=(0.25, 4.), bake_lr=1.,
+            reference=RefSpec('prodigyopt', 'Prodigy',
+                              betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'), hp_map=None)),
+    # Adam's lrs (the reference's default); the bake-off tunes
+    OptDecl('soap', rule=soap_rule, family='SOAP', bake_lr=3e-3,
             reference=RefSpec('pytorch_optimizer', 'SOAP')),  # its betas and wd; its own knobs trade time for quality
     OptDecl('adopt', rule=adopt_rule, family='ADOPT', # the authors' package: `pip install torch-adopt`, `import adopt`
-            reference=RefSpec('adopt', 'ADOPT', betas_kw(wd='weight_decay', decouple_wd='decouple'), fixed=dict(foreach=False),
-                              pip='torch-adopt')),
+            reference=RefSpec('adopt', 'ADOPT', betas_kw(wd='weight_decay', decouple_wd='decouple'),
+                              fixed=dict(foreach=False), pip='torch-adopt')),
     OptDecl('mars', rule=mars_rule, family='MARS', bake_lr=3e-3,
             reference=RefSpec('pytorch_optimizer', 'MARS', mars_kw, fixed=dict(foreach=False)),
             space=_space(gamma=(0.005, 0.05, True))),
@@ -270,9 +293,11 @@ DECLARATIONS = {d.name: d for d in (
             reference=RefSpec('pytorch_optimizer', 'Lion', fixed=dict(foreach=False, cautious=True))),
     OptDecl('cautious_adam', rule=cautious_adam_rule, family='Adam', compare=False), # no reference: bake-off only
     OptDecl('adam_mini', rule=adam_mini_rule, family='Adam-mini', cbs=[ParamNames], # blocks by the parameters' names
-            reference=RefSpec('sgd_callbacks.optim.adam_mini', 'AdamMiniNamed', pip='adam-mini')), # adam_mini.Adam_mini inside
+            # adam_mini.Adam_mini inside
+            reference=RefSpec('sgd_callbacks.optim.adam_mini', 'AdamMiniNamed', pip='adam-mini')),
     OptDecl('kron', rule=kron_rule, family='Kron', lr=3e-3, bake_lr=1e-3, # an RMS-clipped step: Adam's lrs
-            reference=RefSpec('sgd_callbacks.optim.kron', 'eager_kron', # kron_torch's Kron, its torch.compile run eagerly
+            # kron_torch's Kron, its torch.compile run eagerly
+            reference=RefSpec('sgd_callbacks.optim.kron', 'eager_kron',
                               dict(mom='b1', wd='weight_decay', precond_prob='preconditioner_update_probability'),
                               hp_map=dict(b1='mom', weight_decay='wd'), pip='kron-torch')))}
 
@@ -288,7 +313,8 @@ def rule_family(rule):
         for d in DECLARATIONS.values():
             if d.rule is not None: _FAMILIES.setdefault(d.rule, d.family); continue
             if d.kind != 'fastai': continue
-            try: r,_ = rule_for(d.fn([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)) # fastai's optimizer's hand-written rule
+            # fastai's optimizer's hand-written rule
+            try: r,_ = rule_for(d.fn([torch.nn.Parameter(torch.zeros(1))], lr=1e-3))
             except TypeError: continue
             _FAMILIES.setdefault(getattr(r, 'func', r), d.family)
     return _FAMILIES.get(f)

@@ -34,13 +34,15 @@ def _lr_scale(adjust_lr_fn, shape):
     if adjust_lr_fn in (None, 'original'): return math.sqrt(max(1, A/B)) # Keller Jordan's
     if adjust_lr_fn == 'match_rms_adamw': return 0.2*math.sqrt(max(A, B))   # Moonshot's: AdamW's rms
     if adjust_lr_fn == 'spectral_unclamped': return math.sqrt(A/B)          # Bernstein's
-    raise ValueError(f"`adjust_lr_fn` must be 'original', 'match_rms_adamw' or 'spectral_unclamped', got {adjust_lr_fn!r}")
+    raise ValueError("`adjust_lr_fn` must be 'original', 'match_rms_adamw' or 'spectral_unclamped', got "
+                     f"{adjust_lr_fn!r}")
 
 def muon_rule(p, g, state, lr=0.02, mom=0.95, wd=0.1, do_wd=True, nesterov=True, ns_a=3.4445, ns_b=-4.7750, ns_c=2.0315,
               eps=1e-7, ns_steps=5, adjust_lr_fn='original', muon=True,
               adam_lr_ratio=0.015, adam_mom=0.9, adam_sqr_mom=0.95, adam_eps=1e-10, adam_wd=0., **_):
     "Muon on a matrix: step along the orthogonalised momentum; any other parameter: AdamW (`adam_*` hypers)"
-    if p.ndim != 2 or not muon: return torch_adamw_rule(p, g, state, lr*adam_lr_ratio, adam_mom, adam_sqr_mom, adam_eps, adam_wd, do_wd)
+    if p.ndim != 2 or not muon: return torch_adamw_rule(p, g, state, lr*adam_lr_ratio, adam_mom, adam_sqr_mom, adam_eps,
+                                                        adam_wd, do_wd)
     if 'momentum_buffer' not in state: state['momentum_buffer'] = torch.zeros_like(p)
     buf = state['momentum_buffer'].lerp_(g, 1-mom)
     o = newton_schulz(g.lerp(buf, mom) if nesterov else buf, ns_steps, ns_a, ns_b, ns_c, eps)
@@ -55,7 +57,8 @@ class MuonAdamW:
         ps = list(params)
         groups = ps if ps and isinstance(ps[0], dict) else [{'params': ps}]
         self.ratio = adam_lr_ratio
-        self.param_groups = [dict(params=list(g['params']), lr=lr, momentum=momentum, weight_decay=weight_decay) for g in groups]
+        self.param_groups = [dict(params=list(g['params']), lr=lr, momentum=momentum,
+                                  weight_decay=weight_decay) for g in groups]
         def split(mat): return [{'params': [p for p in g['params'] if (p.ndim == 2) == mat]} for g in self.param_groups]
         self.muon = torch.optim.Muon(split(True), lr=lr, momentum=momentum, weight_decay=weight_decay, **muon_kw)
         self.adamw = torch.optim.AdamW(split(False), lr=lr*adam_lr_ratio, betas=adam_betas, eps=adam_eps,
@@ -71,7 +74,8 @@ class MuonAdamW:
     @property
     def state(self): return {**self.muon.state, **self.adamw.state}
     @state.setter
-    def state(self, v): self.muon.state,self.adamw.state = defaultdict(dict, v),defaultdict(dict, v) # fastai's `clear_state`
+    # fastai's `clear_state`
+    def state(self, v): self.muon.state,self.adamw.state = defaultdict(dict, v),defaultdict(dict, v)
 
     def zero_grad(self, set_to_none=True):
         self.muon.zero_grad(set_to_none); self.adamw.zero_grad(set_to_none)

@@ -12,7 +12,8 @@ from ..checks import check_rule
 from ..callback import StepCallback
 from ..divergence import all_finite
 from ..lowbit import HALF, kahan_fold, bf16_sr, check_lowbit
-from .fastai_rules import (rule_for, lookahead_stage, decay, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule)
+from .fastai_rules import (rule_for, lookahead_stage, decay, sgd_rule, rmsprop_rule, adam_rule,
+                                              radam_rule, qhadam_rule)
 
 # %% auto #0
 __all__ = ['RuleError', 'whole_step', 'rule_name', 'apply_rule', 'guarded_step', 'ScratchStep', 'lesson_rule', 'rule_hypers',
@@ -55,19 +56,22 @@ def apply_rule(rule, todo, kw={}):
 
 def _broken(p, shape, dtype, finite):
     "How a rule broke the weight `p`, or `None`"
-    if p.shape != shape or p.dtype != dtype: return f"changed it from {tuple(shape)} {dtype} to {tuple(p.shape)} {p.dtype}"
+    if p.shape != shape or p.dtype != dtype:
+        return f"changed it from {tuple(shape)} {dtype} to {tuple(p.shape)} {p.dtype}"
     if finite and not all_finite([p]): return "left non-finite values in it"
 
 def guarded_step(rule, todo, kw={}, name=None, where='', finite=True):
     """`apply_rule`, checked: if the rule raises, reshapes, retypes or (`finite`) leaves a non-finite weight, put every
     weight and state back and raise `RuleError`"""
-    saved = [(p.detach().clone(), {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k,v in st.items()}) for p,st,_ in todo]
+    saved = [(p.detach().clone(), {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k,
+                                   v in st.items()}) for p,st,_ in todo]
     # a per-parameter rule is checked after each parameter
     for part in ([todo] if _is_whole(rule) else [[o] for o in todo]):
         shapes,bad,what = [(p.shape,p.dtype) for p,*_ in part],None,None
         try: apply_rule(rule, part, kw)
         except Exception as e: bad,what = (part[0][0] if len(part) == 1 else None),f"raised {type(e).__name__}: {e}"
-        else: bad,what = next(((p,w) for (p,*_),(s,d) in zip(part, shapes) if (w := _broken(p, s, d, finite))), (None,None))
+        else: bad,what = next(((p,w) for (p,*_),(s,d) in zip(part, shapes) if (w := _broken(p, s, d, finite))),
+                              (None,None))
         if what is None: continue
         for (q,s,_),(q0,s0) in zip(todo, saved): q.data = q0; s.clear(); s.update(s0)
         on = '' if bad is None else f" on parameter `{name(bad) if name else tuple(bad.shape)}`"
@@ -92,7 +96,8 @@ class ScratchStep(StepCallback):
         else:
             self.la = opt if isinstance(opt, Lookahead) else None
             if not isinstance(self.la.opt if self.la else opt, Optimizer):
-                raise TypeError(f"ScratchStep(rule=...) steps fastai `Optimizer`s, whose state it keeps; `learn.opt` is {type(opt).__name__}")
+                raise TypeError("ScratchStep(rule=...) steps fastai `Optimizer`s, whose state it keeps; `learn.opt` "
+                                f"is {type(opt).__name__}")
             self._rule = self.rule
             _check_signature(self.rule, opt.hypers[0] if _is_whole(self.rule) else {'do_wd': True, **opt.hypers[0]})
         if (self.kahan or self.stochastic_round) and self.la is not None:
@@ -141,7 +146,8 @@ def _check_hypers(rule, hypers):
     _check_signature(rule, {}, hint="", partial=True) # it takes the tensors
     decl,kw = rule_hypers(rule)
     bad = [k for k in hypers if k not in decl and not kw]
-    if bad: raise TypeError(f"rule `{rule_name(rule)}` has no hyper-parameter `{bad[0]}`; after {'ps, gs, states, hypers' if _is_whole(rule) else 'p, g, state'} it takes {list(decl)}")
+    if bad: raise TypeError(f"rule `{rule_name(rule)}` has no hyper-parameter `{bad[0]}`; after "
+                            f"{'ps, gs, states, hypers' if _is_whole(rule) else 'p, g, state'} it takes {list(decl)}")
     return decl,kw
 
 def shipped_rule(rule):
@@ -173,13 +179,15 @@ class RuleOptimizer(Optimizer):
         for h in self.hypers:
             for k in h:
                 if k not in self.decl and k not in _UNASKED:
-                    raise TypeError(f"rule `{rule_name(self.rule)}` has no hyper-parameter `{k}`, which was set on its optimizer "
+                    raise TypeError(f"rule `{rule_name(self.rule)}` has no hyper-parameter `{k}`, which was set on its "
+                                    "optimizer "
                                     f"(by `Learner(wd=...)`, a scheduler or `set_hypers`); it takes {list(self.decl)}")
         return [{k: v for k,v in h.items() if k in self.decl} for h in self.hypers]
 
     def _name(self, p):
         "Where `p` is among the optimizer's parameters, for a message"
-        return next(f"{j} of group {i}, shape {tuple(p.shape)}" for i,pg in enumerate(self.param_lists) for j,q in enumerate(pg) if q is p)
+        return next(f"{j} of group {i}, shape {tuple(p.shape)}" for i,pg in enumerate(self.param_lists) for j,
+                    q in enumerate(pg) if q is p)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -191,13 +199,15 @@ class RuleOptimizer(Optimizer):
         self.n_step += 1
         # the first step is always checked
         if not (self.guard or self.n_step == 1): return apply_rule(self.rule, todo, kws[0])
-        guarded_step(self.rule, todo, kws[0], self._name, f"step {self.n_step}", finite=all_finite([p.grad for p,*_ in todo]))
+        guarded_step(self.rule, todo, kws[0], self._name, f"step {self.n_step}",
+                     finite=all_finite([p.grad for p,*_ in todo]))
 
 def rule_opt(rule,                # `rule(p, g, state, **hypers)`, or a `whole_step` rule
              guard:bool|None=None, # check every step (a copy of the weights and state): `RuleError` if the rule breaks a weight; None: your own rules only
              kahan:bool=False,    # 16-bit weights: Kahan summation (see `lowbit_rule`)
              stochastic_round:bool=False, # bf16 weights: step in float32, round back stochastically
-             **hypers):           # the rule's hyper-parameters, over its defaults (the `Learner` gives `lr`, `wd`, schedules)
+             # the rule's hyper-parameters, over its defaults (the `Learner` gives `lr`, `wd`, schedules)
+             **hypers):
     """An `opt_func` for any `Learner`: a fastai `Optimizer` whose step is `rule(p, g, state, **hypers)` (or a `whole_step` rule).
     Its hyper-parameters: the rule's keyword defaults after `p, g, state`, overridden by `hypers`, overridden by what the
     `Learner` sets (`lr`, `wd`, schedules). The rule gets those it declares (all, if it takes `**kwargs`; `fit_one_cycle`'s
