@@ -88,14 +88,13 @@ def first_divergence(ref, other, names, numels):
 
 
 # %% ../nbs/41_compare.ipynb #3a80fc93
-def _why_apart(name, opt, decays_all):
-    "The reason a contender that is not bit-identical to fastai's differs, for the table's `note`"
-    if decays_all and (name.startswith('torch') or name == 'plain loop'):
+def _why_apart(kind, opt, decays_all):
+    "Why a contender of `kind` ('torch', 'plain' or 'rule') may not be bit-identical to fastai's `opt`: its `note`"
+    if decays_all and kind in ('torch', 'plain'):
         return "decays every parameter; fastai skips biases and BatchNorm (wd_bn_bias=False)"
     twin = DECLARATIONS[opt].torch_twin
-    if name.startswith('torch.optim') and twin: return twin.apart
-    if name.startswith('rule '):
-        return "your rule: see first_step, first_param and first_dw for where it leaves fastai's"
+    if kind == 'torch' and twin: return twin.apart
+    if kind == 'rule': return "your rule: see first_step, first_param and first_dw for where it leaves fastai's"
     return ''
 
 
@@ -176,10 +175,10 @@ def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func
     else: cs.append(Contender('ScratchStep', fast, [ScratchStep()], expected=True))
     if rule is not None:
         name = f'rule {rule_name(rule)}'
-        cs.append(Contender(name, fast, [ScratchStep(rule=rule)], why=_why_apart(name, opt, decays_all)))
+        cs.append(Contender(name, fast, [ScratchStep(rule=rule)], why=_why_apart('rule', opt, decays_all)))
     tor,tname,why_not = torch_counterpart(opt, hp, decouple_wd)
     cs.append(Contender(tname, tor and partial(OptimWrapper, opt=tor), expected=same and not decays_all,
-                        why=_why_apart(tname, opt, decays_all), na=why_not or None))
+                        why=_why_apart('torch', opt, decays_all), na=why_not or None))
     def plain(dls, m):
         dl = dls.train
         dev = getattr(dl, 'device', None) or 'cpu'
@@ -190,7 +189,7 @@ def _fastai_contenders(opt, fkw, hp, lr, mom, wd, decouple_wd, epochs, loss_func
         return h.model,h.loss.tolist(),(list(h.weights) if record_weights else None),h.secs,h.prints
     why = _plain_dl(dl) if lesson else "the plain loop is the lesson's SGD loop"
     return cs + [Contender('plain loop', train=plain, expected=same and not decays_all,
-                           why=_why_apart('plain loop', opt, decays_all), na=why)]
+                           why=_why_apart('plain', opt, decays_all), na=why)]
 
 # %% ../nbs/41_compare.ipynb #4942cf21
 def _modern_contenders(opt, hypers, rule):
