@@ -81,7 +81,8 @@ def check_lrs(lrs):
 def _gen(seed): return torch.Generator().manual_seed(seed)
 
 def quadratic_data(d:int=50, n:int=1000, decades:float=4., noise:float=0.01, seed:int=0):
-    "`x` n×d with covariance `Q diag(λ) Qᵀ` (λ log-spaced over `decades`, `Q` a random rotation), `y = x@w* + noise`"
+    """`x` n×d with covariance `Q diag(λ) Qᵀ` (λ log-spaced over `decades`, `Q` a random rotation),
+    `y = x@w* + noise`"""
     g = _gen(seed)
     lam = torch.logspace(-decades, 0, d)
     q,_ = torch.linalg.qr(torch.randn(d, d, generator=g))

@@ -27,7 +27,8 @@ def _axes(n, ncols=3, size=(4.2, 4.6)): # the bottom 1.3 inches: the legend, bel
     return fig, list(axs.flat[:n])
 
 @patch
-def _opts(self:BakeoffResult): return list(dict.fromkeys(self.results.optimizer)) # in the run's order: one colour each everywhere
+# in the run's order: one colour each everywhere
+def _opts(self:BakeoffResult): return list(dict.fromkeys(self.results.optimizer))
 
 @patch
 def plot_profile(self:BakeoffResult, ax=None):
@@ -40,18 +41,20 @@ def plot_profile(self:BakeoffResult, ax=None):
         d,s = self.profile[self.profile.optimizer == o],line_style(i)
         every = max(len(d)//8, 1)
         ci = '' if sc.note[o] else f", 95% {sc.score_lo[o]:.2f}–{sc.score_hi[o]:.2f}"
-        ax.step(d.tau, d.rho, where='post', lw=2.2-0.2*i, ms=6, mfc='none', markevery=(i*every//len(self._opts()), every),
-                label=f"{o} (score {sc.score[o]:.2f}{ci})", **s)
+        ax.step(d.tau, d.rho, where='post', lw=2.2-0.2*i, ms=6, mfc='none',
+                markevery=(i*every//len(self._opts()), every), label=f"{o} (score {sc.score[o]:.2f}{ci})", **s)
         b = band[band.optimizer == o]
         # the bootstrap's 95% band
         if len(b): ax.fill_between(b.tau, b.lo, b.hi, step='post', color=s['color'], alpha=0.08, lw=0)
     ax.set_xlim(1, self.meta['tau_max']); ax.set_ylim(-0.03, 1.03)
     what = f"{self.meta['time']} to target"
-    ax.set_xlabel(f"τ: {what} ÷ " + (f"{self.meta['reference']}'s" if self.meta.get('reference') else "the best optimizer's on that problem"))
+    ax.set_xlabel(f"τ: {what} ÷ " + (f"{self.meta['reference']}'s" if self.meta.get('reference')
+                                     else "the best optimizer's on that problem"))
     ax.set_ylabel('ρ(τ): fraction of problems solved')
     ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=9) # beside the plot: the steps fill all of it
     what = "band: 95% of the bootstrap's profiles" if len(band) else "one repeat: no band"
-    ax.set_title(f"performance profile over {len(self.problems)} problems (score: trapezoid area ÷ {self.meta['tau_max']-1:g})\n{what}")
+    ax.set_title(f"performance profile over {len(self.problems)} problems "
+                 f"(score: trapezoid area ÷ {self.meta['tau_max']-1:g})\n{what}")
     ax.figure.tight_layout()
     return ax.figure
 
@@ -84,7 +87,8 @@ def plot_curves(self:BakeoffResult, ncols:int=3):
         for i,o in enumerate(self._opts()):
             st,q1,q2,q3 = _quartiles(self.traces[p, o], pb.higher)
             s = line_style(i); every = max(len(st)//6, 1)
-            ax.plot(st, q2, **s, lw=1.6, ms=5, mfc='none', markevery=(i*every//len(z), every), zorder=z[o], label=f"{o} lr={lr[p, o]:g}")
+            ax.plot(st, q2, **s, lw=1.6, ms=5, mfc='none', markevery=(i*every//len(z), every), zorder=z[o],
+                    label=f"{o} lr={lr[p, o]:g}")
             ax.fill_between(st, q1, q3, color=s['color'], alpha=0.15, lw=0, zorder=1)
         ax.axhline(pb.target, color='k', ls='--', lw=1, label=f"target {pb.goal}")
         if not pb.higher: ax.set_yscale('log')
@@ -118,15 +122,20 @@ def plot_lr(self:BakeoffResult, ncols:int=3):
         for i,o in enumerate(self._opts()):
             g = d[d.optimizer == o]
             s = line_style(i); div = g.diverged.values
-            ax.plot(g.lr[~div], g.final_loss[~div], color=s['color'], marker=s['marker'], ms=5, mfc='none', label=o, ls='-' if grid else 'none')
-            if div.any(): ax.plot(g.lr[div], np.full(div.sum(), top*1.4**i), ls='none', marker='x', ms=8, color=s['color']) # apart
+            ax.plot(g.lr[~div], g.final_loss[~div], color=s['color'], marker=s['marker'], ms=5, mfc='none', label=o,
+                    ls='-' if grid else 'none')
+            # the diverged ones, apart
+            if div.any():
+                ax.plot(g.lr[div], np.full(div.sum(), top*1.4**i), ls='none', marker='x', ms=8, color=s['color'])
             b = g[g.lr == best[p, o]].head(1)
             ax.plot(b.lr, b.final_loss.clip(upper=top), ls='none', marker=s['marker'], ms=7, color=s['color'])
-        ax.set_xscale('log'); ax.set_yscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('final validation loss')
+        ax.set_xscale('log'); ax.set_yscale('log')
+        ax.set_xlabel('learning rate'); ax.set_ylabel('final validation loss')
         ax.set_title(f"{p} (filled: chosen lr; ×: diverged)", fontsize=10)
         ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
     fig.suptitle(f"learning-rate sensitivity: {self.meta['trials']} tuning trials per optimizer, seed 0" if grid else
-                 f"learning-rate sensitivity: {self.meta['studies']} studies × {self.meta['trials']} trials per optimizer")
+                 f"learning-rate sensitivity: {self.meta['studies']} studies × {self.meta['trials']} trials "
+                 "per optimizer")
     fig.tight_layout()
     return fig
 
@@ -143,7 +152,8 @@ def plot_paths(self:BakeoffResult, problem:str|None=None, ax=None):
     import matplotlib.pyplot as plt
     drawable = self.path_problems()
     if problem is None and drawable: problem = drawable[0]
-    if problem not in self.problems: raise ValueError(f"`problem` {problem!r} was not run; run: {', '.join(self.problems)}")
+    if problem not in self.problems:
+        raise ValueError(f"`problem` {problem!r} was not run; run: {', '.join(self.problems)}")
     if problem not in drawable: raise ValueError(f"{problem!r} has more than two weights: no surface to draw")
     pb,opts = self.problems[problem],self._opts()
     ws = {o: torch.stack(self.traces[problem, o][0].ws).numpy() for o in opts}
@@ -175,8 +185,8 @@ def plot_paths(self:BakeoffResult, problem:str|None=None, ax=None):
     ax.set_xlim(x0, x1); ax.set_ylim(y0, y1); ax.set_xlabel('w[0]'); ax.set_ylabel('w[1]')
     ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
     every = '' if ls is not None else f", every {pb.every} steps"
-    ax.set_title(f"{ls.title if ls is not None and ls.title else problem}: {pb.steps} steps at each optimizer's best lr "
-                 f"(seed 0{every})")
+    ax.set_title(f"{ls.title if ls is not None and ls.title else problem}: {pb.steps} steps "
+                 f"at each optimizer's best lr (seed 0{every})")
     ax.figure.tight_layout()
     return ax.figure
 
@@ -187,7 +197,8 @@ def plot_budget(self:BakeoffResult, ncols:int=3):
     """AlgoPerf's tuning budget: the expected best final metric of k trials (Dodge et al.) per optimizer and problem, k
     = 1 … n"""
     b = self.stats().budget
-    if b is None: raise ValueError("the tuning budget is drawn for the algoperf protocol's quasi-random trials: run with protocol='algoperf'")
+    if b is None: raise ValueError("the tuning budget is drawn for the algoperf protocol's quasi-random trials: "
+                                   "run with protocol='algoperf'")
     fig,axs = _axes(len(self.problems), ncols)
     for ax,(p,pb) in zip(axs, self.problems.items()):
         for i,o in enumerate(self._opts()):
@@ -207,14 +218,16 @@ def plot_budget(self:BakeoffResult, ncols:int=3):
 def pair_matrix(self:BakeoffResult, problem:str):
     """Problem `problem`'s pairs as a matrix: the row's time to target ÷ the column's, the Holm-adjusted p, `*` where
     significant"""
-    if problem not in self.problems: raise ValueError(f"`problem` {problem!r} was not run; run: {', '.join(self.problems)}")
+    if problem not in self.problems:
+        raise ValueError(f"`problem` {problem!r} was not run; run: {', '.join(self.problems)}")
     pr,opts = self.stats().pairs,self._opts()
     m = pd.DataFrame('', index=opts, columns=opts)
     for r in pr[pr.problem == problem].itertuples():
         for a,b,ta,tb in ((r.a, r.b, r.time_a, r.time_b), (r.b, r.a, r.time_b, r.time_a)):
             # ∞ where only the column reaches it
             with np.errstate(invalid='ignore', divide='ignore'): q = np.float64(ta)/np.float64(tb)
-            m.loc[a, b] = ('–' if q != q else '∞×' if q == np.inf else f"{q:.2g}×") + f" p={r.p_holm:.2g}" + ('*' if r.significant else '')
+            m.loc[a, b] = (('–' if q != q else '∞×' if q == np.inf else f"{q:.2g}×") + f" p={r.p_holm:.2g}"
+                           + ('*' if r.significant else ''))
     return m
 
 @patch
@@ -232,7 +245,8 @@ def winners_line(self:BakeoffResult):
     return f"winners over {n} {unit} (rank tests, Holm's correction per problem): " + ', '.join(out)
 
 # %% ../../nbs/64_bakeoff.report.ipynb #725ef838
-# a picture's file stem and the method that draws it; the paths give one picture per two-weight problem, `<problem>_paths`
+# a picture's file stem and the method that draws it; the paths give one picture per two-weight problem,
+# `<problem>_paths`
 PICTURES = dict(profile='plot_profile', curves='plot_curves', lr_sensitivity='plot_lr', paths='plot_paths',
                 budget='plot_budget')
 
@@ -250,15 +264,18 @@ def _png(fig):
     b = io.BytesIO(); fig.savefig(b, format='png', dpi=90); plt.close(fig)
     return b.getvalue()
 
-def _csv(df): return df.to_csv(index=False, na_rep='') # every float at full precision: read back, the same profile and scores
+# every float at full precision: read back, the same profile and scores
+def _csv(df): return df.to_csv(index=False, na_rep='')
 
 @patch
 def scores_table(self:BakeoffResult):
     "`scores` with each score's 95% bootstrap interval (`score_lo`, `score_hi`; empty, with a note, for one repeat)"
-    return self.scores.merge(self.stats().scores[['optimizer', 'score_lo', 'score_hi', 'note']], on='optimizer', how='left')
+    return self.scores.merge(self.stats().scores[['optimizer', 'score_lo', 'score_hi', 'note']], on='optimizer',
+                             how='left')
 
 @patch
-def results_table(self:BakeoffResult): return self.results.astype({'steps_to_target': float}).drop(columns='at_edge') # NaN as na_rep
+# NaN as na_rep
+def results_table(self:BakeoffResult): return self.results.astype({'steps_to_target': float}).drop(columns='at_edge')
 
 DEFAULT_WHY = ("one of each kind of step: plain, heavy ball, per-coordinate scaling, sign of a momentum, "
                "iterate averaging (judged at its average x), an estimated step size (its lr a multiplier)")
@@ -270,17 +287,23 @@ def header(self:BakeoffResult):
     pbs = pd.DataFrame([dict(problem=p, target=f"{pb.metric_name} {pb.goal}", steps=pb.steps, every=pb.every,
                              lr_range=f"{(m['lrs'] or pb.lrs)[0]:g} .. {(m['lrs'] or pb.lrs)[1]:g}", about=pb.about)
                         for p,pb in self.problems.items()])
-    tuning = (f"deepobs: {m['trials']} lrs on seed 0 (never scored), the best rerun with {m['seeds']} fresh seeds, their lower median"
+    tuning = (f"deepobs: {m['trials']} lrs on seed 0 (never scored), the best rerun with {m['seeds']} fresh seeds, "
+              "their lower median"
               if m['protocol'] == 'deepobs' else f"{m['protocol']}: {m['studies']} studies × {m['trials']} trial(s), "
-              "the best trial of each study, the median over studies" + (" (1.5× the step budget)" if m['protocol'] == 'self-tuning' else ''))
-    run = {'protocol': tuning, 'schedule': m['schedule'], **({'weights': f"{m['dtype']} (pure 16-bit training)"} if 'dtype' in m else {}), 'time to target': m['time'] + ('' if m['time'] == 'steps' else ' of training, evaluation excluded'),
+              "the best trial of each study, the median over studies"
+              + (" (1.5× the step budget)" if m['protocol'] == 'self-tuning' else ''))
+    run = {'protocol': tuning, 'schedule': m['schedule'],
+           **({'weights': f"{m['dtype']} (pure 16-bit training)"} if 'dtype' in m else {}),
+           'time to target': m['time'] + ('' if m['time'] == 'steps' else ' of training, evaluation excluded'),
            'score': f"AlgoPerf's: ρ on linspace(1, {m['tau_max']:g}, 100), trapezoid area ÷ {m['tau_max']-1:g}"
                     + (f", ratios to {m['reference']}" if m.get('reference') else ", ratios to each problem's best")
                     + "; over 4× the best: unsolved; `area`: the exact area",
-           'trials run per optimizer and problem': ', '.join(f"{o} {n}" for o,n in self.results.groupby('optimizer', sort=False).trials.first().items()),
+           'trials run per optimizer and problem': ', '.join(
+               f"{o} {n}" for o,n in self.results.groupby('optimizer', sort=False).trials.first().items()),
            'best settings at the edge of their range': '; '.join(self.edge_warnings()) or 'none',
            'quick': m['quick'], 'optimizers': '; '.join(f"{k} = {v}" for k,v in m['opts'].items()),
-           'default optimizers': f"{', '.join(DEFAULT_OPTS)}: {DEFAULT_WHY}; the others ({', '.join(k for k in BAKEOFF_OPTS if k not in DEFAULT_OPTS)}) by --opts",
+           'default optimizers': f"{', '.join(DEFAULT_OPTS)}: {DEFAULT_WHY}; the others "
+                                 f"({', '.join(k for k in BAKEOFF_OPTS if k not in DEFAULT_OPTS)}) by --opts",
            'torch': m['torch'], 'fastai': m['fastai'], 'python': m['python'], 'machine': m['machine'],
            'wall time of the trials': f"{m['seconds']:.0f} s"}
     return pbs, run
@@ -291,7 +314,8 @@ def to_html(self:BakeoffResult, pngs:dict):
     inline"""
     pbs,run = self.header()
     e = html.escape
-    imgs = ''.join(f'<h2>{e(k)}</h2><img alt="{e(k)}" src="data:image/png;base64,{base64.b64encode(v).decode()}">' for k,v in pngs.items())
+    imgs = ''.join(f'<h2>{e(k)}</h2><img alt="{e(k)}" src="data:image/png;base64,{base64.b64encode(v).decode()}">'
+                   for k,v in pngs.items())
     cols = [c for c in self.results_table().columns if c != 'trials']
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>sgd_bakeoff</title><style>
 body{{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}} table{{border-collapse:collapse;font-size:13px}}
@@ -304,7 +328,8 @@ under ρ on 100 points of τ in [1, τ_max], divided by τ_max−1.</p>
 <p><b>{e(self.summary())}</b></p><h2>problems</h2>{pbs.to_html(index=False)}
 <h2>run</h2>{pd.DataFrame(list(run.items()), columns=['setting', 'value']).to_html(index=False)}
 <h2>results</h2>{self.results_table()[cols].to_html(index=False, na_rep='', float_format=lambda v: f'{v:.4g}')}
-<h2>scores</h2>{self.scores_table().to_html(index=False, na_rep='', float_format=lambda v: f'{v:.3f}')}{self._sure_html()}{imgs}</body></html>"""
+<h2>scores</h2>{self.scores_table().to_html(index=False, na_rep='', float_format=lambda v: f'{v:.3f}')}\
+{self._sure_html()}{imgs}</body></html>"""
 
 @patch
 def _sure_html(self:BakeoffResult):

@@ -37,12 +37,13 @@ class OptEntry:
     """An optimizer of the bake-off: a fastai `opt_func`, the callbacks it needs in a `Learner`, its lr range, search
     space and default lr"""
     def __init__(self, opt_func,         # `(params, lr, **hypers) -> optimizer`
-                 cbs=(),                 # callbacks that step or evaluate with it: `ScratchStep(rule=...)`, `ScheduleFreeEval()`
+                 cbs=(),                 # the callbacks it needs: `ScratchStep(rule=...)`, `ScheduleFreeEval()`
                  lr_mult:float=1.,       # its lr range is each problem's range times this (Lion's sign steps: 0.1)
-                 lrs=None,               # or this `(lr_min, lr_max)` on every problem, whatever the problem's (Prodigy's lr multiplier)
-                 space=None,             # `{name: Hyper}` over what `search_space` builds: its own hyper-parameters (AdEMAMix's `alpha`)
+                 lrs=None,               # or this `(lr_min, lr_max)` on every problem alike (Prodigy's lr multiplier)
+                 space=None,             # `{name: Hyper}`: its own hyper-parameters to search (AdEMAMix's `alpha`)
                  lr:float=1e-3):         # its default lr: the one configuration of the self-tuning protocol
-        if not callable(opt_func): raise TypeError(f"`opt_func` must be callable `(params, lr) -> optimizer`, got {opt_func!r}")
+        if not callable(opt_func):
+            raise TypeError(f"`opt_func` must be callable `(params, lr) -> optimizer`, got {opt_func!r}")
         self.opt_func,self.cbs = opt_func,list(cbs)
         self.lr_mult = check_float('lr_mult', lr_mult, lo=0, lo_open=True)
         self.lrs = None if lrs is None else check_lrs(lrs)
@@ -52,7 +53,8 @@ class OptEntry:
         self.lr = check_float('lr', lr, lo=0, lo_open=True)
         # it needs no lr schedule: none is applied
         self.schedule_free = any(isinstance(c, ScheduleFreeEval) for c in self.cbs)
-    def __repr__(self): return f"OptEntry({_desc(self.opt_func)}, cbs={self.cbs}{', ' + self.lr_note() if self.lr_note() else ''})"
+    def __repr__(self):
+        return f"OptEntry({_desc(self.opt_func)}, cbs={self.cbs}{', ' + self.lr_note() if self.lr_note() else ''})"
 
     def lr_range(self, lrs):
         "The `(lr_min, lr_max)` it is tuned over on a problem whose range is `lrs`"
@@ -74,8 +76,8 @@ class OptEntry:
         return {**hp, **{k: v for k,v in kw.items() if k in hp}}
 
     def search_space(self, lrs, schedule:str='constant'):
-        """Its space on a problem whose lr range is `lrs`, as AlgoPerf's baselines': lr, 1-β₁, 1-β₂, weight decay where
-        it has them, the warm-up fraction under a schedule; then its own `space`"""
+        """Its space on a problem whose lr range is `lrs`, as AlgoPerf's baselines': lr, 1-β₁, 1-β₂, weight decay
+        where it has them, the warm-up fraction under a schedule; then its own `space`"""
         hp = self.hypers()
         s = dict(lr=Hyper(*self.lr_range(lrs)))
         if hp.get('mom'): s['one_minus_beta1'] = Hyper(0.02, 0.5)     # momentum on by default: tune how much
@@ -90,8 +92,8 @@ class OptEntry:
         return dict(lr=self.lr, **({'warmup': 0.05} if schedule != 'constant' and not self.schedule_free else {}))
 
 def opt_kwargs(config:dict):
-    """A configuration's keywords for the `opt_func`, lr and warm-up aside: 1-β₁ and 1-β₂ become fastai's `mom` and
-    `sqr_mom`"""
+    """A configuration's keywords for the `opt_func`, lr and warm-up aside: 1-β₁ and 1-β₂ become fastai's `mom`
+    and `sqr_mom`"""
     names = dict(one_minus_beta1='mom', one_minus_beta2='sqr_mom')
     return {names.get(k, k): 1-v if k in names else v for k,v in config.items() if k not in ('lr', 'warmup')}
 
@@ -105,18 +107,22 @@ def _entry(o): return o if isinstance(o, OptEntry) else OptEntry(o)
 
 def _desc(f):
     "`SGD`, `SGD(mom=0.9)`, `RuleOptimizer(rule=lion_rule, guard=False)`: an opt_func as a person reads it"
-    if isinstance(f, partial): return f"{_desc(f.func)}({', '.join(f'{k}={_desc(v) if callable(v) else repr(v)}' for k,v in f.keywords.items())})"
+    if isinstance(f, partial):
+        return (f"{_desc(f.func)}("
+                f"{', '.join(f'{k}={_desc(v) if callable(v) else repr(v)}' for k,v in f.keywords.items())})")
     return getattr(f, '__name__', repr(f))
 
 # %% ../../nbs/63_bakeoff.run.ipynb #648cf1a6
 # The rules run unguarded (`guard=False`): the guard copies every weight and state at each step, which costs more than
 # these tiny steps, and it raises `RuleError` at a non-finite weight, which would stop the whole bake-off where the
-# trial's `Trace` records the trial as diverged and goes on. `lr=` is each one's published default (fastai's 1e-3 for SGD).
+# trial's `Trace` records the trial as diverged and goes on. `lr=` is each one's published default (fastai's 1e-3 for
+# SGD).
 def decl_entry(d):
     """The bake-off's entry of the declaration `d`: a plain fastai `opt_func` as it is, else an `OptEntry` of its
     settings"""
     d = as_decl(d)
-    plain = (d.kind == 'fastai' and not d.cbs and not d.space and d.lrs is None and d.lr_mult == 1 and d.bake_lr == 1e-3)
+    plain = (d.kind == 'fastai' and not d.cbs and not d.space and d.lrs is None and d.lr_mult == 1
+             and d.bake_lr == 1e-3)
     if plain: return d.opt_func()
     return OptEntry(d.opt_func(guard=False), [c() for c in d.cbs], lr_mult=d.lr_mult, lrs=d.lrs, lr=d.bake_lr,
                     space={k: Hyper(lo, hi, log=log) for k,(lo,hi,log) in d.space.items()})
@@ -178,12 +184,14 @@ class Trace:
         model.eval(); pred = model(self.xv); model.train()
         vl,m = float(self.loss_func(pred, self.yv)),float(self.metric(pred, self.yv))
         self.steps.append(step); self.losses.append(vl); self.metrics.append(m)
-        if not (math.isfinite(tl) and math.isfinite(vl)) or vl > DIVERGE*self.losses[0]: self.diverged = True; return False
+        if not (math.isfinite(tl) and math.isfinite(vl)) or vl > DIVERGE*self.losses[0]:
+            self.diverged = True; return False
         if self.hit is None and self.pb.reached(m): self.hit,self.hit_s = step,train_s
         return True
 
     def finish(self, model):
-        if not self.diverged and (not self.steps or self.steps[-1] != self.budget): self._at_x(self.evaluate, model, self.budget)
+        if not self.diverged and (not self.steps or self.steps[-1] != self.budget):
+            self._at_x(self.evaluate, model, self.budget)
         self.secs = time.perf_counter() - self.t0 - self.eval_s # training seconds, evaluation excluded
         return self
 
@@ -200,7 +208,8 @@ def surface(pb:Problem, xlim, ylim, n:int=60):
     "`(a, b, loss)`: the validation loss of `pb`'s two-weight model on an `n`×`n` grid over `xlim`×`ylim`"
     if pb.learner_fn is not None: raise ValueError(f"problem {pb.name!r} trains through a Learner: no surface to draw")
     model,(xv,yv) = pb.model_fn(pb.dls),_valid_tensors(pb.dls.valid)
-    if n_weights(model) != 2: raise ValueError(f"problem {pb.name!r} has {n_weights(model)} weights: a surface needs two")
+    if n_weights(model) != 2:
+        raise ValueError(f"problem {pb.name!r} has {n_weights(model)} weights: a surface needs two")
     a,b = np.meshgrid(np.linspace(*xlim, n), np.linspace(*ylim, n))
     z = np.empty_like(a)
     for i,j in np.ndindex(a.shape):
@@ -270,20 +279,22 @@ def _learner_fit(pb, learn, s, tr, cbs, steps):
     with learn.no_bar(), learn.no_logging(): learn.fit(math.ceil(steps/len(dl)) + 1)
 
 def run_trial(pb:Problem, entry, lr:float, s:int, paths:bool|str|None=None, fast:bool|None=None,
-              hypers:dict|None=None,      # the rest of the configuration: `one_minus_beta1`, `one_minus_beta2`, `wd`, `warmup`, its own
-              schedule:str='constant',    # or 'warmup_cosine' (not for a schedule-free optimizer: it runs at a constant lr)
-              steps:int|None=None,        # the step budget; None: the problem's
-              dtype:str='fp32'):          # the weights': 'bf16' or 'fp16' for pure 16-bit training (see `in_dtype`)
+              hypers:dict|None=None,   # other settings: `one_minus_beta1`, `one_minus_beta2`, `wd`, `warmup`, its own
+              schedule:str='constant', # or 'warmup_cosine' (not for a schedule-free optimizer: it runs at constant lr)
+              steps:int|None=None,     # the step budget; None: the problem's
+              dtype:str='fp32'):       # the weights': 'bf16' or 'fp16' for pure 16-bit training (see `in_dtype`)
     "Train `pb` with optimizer `entry` at `lr` (and `hypers`), everything seeded from `s`; its `Trace`"
     entry,hypers = _entry(entry),dict(hypers or {})
     check_choice('schedule', schedule, SCHEDULES)
     steps = pb.steps if steps is None else check_int('steps', steps, lo=1)
     kw = opt_kwargs(hypers)
     opt_func = partial(entry.opt_func, **kw) if kw else entry.opt_func
-    factor = None if schedule == 'constant' or entry.schedule_free else partial(lr_factor, steps=steps, warmup=hypers.get('warmup', 0.05))
+    factor = (None if schedule == 'constant' or entry.schedule_free
+              else partial(lr_factor, steps=steps, warmup=hypers.get('warmup', 0.05)))
     plain = all(isinstance(c, _FAST_CBS) for c in entry.cbs)
     if fast is None: fast = pb.learner_fn is None and plain and isinstance(pb.dls.train, SliceDL)
-    if fast and not plain: raise ValueError(f"the plain loop cannot run the callbacks {entry.cbs}: pass `fast=False` or None")
+    if fast and not plain:
+        raise ValueError(f"the plain loop cannot run the callbacks {entry.cbs}: pass `fast=False` or None")
     with no_random(s, reproducible=False): # the caller's generators are put back afterwards
         if pb.learner_fn is not None:
             learn = pb.learner_fn(opt_func, lr)
@@ -344,7 +355,8 @@ def _pick(kind, names, registry, default):
         if isinstance(v, str):
             if v not in registry: raise ValueError(f"unknown {what} {v!r}; known: {', '.join(registry)}")
             v = registry[v]
-        if kind == 'problems' and not isinstance(v, Problem): raise TypeError(f"`problems` must hold names or Problems, got {v!r}")
+        if kind == 'problems' and not isinstance(v, Problem):
+            raise TypeError(f"`problems` must hold names or Problems, got {v!r}")
         if kind == 'opts': v = _entry(v)
         if k in out: raise ValueError(f"{what} {k!r} is asked for twice")
         out[k] = v
@@ -353,22 +365,26 @@ def _pick(kind, names, registry, default):
 PROTOCOLS = dict(deepobs=7, algoperf=5, **{'self-tuning': 1}) # each with its default `trials`
 TIMES = ('steps', 'seconds')
 
-def check_bakeoff(problems=None, opts=None, trials:int|None=None, seeds:int=3, lrs=None, tau_max:float=4., quick:bool=False,
-                  protocol:str='deepobs', studies:int=3, schedule:str='warmup_cosine', time:str='steps', reference:str|None=None,
-                  dtype:str='fp32'):
+def check_bakeoff(problems=None, opts=None, trials:int|None=None, seeds:int=3, lrs=None, tau_max:float=4.,
+                  quick:bool=False, protocol:str='deepobs', studies:int=3, schedule:str='warmup_cosine',
+                  time:str='steps', reference:str|None=None, dtype:str='fp32'):
     """Every argument of `bakeoff` checked, before any training: a namespace of them, `trials` filled in from the
     protocol"""
     protocol = check_choice('protocol', protocol, PROTOCOLS)
     pbs = _pick('problems', problems, BAKEOFF_PROBLEMS, QUICK_PROBLEMS if quick else BAKEOFF_PROBLEMS)
     ops = _pick('opts', opts, BAKEOFF_OPTS, QUICK_OPTS if quick else DEFAULT_OPTS)
     trials = PROTOCOLS[protocol] if trials is None else check_int('trials', trials, lo=1)
-    if protocol == 'self-tuning' and trials != 1: raise ValueError(f"`trials` is 1 under the self-tuning protocol (one configuration per study), got {trials}")
+    if protocol == 'self-tuning' and trials != 1:
+        raise ValueError(f"`trials` is 1 under the self-tuning protocol (one configuration per study), got {trials}")
     if lrs is not None: lrs = check_lrs(lrs)
-    if reference is not None and reference not in ops: raise ValueError(f"`reference` {reference!r} is not one of the optimizers run: {', '.join(ops)}")
+    if reference is not None and reference not in ops:
+        raise ValueError(f"`reference` {reference!r} is not one of the optimizers run: {', '.join(ops)}")
     return SimpleNamespace(pbs=pbs, ops=ops, trials=trials, seeds=check_int('seeds', seeds, lo=1), lrs=lrs,
                            tau_max=check_float('tau_max', tau_max, lo=1, lo_open=True), quick=quick, protocol=protocol,
-                           studies=check_int('studies', studies, lo=1), schedule=check_choice('schedule', schedule, SCHEDULES),
-                           time=check_choice('time', time, TIMES), reference=reference, dtype=check_choice('dtype', dtype, DTYPES))
+                           studies=check_int('studies', studies, lo=1),
+                           schedule=check_choice('schedule', schedule, SCHEDULES),
+                           time=check_choice('time', time, TIMES), reference=reference,
+                           dtype=check_choice('dtype', dtype, DTYPES))
 
 # %% ../../nbs/63_bakeoff.run.ipynb #c761c7a8
 class BakeoffResult:
@@ -383,13 +399,15 @@ class BakeoffResult:
         it"""
         col = f"{self.meta.get('time', 'steps')}_to_target"
         df = self.results.assign(st=self.results[col].astype(float).fillna(float('inf')))
-        best = df.sort_values(['st', 'final_loss'], kind='stable').groupby('problem', sort=False).head(1).set_index('problem')
+        best = (df.sort_values(['st', 'final_loss'], kind='stable').groupby('problem', sort=False).head(1)
+                .set_index('problem'))
         return {p: (best.optimizer[p] if math.isfinite(best.st[p]) else '-') for p in self.problems}
 
     def edge_warnings(self):
         """One line for every best setting at the edge of its search range: it was never tuned past where it may still
         improve"""
-        return [f"{r.problem} {r.optimizer}: best {w}" for r in self.results.itertuples() if r.at_edge for w in r.at_edge.split('; ')]
+        return [f"{r.problem} {r.optimizer}: best {w}" for r in self.results.itertuples() if r.at_edge
+                for w in r.at_edge.split('; ')]
 
     def failures(self):
         """One line for every trial that raised (a user's rule) or was lost with its workers: kept in `trials`, never
@@ -406,7 +424,8 @@ class BakeoffResult:
 def _versions(threads):
     import fastai
     return dict(torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(),
-                machine=f"{platform.machine()} {platform.system()}, {threads} torch thread(s), {torch.multiprocessing.cpu_count()} CPUs")
+                machine=f"{platform.machine()} {platform.system()}, {threads} torch thread(s), "
+                        f"{torch.multiprocessing.cpu_count()} CPUs")
 
 class _Progress:
     "A fastprogress bar over the trials on a terminal or in a notebook; else a line per (problem, optimizer) on `file`"
@@ -437,12 +456,14 @@ class TrialRecord:
     @classmethod
     def of(cls, tr):
         "The record of a `Trace` (or anything with its attributes)"
-        return dict(steps=list(getattr(tr, 'steps', [])), metrics=list(tr.metrics), losses=list(tr.losses), hit=tr.hit, hit_s=tr.hit_s,
-                    diverged=bool(tr.diverged), secs=getattr(tr, 'secs', None), error=None, ws=[w.tolist() for w in getattr(tr, 'ws', [])])
+        return dict(steps=list(getattr(tr, 'steps', [])), metrics=list(tr.metrics), losses=list(tr.losses), hit=tr.hit,
+                    hit_s=tr.hit_s, diverged=bool(tr.diverged), secs=getattr(tr, 'secs', None), error=None,
+                    ws=[w.tolist() for w in getattr(tr, 'ws', [])])
     @classmethod
     def failed(cls, msg):
         "The record of a trial that raised: kept with its message, diverged for the ranking, never reached"
-        return dict(steps=[], metrics=[float('nan')], losses=[float('inf')], hit=None, hit_s=None, diverged=True, secs=None, error=msg, ws=[])
+        return dict(steps=[], metrics=[float('nan')], losses=[float('inf')], hit=None, hit_s=None, diverged=True,
+                    secs=None, error=msg, ws=[])
 
 def trial_record(pb, entry, sp:Spec, schedule:str, steps:int, dtype:str='fp32'):
     """Run the trial `sp` in this process (a worker's, or the caller's); its record. A trial that raises (a user's rule)
@@ -460,7 +481,8 @@ class _Ready:
 class _Trials:
     """The trials of one bake-off, each run once, on `pool`: a trial is a pure function of its `Spec`, the schedule and
     the budget"""
-    def __init__(self, pbs, ops, cache, prog, schedule, budget, pool, store, dtype='fp32'): store_attr(); self.rows,self._shared = [],{}
+    def __init__(self, pbs, ops, cache, prog, schedule, budget, pool, store, dtype='fp32'):
+        store_attr(); self.rows,self._shared = [],{}
     def shared(self, kind, k):
         """Problem or optimizer `k` as the pool's trials take it: on Dask, sent to each worker once (which then builds
         its data once)"""
@@ -468,15 +490,17 @@ class _Trials:
             self._shared[kind, k] = self.pool.share((self.pbs if kind == 'pb' else self.ops)[k])
         return self._shared[kind, k]
     def steps(self, p): return math.ceil(self.pbs[p].steps*self.budget)
-    def _dtype(self): return {} if self.dtype == 'fp32' else {'dtype': self.dtype} # a float32 run's keys and columns as before
-    def key(self, sp): return (*sp[:4], self.schedule, self.steps(sp.problem)) + (() if self.dtype == 'fp32' else (self.dtype,))
+    # a float32 run's keys and columns as before
+    def _dtype(self): return {} if self.dtype == 'fp32' else {'dtype': self.dtype}
+    def key(self, sp):
+        return (*sp[:4], self.schedule, self.steps(sp.problem)) + (() if self.dtype == 'fp32' else (self.dtype,))
     def submit(self, sp:Spec):
         "The trial `sp`: ready if it ran (in this run, the cache or the store), else a future of its record"
         k = self.key(sp)
         if k in self.cache: return _Ready(self.cache[k])
         if self.store is not None and repr(k) in self.store: return _Ready(self.store.get(repr(k)))
-        return self.pool.submit(trial_record, self.shared('pb', sp.problem), self.shared('op', sp.optimizer), sp, self.schedule,
-                                self.steps(sp.problem), self.dtype,
+        return self.pool.submit(trial_record, self.shared('pb', sp.problem), self.shared('op', sp.optimizer), sp,
+                                self.schedule, self.steps(sp.problem), self.dtype,
                                 key=f"{sp.problem}-{sp.optimizer}")
     def _record(self, sp:Spec, fut):
         """The record of the trial's future; while the death of a worker loses what the trial takes, shared and
@@ -498,10 +522,12 @@ class _Trials:
                 if self.store is not None: self.store.put(repr(k), rec)
         self.cache[k] = rec
         tr = TrialRecord(rec)
-        self.rows.append(dict(problem=sp.problem, optimizer=sp.optimizer, **self._dtype(), stage=sp.stage, study=sp.study, seed=sp.seed, **dict(sp.config),
-                              scored=sp.stage != 'tune', reached=tr.hit is not None, steps_to_target=tr.hit, seconds_to_target=tr.hit_s,
+        self.rows.append(dict(problem=sp.problem, optimizer=sp.optimizer, **self._dtype(), stage=sp.stage,
+                              study=sp.study, seed=sp.seed, **dict(sp.config), scored=sp.stage != 'tune',
+                              reached=tr.hit is not None, steps_to_target=tr.hit, seconds_to_target=tr.hit_s,
                               final_loss=float('inf') if tr.diverged else tr.losses[-1], diverged=tr.diverged,
-                              final_metric=float('nan') if tr.diverged else tr.metrics[-1], seconds=tr.secs, error=tr.error or ''))
+                              final_metric=float('nan') if tr.diverged else tr.metrics[-1], seconds=tr.secs,
+                              error=tr.error or ''))
         self.prog.step(f"{sp.problem} {sp.optimizer} {_cfg_str(dict(sp.config))} seed={sp.seed}")
         return tr
 
@@ -509,8 +535,8 @@ def _outcome(cfg, trs, steps, seconds, space, n):
     """What a protocol returns for one (problem, optimizer): the chosen configuration, the scored traces, the times, the
     edge"""
     fin = lambda v: v if math.isfinite(v) else None
-    return dict(config=cfg, traces=trs, steps=fin(steps), seconds=fin(seconds), reached=sum(t.hit is not None for t in trs)/len(trs),
-                edge=at_edge(cfg, space), trials=n)
+    return dict(config=cfg, traces=trs, steps=fin(steps), seconds=fin(seconds),
+                reached=sum(t.hit is not None for t in trs)/len(trs), edge=at_edge(cfg, space), trials=n)
 
 def _deepobs(p, o, e, pb, a):
     "The lr grid on seed 0 (never scored), then the best rerun with `seeds` fresh seeds: their lower median"
@@ -520,7 +546,8 @@ def _deepobs(p, o, e, pb, a):
     tune = yield [_spec(p, o, c, 0, 'tune') for c in cfgs]
     cfg = cfgs[min(range(len(cfgs)), key=lambda i: _key(tune[i]))]
     trs = yield [_spec(p, o, cfg, s, 'seed') for s in range(1, a.seeds+1)]
-    return _outcome(cfg, trs, lower_median([t.hit for t in trs]), lower_median([t.hit_s for t in trs]), space, len(cfgs)+len(trs))
+    return _outcome(cfg, trs, lower_median([t.hit for t in trs]), lower_median([t.hit_s for t in trs]), space,
+                    len(cfgs)+len(trs))
 
 def _by_study(specs, trs, space, studies):
     """AlgoPerf's aggregate: each study's best trial (or, where none reaches the target, its lowest final loss), the
@@ -532,7 +559,8 @@ def _by_study(specs, trs, space, studies):
         best.append(idx[b] if b is not None else min(idx, key=lambda i: _key(trs[i])))
     mid = sorted(best, key=lambda i: _key(trs[i]))[(studies-1)//2] # the median study's best trial: the setting reported
     bt = [trs[i] for i in best]
-    return _outcome(dict(specs[mid].config), bt, problem_time([t.hit for t in bt]), problem_time([t.hit_s for t in bt]), space, len(specs))
+    return _outcome(dict(specs[mid].config), bt, problem_time([t.hit for t in bt]), problem_time([t.hit_s for t in bt]),
+                    space, len(specs))
 
 def _algoperf(p, o, e, pb, a):
     """`studies` studies of `trials` configurations each, drawn by a scrambled Halton sequence from the optimizer's
@@ -554,8 +582,9 @@ _PROTOCOL_FNS = dict(deepobs=_deepobs, algoperf=_algoperf, **{'self-tuning': _se
 def _n_trials(a): return a.trials + a.seeds if a.protocol == 'deepobs' else a.trials*a.studies
 
 def _drive(gens, t, done):
-    """Run every (problem, optimizer)'s protocol: its first wave of trials at once, and each next wave as soon as the one it
-    depends on has finished; everything else runs whenever a worker is free. `done(key, outcome)` as each protocol returns"""
+    """Run every (problem, optimizer)'s protocol: its first wave of trials at once, and each next wave as soon as the
+    one it depends on has finished; everything else runs whenever a worker is free. `done(key, outcome)` as each
+    protocol returns"""
     out,waves = {},{}
     def advance(k, got):
         try: specs = gens[k].send(got)
@@ -585,8 +614,10 @@ def _drive(gens, t, done):
 # %% ../../nbs/63_bakeoff.run.ipynb #5b7c2e91
 def _describe(ops):
     "Each optimizer as the report names it: its `opt_func`, its callbacks, its lr range"
-    return {o: _desc(e.opt_func) + ''.join(f" with {type(c).__name__}" + (f"(rule={rule_name(c.rule)})" if getattr(c, 'rule', None) else '')
-                                           for c in e.cbs) + (f" ({e.lr_note()})" if e.lr_note() else '') for o,e in ops.items()}
+    return {o: _desc(e.opt_func) + ''.join(f" with {type(c).__name__}"
+                                           + (f"(rule={rule_name(c.rule)})" if getattr(c, 'rule', None) else '')
+                                           for c in e.cbs) + (f" ({e.lr_note()})" if e.lr_note() else '')
+            for o,e in ops.items()}
 
 # the columns' order; an optimizer's own come after
 _HYPERS = ('lr', 'one_minus_beta1', 'one_minus_beta2', 'wd', 'warmup')
@@ -596,23 +627,27 @@ def _columns(df, first):
     hp = [c for c in _HYPERS if c in hp] + sorted(c for c in hp if c not in _HYPERS)
     return df[[*first, *hp, *[c for c in _OUTCOME if c in df.columns]]]
 
-_OUTCOME = ('scored', 'reached', 'steps_to_target', 'seconds_to_target', 'final_loss', 'diverged', 'final_metric', 'seconds', 'error', 'trials', 'at_edge')
+_OUTCOME = ('scored', 'reached', 'steps_to_target', 'seconds_to_target', 'final_loss', 'diverged', 'final_metric',
+            'seconds', 'error', 'trials', 'at_edge')
 
 def _result(outs, rows, pbs, ops, a, meta, versions):
     "The `BakeoffResult` of a run: its tables, typed and in a fixed order, the profile and the scores"
     res = []
     for (p,o),r in outs.items():
         trs = r['traces']
-        res.append(dict(problem=p, optimizer=o, **r['config'], reached=r['reached'], steps_to_target=r['steps'], seconds_to_target=r['seconds'],
+        res.append(dict(problem=p, optimizer=o, **r['config'], reached=r['reached'], steps_to_target=r['steps'],
+                        seconds_to_target=r['seconds'],
                         final_loss=float(np.median([float('inf') if t.diverged else t.losses[-1] for t in trs])),
-                        final_metric=float(pd.Series([t.metrics[-1] for t in trs if not t.diverged], dtype=float).median()),
+                        final_metric=float(pd.Series([t.metrics[-1] for t in trs if not t.diverged],
+                                                     dtype=float).median()),
                         trials=r['trials'], at_edge='; '.join(r['edge'])))
     results = _columns(pd.DataFrame(res), ['problem', 'optimizer'])
     # a float: numpy's median over an even number of studies can fall between two evaluations (72.5 steps)
     results = results.astype({'steps_to_target': float, 'seconds_to_target': float})
-    trials = pd.DataFrame(rows).sort_values(['problem', 'optimizer', 'seed', 'lr'], kind='stable').reset_index(drop=True)
-    trials = _columns(trials, ['problem', 'optimizer', 'stage', 'study', 'seed']).astype({'steps_to_target': 'Int64', 'study': 'Int64',
-                                                                                       'seconds_to_target': float})
+    trials = (pd.DataFrame(rows).sort_values(['problem', 'optimizer', 'seed', 'lr'], kind='stable')
+              .reset_index(drop=True))
+    trials = _columns(trials, ['problem', 'optimizer', 'stage', 'study', 'seed']).astype(
+        {'steps_to_target': 'Int64', 'study': 'Int64', 'seconds_to_target': float})
     profile,scores = performance_profile(results, a.tau_max, a.time, a.reference)
     traces = {k: r['traces'] for k,r in outs.items()}
     return BakeoffResult(results, trials, profile, scores, traces, pbs, dict(meta, opts=_describe(ops), **versions))
@@ -624,25 +659,27 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
             lrs=None,          # `(lr_min, lr_max)` for every problem (times an optimizer's `lr_mult`; its own `lrs` win); None: each problem's
             tau_max:float=4.,  # the performance profile's right end (the cut stays at AlgoPerf's 4× the best)
             quick:bool=False,  # the defaults of `problems` and `opts` become the quick ones
-            progress=None,     # a progress bar; None: on a terminal or in a notebook, else a line per (problem, optimizer)
+            progress=None,     # a progress bar; None: on a terminal or a notebook, else a line per (problem, optimizer)
             threads:int|None=1, # torch threads during the run (put back after); 1 suits tiny models on a busy CPU
             file=None,         # where progress lines go (default stdout)
-            cache:dict|None=None, # the `cache` of an earlier result on the same problems and optimizers: its trials are reused
+            cache:dict|None=None, # an earlier result's `cache` (same problems and optimizers): its trials are reused
             protocol:str='deepobs', # 'deepobs', 'algoperf' or 'self-tuning'
             studies:int=3,     # algoperf and self-tuning: studies per (problem, optimizer)
             schedule:str='warmup_cosine', # linear warm-up then cosine to zero (AlgoPerf's), for all but schedule-free optimizers; or 'constant'
             time:str='steps',  # time to target in 'steps' (the same on one processor kind) or training 'seconds' (evaluation excluded)
             reference:str|None=None, # score against this optimizer's time instead of each problem's best
-            workers:int|None=None, # run the trials on a Dask `LocalCluster` of this many worker processes (`threads` torch threads each)
+            workers:int|None=None, # trials on a Dask `LocalCluster` of this many workers (`threads` torch threads each)
             scheduler:str|None=None, # or on the running Dask cluster at this address ('tcp://host:8786')
             store=None,        # a folder: every finished trial is written to its `trials.jsonl` as it finishes
             resume:bool=False, # continue the run whose store is in `store`: its finished trials are read, not rerun
             dtype:str='fp32'): # the weights': 'bf16' or 'fp16' to ask which optimizers survive pure 16-bit training
     """Tune every optimizer on every problem under `protocol`, score the time to target as AlgoPerf does; a
     `BakeoffResult`"""
-    a = check_bakeoff(problems, opts, trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference, dtype)
+    a = check_bakeoff(problems, opts, trials, seeds, lrs, tau_max, quick, protocol, studies, schedule, time, reference,
+                      dtype)
     if threads is not None: check_int('threads', threads, lo=1)
-    if resume and store is None: raise ValueError("`resume` continues the run stored in `store`: pass the folder as `store`")
+    if resume and store is None:
+        raise ValueError("`resume` continues the run stored in `store`: pass the folder as `store`")
     # checks its arguments; starts nothing yet
     pool = TrialPool(workers, scheduler, threads=threads)
     # refuses another run's store, before any trial
@@ -650,19 +687,23 @@ def bakeoff(problems=None,     # names in `BAKEOFF_PROBLEMS` or `Problem`s; None
     with pool:
         if pool.restarts: print("bakeoff: a worker died while the cluster started; started again "
                                 f"({'; '.join(pool.restarts)})", file=file or sys.stdout, flush=True)
-        if pool.kind != 'serial': print(f"bakeoff: {pool.nworkers} Dask workers; dashboard: {pool.dashboard_link}", file=file or sys.stdout, flush=True)
+        if pool.kind != 'serial':
+            print(f"bakeoff: {pool.nworkers} Dask workers; dashboard: {pool.dashboard_link}", file=file or sys.stdout,
+                  flush=True)
         return _run(a, pool, ts, cache, progress, threads, file)
 
 def _store_config(a):
     "What makes the trials of a run the same trials: a resumed run must say the same"
-    return dict(problems={p: repr(pb) for p,pb in a.pbs.items()}, opts=_describe(a.ops), protocol=a.protocol, trials=a.trials,
-                seeds=a.seeds, studies=a.studies, schedule=a.schedule, lrs=a.lrs, **({} if a.dtype == 'fp32' else {'dtype': a.dtype}))
+    return dict(problems={p: repr(pb) for p,pb in a.pbs.items()}, opts=_describe(a.ops), protocol=a.protocol,
+                trials=a.trials, seeds=a.seeds, studies=a.studies, schedule=a.schedule, lrs=a.lrs,
+                **({} if a.dtype == 'fp32' else {'dtype': a.dtype}))
 
 def _run(a, pool, ts, cache, progress, threads, file):
     nt = torch.get_num_threads()
     if threads is not None: torch.set_num_threads(threads) # the trials in this process (on workers: the pool sets them)
     prog = _Progress(len(a.pbs)*len(a.ops)*_n_trials(a), progress, file)
-    t = _Trials(a.pbs, a.ops, {} if cache is None else cache, prog, a.schedule, 1.5 if a.protocol == 'self-tuning' else 1., pool, ts, a.dtype)
+    t = _Trials(a.pbs, a.ops, {} if cache is None else cache, prog, a.schedule,
+                1.5 if a.protocol == 'self-tuning' else 1., pool, ts, a.dtype)
     gens = {(p,o): _PROTOCOL_FNS[a.protocol](p, o, e, pb, a) for p,pb in a.pbs.items() for o,e in a.ops.items()}
     unit = 'seeds' if a.protocol == 'deepobs' else 'studies'
     def done(k, r):
@@ -675,7 +716,8 @@ def _run(a, pool, ts, cache, progress, threads, file):
     finally:
         prog.close()
         torch.set_num_threads(nt)
-    meta = dict(protocol=a.protocol, schedule=a.schedule, **({} if a.dtype == 'fp32' else {'dtype': a.dtype}), time=a.time, reference=a.reference, trials=a.trials, seeds=a.seeds,
+    meta = dict(protocol=a.protocol, schedule=a.schedule, **({} if a.dtype == 'fp32' else {'dtype': a.dtype}),
+                time=a.time, reference=a.reference, trials=a.trials, seeds=a.seeds,
                 studies=a.studies, tau_max=a.tau_max, lrs=a.lrs, quick=a.quick, seconds=perf_counter()-t0,
                 workers=pool.nworkers if pool.kind != 'serial' else None, where=repr(pool),
                 stored=None if ts is None else dict(ts.counts))

@@ -121,7 +121,8 @@ def performance_profile(results:pd.DataFrame, # `results.csv`: problem, optimize
     if reference is not None and reference not in t.index:
         raise ValueError(f"`reference` {reference!r} is not one of the optimizers run: {', '.join(t.index)}")
     points = check_int('points', points, lo=2)
-    r,rho,score = profile_scores(t.values.T, tau_max, None if reference is None else list(t.index).index(reference), points)
+    r,rho,score = profile_scores(t.values.T, tau_max, None if reference is None else list(t.index).index(reference),
+                                 points)
     r,taus = pd.DataFrame(r.T, index=t.index, columns=t.columns),np.linspace(1., tau_max, points)
     prof = pd.DataFrame([dict(optimizer=o, tau=float(tau), rho=float(v))
                          for o,row in zip(r.index, rho) for tau,v in zip(taus, row)])

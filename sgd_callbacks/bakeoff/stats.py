@@ -132,7 +132,8 @@ def expected_best(values, higher:bool=False):
     return (((n-i+1)/n)**k - ((n-i)/n)**k) @ v
 
 def best_time(times):
-    "For k = 1 … n: the probability that the best of k trials reaches the target, and the median of its time to target"
+    """For k = 1 … n: the probability that the best of k trials reaches the target, and the median of its time to
+    target"""
     # the median is ∞ where under half reach it
     t = np.sort(np.asarray(times, dtype=float)); n = len(t)
     k = np.arange(1, n+1)[:, None]
