@@ -83,8 +83,8 @@ def _parse(name, v, typ):
                                         f"{v!r}") from None
 
 
-# a rule against its authors' code
-def _modern(opt): return isinstance(opt, Reference) or (isinstance(opt, str) and opt in MODERN)
+def _modern(opt): # a rule against its authors' code
+    return isinstance(opt, Reference) or (isinstance(opt, str) and opt in MODERN)
 
 def _opt_hypers(opt, lr, kw):
     """The hyper-parameters `opt` trains with: fastai's optimizer's, or the rule's (or your optimizer's) defaults

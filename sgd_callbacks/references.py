@@ -67,8 +67,8 @@ class Reference:
 # the modern rules, each against its authors' code, from their declarations
 MODERN = {n: Reference.of(d) for n,d in DECLARATIONS.items() if d.compare and d.reference is not None}
 
-# a name, or a user's declared `Reference`
-def reference_of(opt): return opt if isinstance(opt, Reference) else MODERN[opt]
+def reference_of(opt): # a name, or a user's declared `Reference`
+    return opt if isinstance(opt, Reference) else MODERN[opt]
 
 def default_lr(opt):
     "The learning rate `compare_optimizers` and the command use when given none: the modern rule's own, else 0.1"

@@ -86,8 +86,8 @@ class TorchTwin:
     def __init__(self,
                  make,              # `make(hypers, decouple_wd) -> (class, keywords)`; a `ValueError` says why there is none
                  l2_only:bool=False,      # its `weight_decay` is L2 only: no counterpart of a decoupled decay
-                 apart:str="the same update in another order of operations: other "
-                           "roundings", # why it is not bit-identical
+                 apart:str="the same update in another order of operations: " # why it is not bit-identical
+                           "other roundings",
                  same=None):              # `same(hypers)`: whether it is fastai's update op for op (None: never)
         self.make,self.l2_only,self.apart,self.same = make,l2_only,apart,same or (lambda hp: False)
     def build(self, hp, decouple_wd):
