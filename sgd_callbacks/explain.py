@@ -44,15 +44,15 @@ class Setup:
     """A training recipe: an optimizer (fastai `opt_func` or `torch.optim` class/partial), the `Learner`'s keywords and
     the fit"""
     def __init__(self,
-                 opt,                    # fastai `opt_func` (`Adam`, `partial(SGD, mom=0.9)`, `rule_opt(...)`) or a `torch.optim` class or partial
-                 lr:float|list|None=None,      # the `Learner`'s `lr` (peak of a schedule; a list: one a param group); None: torch's partial's `lr`, else fastai's 1e-3
-                 wd:float|list|None=None,      # the `Learner`'s `wd` (a list: one a param group); None: the optimizer's own
-                 wd_bn_bias:bool=False,        # the `Learner`'s `wd_bn_bias` (a torch optimizer decays every tensor anyway)
-                 fit:str='fit',                # 'fit', 'fit_one_cycle' or 'fit_flat_cos'
-                 sched=None,                   # `sched(torch_opt) -> torch.optim.lr_scheduler`, stepped after every step (torch only)
-                 cbs=(),                       # more callbacks (such as one that sets the hypers every step)
-                 splitter=None,                # `splitter(model)`: param groups, lists of parameters (fastai) or torch's dicts (`{'params': ..., 'lr': ...}`)
-                 **fit_kw):                    # the fit's keywords (`pct_start`, `moms`, ...)
+                 opt,                     # fastai `opt_func` (`Adam`, `rule_opt(...)`) or a `torch.optim` class/partial
+                 lr:float|list|None=None, # `lr` (schedule's peak; a list: per group); None: torch partial's, else 1e-3
+                 wd:float|list|None=None, # the `Learner`'s `wd` (a list: one a param group); None: the optimizer's own
+                 wd_bn_bias:bool=False,   # the `Learner`'s `wd_bn_bias` (a torch optimizer decays every tensor anyway)
+                 fit:str='fit',           # 'fit', 'fit_one_cycle' or 'fit_flat_cos'
+                 sched=None,              # `sched(torch_opt) -> lr_scheduler`, stepped after every step (torch only)
+                 cbs=(),                  # more callbacks (such as one that sets the hypers every step)
+                 splitter=None,           # `splitter(model)`: param groups, lists (fastai) or torch's param-group dicts
+                 **fit_kw):               # the fit's keywords (`pct_start`, `moms`, ...)
         store_attr(); self.fit_kw = fit_kw
         if fit not in _FITS: raise ValueError(f"`fit` must be one of {', '.join(_FITS)}, got {fit!r}")
         if sched is not None and not callable(sched): raise TypeError("`sched` must be a callable `torch_opt -> "

@@ -46,11 +46,11 @@ class Reference:
     class's keywords"""
     def __init__(self, mod:str, cls:str, rule,
                  kw=betas_kw(wd='weight_decay'), # `kw(hypers) -> the class's keywords`
-                 fixed=None,                       # keywords the class always gets (`foreach=False`: the per-tensor path the rule follows)
-                 hp_map='betas',                   # `OptimWrapper`'s `hp_map`; 'betas': up to three betas, `weight_decay` as `wd`
-                 cbs=(),                           # callbacks both need (classes)
-                 lr:float=0.1,                     # `compare_optimizers`' default `lr` for it
-                 pip:str|None=None):               # what to `pip install` for `mod`
+                 fixed=None,                     # keywords always given (`foreach=False`: the rule's per-tensor path)
+                 hp_map='betas',                 # `OptimWrapper`'s `hp_map`; 'betas': the betas, `weight_decay` as `wd`
+                 cbs=(),                         # callbacks both need (classes)
+                 lr:float=0.1,                   # `compare_optimizers`' default `lr` for it
+                 pip:str|None=None):             # what to `pip install` for `mod`
         store_attr()
         self.pip = pip or mod.split('.')[0].replace('_', '-')
         self.fixed = fixed or {}

@@ -64,8 +64,8 @@ def _muon_note(model):
 class RefSpec:
     "An optimizer's reference: the authors' class `cls` in module `mod`, how the rule's hypers become its keywords, and the pip name"
     def __init__(self, mod:str, cls:str,
-                 kw=None,            # `kw(hypers) -> the class's keywords`, or a dict renaming fastai's names to the class's
-                 fixed=None,         # keywords the class always gets (`foreach=False`: the per-tensor path a rule follows)
+                 kw=None,            # `kw(hypers) -> the class's keywords`, or a dict renaming fastai's names to theirs
+                 fixed=None,         # keywords the class always gets (`foreach=False`: the rule's per-tensor path)
                  hp_map='betas',     # `OptimWrapper`'s `hp_map`; 'betas': up to three betas, `weight_decay` as `wd`; None: fastai's
                  pip:str|None=None): # what to `pip install` for `mod`; default `mod`'s top package with `-` for `_`
         self.mod,self.cls,self.fixed,self.hp_map = mod,cls,dict(fixed or {}),hp_map
@@ -84,7 +84,7 @@ class RefSpec:
 class TorchTwin:
     "A fastai optimizer's `torch.optim` counterpart: how fastai's hypers build it, why the two differ, when they are the same"
     def __init__(self,
-                 make,              # `make(hypers, decouple_wd) -> (class, keywords)`; a `ValueError` says why there is none
+                 make,              # `make(hypers, decouple_wd) -> (class, keywords)`; a `ValueError` says why not
                  l2_only:bool=False,      # its `weight_decay` is L2 only: no counterpart of a decoupled decay
                  apart:str="the same update in another order of operations: " # why it is not bit-identical
                            "other roundings",
@@ -149,9 +149,9 @@ class OptDecl:
                  reference:RefSpec|None=None, # the authors' code its rule must match bit for bit
                  torch_twin:TorchTwin|None=None, # a fastai optimizer's `torch.optim` counterpart
                  model_note=None,         # `model_note(model) -> str|None`: what a comparison on `model` cannot show
-                 family:str|None=None,    # the algorithm it runs, as `explain` names it (SGD, Adam, RMSProp, RAdam, ...)
+                 family:str|None=None,    # the algorithm it runs, as `explain` names it (SGD, Adam, RMSProp, RAdam...)
                  lr:float=0.1,            # `compare_optimizers`' default lr
-                 bake_lr:float=1e-3,      # its default lr in the bake-off (the self-tuning protocol's one configuration)
+                 bake_lr:float=1e-3,      # its lr in the bake-off (the self-tuning protocol's one configuration)
                  lr_mult:float=1.,        # the bake-off tunes it over each problem's lr range times this
                  lrs=None,                # or over this `(lr_min, lr_max)` on every problem
                  space=None,              # `{hyper: (lo, hi, log)}` it tunes beyond lr, the betas and wd

@@ -203,7 +203,7 @@ class RuleOptimizer(Optimizer):
                      finite=all_finite([p.grad for p,*_ in todo]))
 
 def rule_opt(rule,                # `rule(p, g, state, **hypers)`, or a `whole_step` rule
-             guard:bool|None=None, # check every step (a copy of the weights and state): `RuleError` if the rule breaks a weight; None: your own rules only
+             guard:bool|None=None, # check every step: `RuleError` if the rule breaks a weight; None: your rules only
              kahan:bool=False,    # 16-bit weights: Kahan summation (see `lowbit_rule`)
              stochastic_round:bool=False, # bf16 weights: step in float32, round back stochastically
              # the rule's hyper-parameters, over its defaults (the `Learner` gives `lr`, `wd`, schedules)
