@@ -418,8 +418,12 @@ BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'd
 
 
 @call_parse
-def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls), `vision` (resnet34's full run), `ddp` (an epoch on 1 and 2 processes), `check` (the divergence check's read of the gradients), `profile` (where a training step's time goes, stock Learner against scratch_learner), `explain` or `bakeoff` (the default bake-off in process and on 2 Dask workers)
-
+def main(
+         # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls), `vision` (resnet34's
+         # full run), `ddp` (an epoch on 1 and 2 processes), `check` (the divergence check's read of the gradients),
+         # `profile` (where a training step's time goes, stock Learner against scratch_learner), `explain` or `bakeoff`
+         # (the default bake-off in process and on 2 Dask workers)
+         what:str,
          reps:int=0,    # repetitions of each contender (0: the benchmark's default)
          threads:int=0, # torch threads (0: leave torch's default)
          # `wall` (time as it passes) or `cpu` (this process's CPU time: with --threads 1, steady on a busy machine)

@@ -347,8 +347,9 @@ def _torch_arith(impl):
     return impl.startswith('torch.optim.') or impl in ('rule torch_adam_rule', 'rule torch_adamw_rule')
 
 def torch_twin(x, r, other):
-    """Side `x` (its run `r`) stepped by the package's rule with torch's arithmetic for its algorithm (`TORCH_ARITH`),
-    each hyper pinned to its own at every step; None where `other` does not run torch's arithmetic, or `x` already does"""
+    """Side `x` (its run `r`) stepped by the package's rule with torch's arithmetic for its algorithm
+    (`TORCH_ARITH`), each hyper pinned to its own at every step; None where `other` does not run torch's arithmetic,
+    or `x` already does"""
     rule = TORCH_ARITH.get(r.family[0])
     if rule is None or _torch_arith(r.family[1]) or not _torch_arith(other.family[1]): return None
     x = x.copy()
@@ -388,10 +389,10 @@ def _dls(dls):
     return d
 
 def _op_order(A, B, ca, cb, run):
-    """`(run, side, how, rule)` if one side stepped in the other's arithmetic trains as the other side, bit for bit; else
-    None. Where the package holds the other's arithmetic as a rule (`torch_twin`) that proves it whatever the size;
-    elsewhere a's implementation in b's recipe must be bit-identical and the runs within `OP_ORDER_TOL` (more is another
-    update)"""
+    """`(run, side, how, rule)` if one side stepped in the other's arithmetic trains as the other side, bit for bit;
+    else None. Where the package holds the other's arithmetic as a rule (`torch_twin`) that proves it whatever the
+    size; elsewhere a's implementation in b's recipe must be bit-identical and the runs within `OP_ORDER_TOL` (more
+    is another update)"""
     tb,ta = torch_twin(B, cb, ca),torch_twin(A, ca, cb)
     if tb or ta:
         x = tb or ta

@@ -32,14 +32,14 @@ NOT_HYPERS = ('lr', 'do_wd', 'train_mode', 'params', 'kwargs', # set by the `Lea
               'maximize', 'foreach', 'differentiable', 'fused', 'capturable')
 
 def betas_kw(betas=BETAS, **rename):
-    "How a rule's hypers become a reference's keywords: `betas` from `betas`, the others renamed by `rename` (fastai's -> theirs)"
+    "A rule's hypers as a reference's keywords: `betas` from `betas`, others renamed by `rename` (fastai's -> theirs)"
     def kw(hp): return dict(betas=tuple(hp[b] for b in betas if b in hp),
                             **{rename.get(k, k): v for k,
                                v in hp.items() if k not in (*betas, 'lr', 'do_wd', 'train_mode')})
     return kw
 
 def rename_kw(**rename):
-    "How a rule's hypers become a reference's keywords when each is one keyword: renamed by `rename` (fastai's -> theirs)"
+    "A rule's hypers as a reference's keywords, one keyword each: renamed by `rename` (fastai's -> theirs)"
     def kw(hp): return {rename.get(k, k): v for k,v in hp.items() if k not in ('lr', 'do_wd', 'train_mode')}
     return kw
 
@@ -62,11 +62,11 @@ def _muon_note(model):
 
 # %% ../../nbs/27_optim.declare.ipynb #53ccfd27
 class RefSpec:
-    "An optimizer's reference: the authors' class `cls` in module `mod`, how the rule's hypers become its keywords, and the pip name"
+    "An optimizer's reference: the authors' class `mod.cls`, how the rule's hypers become its keywords, the pip name"
     def __init__(self, mod:str, cls:str,
                  kw=None,            # `kw(hypers) -> the class's keywords`, or a dict renaming fastai's names to theirs
                  fixed=None,         # keywords the class always gets (`foreach=False`: the rule's per-tensor path)
-                 hp_map='betas',     # `OptimWrapper`'s `hp_map`; 'betas': up to three betas, `weight_decay` as `wd`; None: fastai's
+                 hp_map='betas',     # `OptimWrapper`'s `hp_map`; 'betas': betas, `weight_decay` as `wd`; None: fastai's
                  pip:str|None=None): # what to `pip install` for `mod`; default `mod`'s top package with `-` for `_`
         self.mod,self.cls,self.fixed,self.hp_map = mod,cls,dict(fixed or {}),hp_map
         self.kw = betas_kw(wd='weight_decay') if kw is None else rename_kw(**kw) if isinstance(kw, dict) else kw
@@ -82,7 +82,7 @@ class RefSpec:
 
 # %% ../../nbs/27_optim.declare.ipynb #1b167f08
 class TorchTwin:
-    "A fastai optimizer's `torch.optim` counterpart: how fastai's hypers build it, why the two differ, when they are the same"
+    "A fastai optimizer's `torch.optim` counterpart: built from fastai's hypers, why they differ, when they're the same"
     def __init__(self,
                  make,              # `make(hypers, decouple_wd) -> (class, keywords)`; a `ValueError` says why not
                  l2_only:bool=False,      # its `weight_decay` is L2 only: no counterpart of a decoupled decay
@@ -140,7 +140,7 @@ def _help(f):
     except Exception: return {} # a builtin or a callable docments cannot read: no help, the defaults still show
 
 class OptDecl:
-    "One optimizer, described once: how it is built, the callbacks it needs, its hypers, its bake-off defaults, its reference"
+    "One optimizer, described once: how it is built, its callbacks, its hypers, its bake-off defaults, its reference"
     def __init__(self, name:str,
                  rule=None,               # a rule for `rule_opt`
                  opt_func=None,           # or a fastai `opt_func` `(params, lr, **hypers) -> optimizer`
@@ -211,7 +211,7 @@ class OptDecl:
 OPT_GROUP,PROBLEM_GROUP = 'sgd_callbacks.optimizers','sgd_callbacks.problems'
 
 def as_decl(o, name:str|None=None):
-    "`o` as an `OptDecl`: a declaration as it is, a rule, a `torch.optim` class or a fastai `opt_func`; a `TypeError` otherwise"
+    "`o` as an `OptDecl`: a declaration as is, a rule, a `torch.optim` class or a fastai `opt_func`; else a `TypeError`"
     if isinstance(o, OptDecl): return o
     name = name or getattr(o, '__name__', None) or type(o).__name__
     if _is_torch_cls(o): return OptDecl(name, torch_cls=o)
@@ -229,7 +229,7 @@ def entry_points(group:str):
     return {e.name: e for e in metadata.entry_points(group=group)}
 
 def load_spec(spec:str, group:str, builtins, what:str='optimizer'):
-    "`(name, object)` that `spec` names: one of `builtins`, `module:name`, or an entry point of `group`; else a `ValueError`"
+    "`(name, object)` named by `spec`: in `builtins`, `module:name` or an entry point of `group`; else a `ValueError`"
     if spec in builtins: return spec,builtins[spec]
     if ':' in spec:
         mod,_,attr = spec.partition(':')
@@ -306,7 +306,7 @@ DECLARATIONS = {d.name: d for d in (
 _FAMILIES = {} # rule function -> family, filled from the declarations at the first call
 
 def rule_family(rule):
-    "The algorithm `rule` runs (Adam, SGD, ...): its own `family` attribute, else its declaration's; None if neither says"
+    "The algorithm `rule` runs (Adam, SGD, ...): its `family` attribute, else its declaration's; None if neither says"
     f = getattr(rule, 'func', rule)
     if getattr(f, 'family', None): return f.family
     if not _FAMILIES:

@@ -208,10 +208,11 @@ def rule_opt(rule,                # `rule(p, g, state, **hypers)`, or a `whole_s
              stochastic_round:bool=False, # bf16 weights: step in float32, round back stochastically
              # the rule's hyper-parameters, over its defaults (the `Learner` gives `lr`, `wd`, schedules)
              **hypers):
-    """An `opt_func` for any `Learner`: a fastai `Optimizer` whose step is `rule(p, g, state, **hypers)` (or a `whole_step` rule).
-    Its hyper-parameters: the rule's keyword defaults after `p, g, state`, overridden by `hypers`, overridden by what the
-    `Learner` sets (`lr`, `wd`, schedules). The rule gets those it declares (all, if it takes `**kwargs`; `fit_one_cycle`'s
-    `mom` is dropped for a rule without one, any other undeclared one is refused); `do_wd` per parameter; state in `opt.state[p]`."""
+    """An `opt_func` for any `Learner`: a fastai `Optimizer` whose step is `rule(p, g, state, **hypers)` (or a
+    `whole_step` rule). Its hyper-parameters: the rule's keyword defaults after `p, g, state`, overridden by
+    `hypers`, overridden by what the `Learner` sets (`lr`, `wd`, schedules). The rule gets those it declares (all, if
+    it takes `**kwargs`; `fit_one_cycle`'s `mom` is dropped for a rule without one, any other undeclared one is
+    refused); `do_wd` per parameter; state in `opt.state[p]`."""
     _check_hypers(rule, hypers)
     if kahan or stochastic_round: lowbit_rule(rule, kahan, stochastic_round) # refused now, before a Learner is built
     # only when on: reprs as before
