@@ -259,8 +259,8 @@ def _where(fn):
     top = next((j for j,p in enumerate(parts) if p in ('fastai', 'fastcore', 'fasttransform', 'sgd_callbacks',
                                                        'torch')), None)
     if top is None: return 'Python (stdlib, other)'
-    return 'torch (Python)' if parts[top] == 'torch' else '/'.join(parts[top:top+3] if parts[top] == 'fastai'
-                                                                   and len(parts) > top+2 else parts[top:top+2])
+    return ('torch (Python)' if parts[top] == 'torch'
+            else '/'.join(parts[top:top+3] if parts[top] == 'fastai' and len(parts) > top+2 else parts[top:top+2]))
 
 def profile_loop(bs:int|None=16, epochs:int=20, top:int=12):
     """Self time per training step by module, stock `Learner` against `scratch_learner`, under cProfile: `(module, stock
@@ -272,8 +272,8 @@ def profile_loop(bs:int|None=16, epochs:int=20, top:int=12):
         fns[k]() # warm-up
         pr = cProfile.Profile(); pr.enable(); fns[k](); pr.disable()
         d = us[k] = {}
-        for fn,(cc,nc,tt,ct,callers) in pstats.Stats(pr).stats.items(): d[_where(fn)] = d.get(_where(fn),
-                                                                                              0.) + tt/steps*1e6
+        for fn,(cc,nc,tt,ct,callers) in pstats.Stats(pr).stats.items():
+            d[_where(fn)] = d.get(_where(fn), 0.) + tt/steps*1e6
     a,b = us.values()
     rows = sorted(((m, a.get(m, 0.), b.get(m, 0.), b.get(m, 0.)-a.get(m, 0.)) for m in {*a, *b}),
                   key=lambda r: -abs(r[3]))

@@ -22,8 +22,8 @@ from .scratch import mse, check_hypers, fit_scratch
 from .callback import scratch_learner
 from .plots import plot_landscape, line_style, plot_log_zero
 from .optim.step import ScratchStep, rule_name, rule_opt
-from .references import (OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers, torch_counterpart,
-                                      modern_reference, modern_kw, check_modern, default_lr, Reference, reference_of)
+from .references import OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers, torch_counterpart
+from .references import modern_reference, modern_kw, check_modern, default_lr, Reference, reference_of
 from .optim.declare import OptDecl, DECLARATIONS
 
 # %% auto #0
@@ -130,8 +130,8 @@ def _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_
         _fit(learn, epochs, cycle, wd, progress)
         runs[c.name] = learn.model,tr.losses,tr.ws,tr.secs,tr.prints
     dls = fresh()
-    a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train,
-                                                                                                    SliceDL) else None
+    a_opt = (lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL)
+             else None)
     ref,_,rws,_,rprints = runs[cs[0].name]
     rows,mnames = [],[]
     for c in cs:
@@ -310,8 +310,8 @@ class CompareResult:
             l = self.losses[k].numpy(); every = max(len(l)//8, 1)
             ax0.plot(np.arange(1, len(l)+1), l, **line_style(i), markevery=(i*every//len(names), every),
                      lw=max(2.5-0.6*i, 0.7), ms=7, mfc='none', label=k)
-        ax0.set_yscale('log'); ax0.set_xlabel('step'); ax0.set_ylabel('training loss '
-                                                                      f'({_loss_name(self.loss_func)})'); ax0.legend()
+        ax0.set_yscale('log'); ax0.set_xlabel('step')
+        ax0.set_ylabel(f'training loss ({_loss_name(self.loss_func)})'); ax0.legend()
         ax0.set_title('loss of every step')
         ws = {k:w for k,w in self.weights.items() if w is not None}
         if self.a_opt is not None and len(self.a_opt)==2 and ws:

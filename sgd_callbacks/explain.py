@@ -173,8 +173,8 @@ def _native(o, k):
     if not isinstance(o, OptimWrapper): return dict(lr='lr', beta1='mom', beta2='sqr_mom', eps='eps',
                                                     weight_decay='wd')[k]
     pg = o.opt.param_groups[0]
-    if k in ('beta1', 'beta2'): return ('betas',
-                                        int(k == 'beta2')) if 'betas' in pg else 'momentum' if k == 'beta1' else 'alpha'
+    if k in ('beta1', 'beta2'):
+        return ('betas', int(k == 'beta2')) if 'betas' in pg else 'momentum' if k == 'beta1' else 'alpha'
     return k
 
 def _set(o, k, vs):
@@ -195,9 +195,8 @@ class HyperTrack(Callback):
         self.steps,self.family = [],opt_family(o)
         names = {id(p): n for n,p in self.model.named_parameters()}
         self.groups = [[names[id(p)] for p in pg] for pg in o.param_lists]
-        self.decayed = [n for pg in o.param_lists for p in pg if (isinstance(o, OptimWrapper)
-                                                                  or o.state[p].get('do_wd',
-                                                                                    True)) for n in [names[id(p)]]]
+        self.decayed = [n for pg in o.param_lists for p in pg
+                        if (isinstance(o, OptimWrapper) or o.state[p].get('do_wd', True)) for n in [names[id(p)]]]
     def before_step(self): self.steps.append(hypers_of(self.learn.opt))
 
 class PinHypers(Callback):
@@ -316,8 +315,8 @@ class _Side:
 def _pin(x, steps, k):
     "Side `x` with hyper-parameter `k` (and those pinned before) set to `steps`' values at every step"
     pins = [cb for cb in x.cbs if isinstance(cb, PinHypers)]
-    x.cbs = [cb for cb in x.cbs if not isinstance(cb, PinHypers)] + [PinHypers(steps,
-                                                                               (pins[0].keys if pins else []) + [k])]
+    x.cbs = ([cb for cb in x.cbs if not isinstance(cb, PinHypers)]
+             + [PinHypers(steps, (pins[0].keys if pins else []) + [k])])
 
 def _align(c, A, B, ra, rb, a_like_b=False):
     """`(A, B)` (runs `ra`, `rb`) without cause `c`: B made like A where B can be, else A like B (a scalar: `a_like_b`);
@@ -333,11 +332,11 @@ def _align(c, A, B, ra, rb, a_like_b=False):
             if c.name == 'decayed_params' and not tc: x.cbs.append(PinDecay(val)); return A,B
             if c.name == 'decay_form':
                 dec = val == 'decoupled'
-                if tc in (torch.optim.Adam, torch.optim.AdamW): x.s = x.s.replace(opt=_swap_form(x.s.opt,
-                                                                                                 dec)); return A,B
+                if tc in (torch.optim.Adam, torch.optim.AdamW):
+                    x.s = x.s.replace(opt=_swap_form(x.s.opt, dec)); return A,B
                 if not tc: x.s = x.s.replace(opt=partial(x.s.opt, decouple_wd=dec)); return A,B
-            if c.name in ('nesterov', 'dampening') and tc: x.s = x.s.replace(opt=partial(x.s.opt,
-                                                                                         **{c.name: val})); return A,B
+            if c.name in ('nesterov', 'dampening') and tc:
+                x.s = x.s.replace(opt=partial(x.s.opt, **{c.name: val})); return A,B
         return None
     if a_like_b: _pin(A, rb.steps, c.name.replace('_schedule', ''))
     else: _pin(B, ra.steps, c.name.replace('_schedule', ''))
@@ -367,10 +366,9 @@ def _check_model(model, dls):
     if len(ms) == 2:
         sa,sb = [[(n, tuple(p.shape)) for n,p in m.named_parameters()] for m in ms]
         if sa != sb: raise ValueError(f"`model`: the two models differ ({sum(p.numel() for p in ms[0].parameters())} "
-                                      "and "
-                                      f"{sum(p.numel() for p in ms[1].parameters())} parameters, tensors {len(sa)} and "
-                                      f"{len(sb)}): "
-                                      "explain_difference trains one model from the same weights")
+                                      f"and {sum(p.numel() for p in ms[1].parameters())} parameters, tensors "
+                                      f"{len(sa)} and {len(sb)}): explain_difference trains one model from the same "
+                                      "weights")
         if not all(torch.equal(p, q) for p,q in zip(ms[0].parameters(), ms[1].parameters())):
             raise ValueError("`model`: the two models start from different weights; pass one model, both runs start "
                              "from a copy")
@@ -462,8 +460,8 @@ class Explanation:
         store_attr(); self.causes,self.aligned,self.n_runs = L(),(ra, rb),2
         self.swapped,self.swapped_side,self.proof,self.twin = None,None,None,None # how `op_order` was proven, if it was
         self.identical = same_run(ra, rb)
-        self.part = None if self.identical else next(t for t in range(len(ra.ws)) if not torch.equal(ra.ws[t],
-                                                                                                     rb.ws[t]))
+        self.part = (None if self.identical
+                     else next(t for t in range(len(ra.ws)) if not torch.equal(ra.ws[t], rb.ws[t])))
     @property
     def names(self): return [c.name for c in self.causes]
     @property

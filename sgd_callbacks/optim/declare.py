@@ -34,8 +34,8 @@ NOT_HYPERS = ('lr', 'do_wd', 'train_mode', 'params', 'kwargs', # set by the `Lea
 def betas_kw(betas=BETAS, **rename):
     "A rule's hypers as a reference's keywords: `betas` from `betas`, others renamed by `rename` (fastai's -> theirs)"
     def kw(hp): return dict(betas=tuple(hp[b] for b in betas if b in hp),
-                            **{rename.get(k, k): v for k,
-                               v in hp.items() if k not in (*betas, 'lr', 'do_wd', 'train_mode')})
+                            **{rename.get(k, k): v for k,v in hp.items()
+                               if k not in (*betas, 'lr', 'do_wd', 'train_mode')})
     return kw
 
 def rename_kw(**rename):
@@ -108,7 +108,7 @@ def _radam(hp, dec):
 SGD_TWIN = TorchTwin(lambda hp, dec: (torch.optim.SGD, dict(momentum=hp.get('mom', 0.), weight_decay=hp.get('wd', 0.))),
                      l2_only=True, same=lambda hp: True)
 RMSPROP_TWIN = TorchTwin(lambda hp, dec: (torch.optim.RMSprop, dict(alpha=hp['sqr_mom'], eps=hp['eps'],
-                                                                     momentum=hp.get('mom', 0.),
+                                                                    momentum=hp.get('mom', 0.),
                                                                     weight_decay=hp.get('wd', 0.))),
                          l2_only=True, same=lambda hp: not hp.get('mom'), # without momentum: fastai's, op for op
                          apart="keeps its momentum buffer of g/(sqrt(v)+eps) where fastai averages g first: another "
@@ -180,9 +180,8 @@ class OptDecl:
     def opt_func(self, guard:bool=True, **hypers):
         "Its `opt_func` with `hypers` set (`guard`: `rule_opt`'s check of every step, for a rule)"
         if self.rule is not None: return rule_opt(self.rule, guard=guard, **hypers)
-        if self.torch_cls is not None: return partial(OptimWrapper,
-                                                      opt=partial(self.torch_cls,
-                                                                  **hypers) if hypers else self.torch_cls)
+        if self.torch_cls is not None:
+            return partial(OptimWrapper, opt=partial(self.torch_cls, **hypers) if hypers else self.torch_cls)
         return partial(self.fn, **hypers) if hypers else self.fn
     def hypers(self):
         "`{name: (default, help)}`: what a user may set, read from the rule's or the class's signature and docments"
@@ -221,8 +220,7 @@ def as_decl(o, name:str|None=None):
         except (TypeError, ValueError): ps = []
         if ps[:1] == ['params']: return OptDecl(name, opt_func=o)
     raise TypeError(f"{name!r} is {type(o).__name__}, not an optimizer: expected a rule `rule(p, g, state, **hypers)`, "
-                    "a fastai "
-                    f"`opt_func(params, lr, ...)`, a torch.optim.Optimizer class or an OptDecl")
+                    "a fastai `opt_func(params, lr, ...)`, a torch.optim.Optimizer class or an OptDecl")
 
 def entry_points(group:str):
     "`{name: entry point}` that installed distributions declare under `group`"
