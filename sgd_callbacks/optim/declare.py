@@ -268,18 +268,18 @@ DECLARATIONS = {d.name: d for d in (
             reference=RefSpec('pytorch_optimizer', 'AdEMAMix',
                               betas_kw(wd='weight_decay', decouple_wd='weight_decouple'), fixed=dict(foreach=False)),
             space=_space(alpha=(2., 8., False))),
-    # judged at x
-    OptDecl('schedulefree', rule=schedulefree_adamw_rule, family='Adam', cbs=[ScheduleFreeEval], bake_lr=2.5e-3,
+    OptDecl('schedulefree', rule=schedulefree_adamw_rule, family='Adam',
+            cbs=[ScheduleFreeEval], bake_lr=2.5e-3, # judged at x
             reference=RefSpec('schedulefree', 'AdamWScheduleFree', fixed=dict(foreach=False)),
             bench_hypers=dict(train_mode=True)),
     OptDecl('muon', rule=muon_rule, family='Muon', bake_lr=0.02, model_note=_muon_note,
             reference=RefSpec('sgd_callbacks.optim.muon', 'MuonAdamW', muon_kw, hp_map=None)), # torch's Muon + AdamW
-    # lr multiplies its own estimate
-    OptDecl('prodigy', rule=prodigy_rule, family='Prodigy', lr=1., lrs=(0.25, 4.), bake_lr=1.,
+    OptDecl('prodigy', rule=prodigy_rule, family='Prodigy',
+            lr=1., lrs=(0.25, 4.), bake_lr=1., # lr multiplies its own estimate
             reference=RefSpec('prodigyopt', 'Prodigy',
                               betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'), hp_map=None)),
-    # Adam's lrs (the reference's default); the bake-off tunes
-    OptDecl('soap', rule=soap_rule, family='SOAP', bake_lr=3e-3,
+    OptDecl('soap', rule=soap_rule, family='SOAP',
+            bake_lr=3e-3, # Adam's lrs (the reference's default); the bake-off tunes
             reference=RefSpec('pytorch_optimizer', 'SOAP')),  # its betas and wd; its own knobs trade time for quality
     OptDecl('adopt', rule=adopt_rule, family='ADOPT', # the authors' package: `pip install torch-adopt`, `import adopt`
             reference=RefSpec('adopt', 'ADOPT', betas_kw(wd='weight_decay', decouple_wd='decouple'),
