@@ -74,8 +74,8 @@ class MuonAdamW:
     @property
     def state(self): return {**self.muon.state, **self.adamw.state}
     @state.setter
-    # fastai's `clear_state`
-    def state(self, v): self.muon.state,self.adamw.state = defaultdict(dict, v),defaultdict(dict, v)
+    def state(self, v): # fastai's `clear_state`
+        self.muon.state,self.adamw.state = defaultdict(dict, v),defaultdict(dict, v)
 
     def zero_grad(self, set_to_none=True):
         self.muon.zero_grad(set_to_none); self.adamw.zero_grad(set_to_none)
