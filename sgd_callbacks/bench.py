@@ -259,8 +259,8 @@ def _where(fn):
     top = next((j for j,p in enumerate(parts) if p in ('fastai', 'fastcore', 'fasttransform', 'sgd_callbacks',
                                                        'torch')), None)
     if top is None: return 'Python (stdlib, other)'
-    return 'torch (Python)' if parts[top] == 'torch' else '/'.join(parts[top:top+3] if parts[top] == 'fastai'
-                                                                   and len(parts) > top+2 else parts[top:top+2])
+    return ('torch (Python)' if parts[top] == 'torch'
+            else '/'.join(parts[top:top+3] if parts[top] == 'fastai' and len(parts) > top+2 else parts[top:top+2]))
 
 def profile_loop(bs:int|None=16, epochs:int=20, top:int=12):
     """Self time per training step by module, stock `Learner` against `scratch_learner`, under cProfile: `(module, stock
@@ -272,8 +272,8 @@ def profile_loop(bs:int|None=16, epochs:int=20, top:int=12):
         fns[k]() # warm-up
         pr = cProfile.Profile(); pr.enable(); fns[k](); pr.disable()
         d = us[k] = {}
-        for fn,(cc,nc,tt,ct,callers) in pstats.Stats(pr).stats.items(): d[_where(fn)] = d.get(_where(fn),
-                                                                                              0.) + tt/steps*1e6
+        for fn,(cc,nc,tt,ct,callers) in pstats.Stats(pr).stats.items():
+            d[_where(fn)] = d.get(_where(fn), 0.) + tt/steps*1e6
     a,b = us.values()
     rows = sorted(((m, a.get(m, 0.), b.get(m, 0.), b.get(m, 0.)-a.get(m, 0.)) for m in {*a, *b}),
                   key=lambda r: -abs(r[3]))
@@ -418,8 +418,12 @@ BENCHES = {'step': _print_step, 'loop': _print_loop, 'vision': _print_vision, 'd
 
 
 @call_parse
-def main(what:str,     # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls), `vision` (resnet34's full run), `ddp` (an epoch on 1 and 2 processes), `check` (the divergence check's read of the gradients), `profile` (where a training step's time goes, stock Learner against scratch_learner), `explain` or `bakeoff` (the default bake-off in process and on 2 Dask workers)
-
+def main(
+         # `step` (optimizer step on resnet34's parameters), `loop` (training step on linear_dls), `vision` (resnet34's
+         # full run), `ddp` (an epoch on 1 and 2 processes), `check` (the divergence check's read of the gradients),
+         # `profile` (where a training step's time goes, stock Learner against scratch_learner), `explain` or `bakeoff`
+         # (the default bake-off in process and on 2 Dask workers)
+         what:str,
          reps:int=0,    # repetitions of each contender (0: the benchmark's default)
          threads:int=0, # torch threads (0: leave torch's default)
          # `wall` (time as it passes) or `cpu` (this process's CPU time: with --threads 1, steady on a busy machine)

@@ -74,8 +74,8 @@ class ScratchSGD(OwnEvents, StepCallback):
         self.momentum,self.decouple_wd = sgd_recipe(self.learn.opt)
         self.check_weights()
         dev = getattr(self.dls, 'device', None) or next(self.model.parameters()).device
-        self.use_foreach = (torch.device(dev).type != 'cpu'
-                            or not self.momentum) if self.foreach is None else self.foreach
+        self.use_foreach = ((torch.device(dev).type != 'cpu' or not self.momentum) if self.foreach is None
+                            else self.foreach)
 
     def _buf(self, p):
         st = self.learn.opt.state[p]

@@ -83,8 +83,8 @@ def _parse(name, v, typ):
                                         f"{v!r}") from None
 
 
-# a rule against its authors' code
-def _modern(opt): return isinstance(opt, Reference) or (isinstance(opt, str) and opt in MODERN)
+def _modern(opt): # a rule against its authors' code
+    return isinstance(opt, Reference) or (isinstance(opt, str) and opt in MODERN)
 
 def _opt_hypers(opt, lr, kw):
     """The hyper-parameters `opt` trains with: fastai's optimizer's, or the rule's (or your optimizer's) defaults
@@ -196,8 +196,8 @@ class _TableOnly(ConsoleMasterBar):
     def write(self, line, table=False): super().write(line, table); sys.stdout.flush()
     def _ended(self):
         if self.epoch is None or hasattr(self, 'names'): return # nothing ran yet, or fastai's table has the line
-        print(f"epoch {self.epoch+1}/{self.main_bar.total} done, {format_time(time.time()-self.t0)} since the fit "
-              "began", flush=True)
+        print(f"epoch {self.epoch+1}/{self.main_bar.total} done, "
+              f"{format_time(time.time()-self.t0)} since the fit began", flush=True)
     def update(self, val): # fastai's `ProgressCallback` calls it as each epoch begins, `on_iter_end` when the fit ends
         self._ended(); self.epoch = val
         super().update(val)
@@ -278,8 +278,8 @@ def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (res
                           '{lesson2,diabetes,digits}')='lesson2',
                 bs:_arg("batch size: an int (1 is stochastic) or 'full'; default 10 (lesson2), 64 otherwise",
                         '{INT,full}')=None,
-                lr:_arg("learning rate (the peak one under one_cycle); default: the optimizer's declared one (0.1 for "
-                        "most)", 'FLOAT')=None,
+                lr:_arg("learning rate (the peak one under one_cycle); default: the optimizer's declared one "
+                        "(0.1 for most)", 'FLOAT')=None,
                 mom:_arg("momentum (beta1); default: the optimizer's (0 for sgd)", 'FLOAT')=None,
                 wd:_arg("weight decay (decoupled unless --l2)", 'FLOAT')='0',
                 epochs:_arg("epochs; default 10 (lesson2, diabetes), 2 (digits)", 'INT')=None,
@@ -291,8 +291,8 @@ def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (res
                 size:_arg("side of the digits images in pixels (8 to 224); default 16", 'INT')=None,
                 opt:_arg(opt_help(), '{NAME,module:name}')='sgd',
                 rule:_arg("lesson: also run the lesson's literal rule p.sub_(lr*g) against --opt", 'lesson')=None,
-                hp:_arg("a hyper-parameter of --opt, repeatable (--hp eps=1e-6 --hp sqr_mom=0.99); the options below "
-                        "are aliases",
+                hp:_arg("a hyper-parameter of --opt, repeatable (--hp eps=1e-6 --hp sqr_mom=0.99); "
+                        "the options below are aliases",
                         'NAME=VALUE', action='append')=None,
                 sqr_mom:_alias('sqr_mom', "beta2: the moving average of g² (Lion: of its second average)",
                                'FLOAT')=None,
@@ -304,9 +304,8 @@ def sgd_compare(data:_arg("lesson2 (the lesson's line), diabetes, or digits (res
                 k:_alias('k', "Lookahead's period, in steps", 'INT')=None,
                 alpha:_alias('alpha', "Lookahead's step towards the fast weights, or AdEMAMix's slow average's weight",
                              'FLOAT')=None,
-                beta3:_alias('beta3',
-                             "AdEMAMix's slow average's beta, or Prodigy's step-size estimate's (default "
-                             "sqrt(sqr_mom))", 'FLOAT')=None,
+                beta3:_alias('beta3', "AdEMAMix's slow average's beta, or Prodigy's step-size estimate's "
+                             "(default sqrt(sqr_mom))", 'FLOAT')=None,
                 t_alpha_beta3:_alias('t_alpha_beta3', "steps over which alpha and beta3 warm up", 'INT')=None,
                 warmup_steps:_alias('warmup_steps', "steps of linear lr warm-up", 'INT')=None,
                 r:_alias('r', "the averaging weight's power of the step count", 'FLOAT')=None,
@@ -528,8 +527,8 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                               "optimizer's defaults); default deepobs", 'NAME')='deepobs',
                 trials:_arg("int >= 1: deepobs: learning rates tried per (problem, optimizer), log-spaced, default 7 "
                             "(--quick: 4); algoperf: trials per study, default 5 (--quick: 3)", 'INT', int)=None,
-                seeds:_arg("int >= 1: deepobs: fresh seeds the best learning rate is rerun with; default 3 (--quick: "
-                           "2)", 'INT', int)=None,
+                seeds:_arg("int >= 1: deepobs: fresh seeds the best learning rate is rerun with; default 3 "
+                           "(--quick: 2)", 'INT', int)=None,
                 studies:_arg("int >= 1: algoperf and self-tuning: studies per (problem, optimizer); default 3 "
                              "(--quick: 2)", 'INT', int)=None,
                 schedule:_arg("warmup_cosine (AlgoPerf's: linear warm-up, then cosine to zero over the budget; not for "
@@ -538,9 +537,8 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                           "excluded): the time to target scored; default steps", 'NAME')='steps',
                 reference:_arg("an optimizer run: score against its time instead of each problem's best, so adding a "
                                "contender moves no score unless it is over 4× faster than a time (AlgoPerf's cut); "
-                               "where the reference "
-                               "never reaches a target, any time that does is solved (AlgoPerf's x/∞ = 0)",
-                               'NAME')=None,
+                               "where the reference never reaches a target, any time that does is solved "
+                               "(AlgoPerf's x/∞ = 0)", 'NAME')=None,
                 problems:_arg(problems_help(), 'NAMES')=None,
                 opts:_arg(opts_help(DEFAULT_OPTS), 'NAMES')=None,
                 lr_min:_arg("float > 0: low end of every problem's lr range (with --lr_max; times an optimizer's "
@@ -553,8 +551,8 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                              "install 'sgd_callbacks[dask]'); default: in this process", 'INT', int)=None,
                 scheduler:_arg("the address of a running Dask scheduler (tcp://host:8786) to send the trials to; "
                                "default $DASK_SCHEDULER_ADDRESS if set and --workers is not", 'ADDRESS')=None,
-                resume:_arg("continue the run stored in --out DIR (its trials.jsonl): finished trials are read, not "
-                            "rerun", typ=store_true)=False,
+                resume:_arg("continue the run stored in --out DIR (its trials.jsonl): finished trials "
+                            "are read, not rerun", typ=store_true)=False,
                 dtype:_arg("fp32, bf16 or fp16: the weights' dtype; bf16 or fp16 train in pure 16 bits (which "
                            "optimizers survive?); default fp32", 'NAME')='fp32',
                 out:_arg("a directory (made if missing): trials.jsonl as trials finish, then results.csv, trials.csv, "

@@ -22,8 +22,8 @@ from .scratch import mse, check_hypers, fit_scratch
 from .callback import scratch_learner
 from .plots import plot_landscape, line_style, plot_log_zero
 from .optim.step import ScratchStep, rule_name, rule_opt
-from .references import (OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers, torch_counterpart,
-                                      modern_reference, modern_kw, check_modern, default_lr, Reference, reference_of)
+from .references import OPTIMIZERS, MODERN, opt_name, check_opt, fastai_hypers, torch_counterpart
+from .references import modern_reference, modern_kw, check_modern, default_lr, Reference, reference_of
 from .optim.declare import OptDecl, DECLARATIONS
 
 # %% auto #0
@@ -106,7 +106,7 @@ class Contender:
                  opt_func=None,         # the `Learner`'s `opt_func`
                  cbs=(),                # its callbacks beyond `EpochShuffle` and `StepTrack`
                  learner=None,          # `learner(dls, model, cbs) -> Learner`, in place of `opt_func`
-                 train=None,            # `train(dls, model) -> (model, losses, weights, secs, prints)`: no `Learner` at all
+                 train=None,            # `train(dls, model) -> (model, losses, weights, secs, prints)`: no `Learner`
                  expected:bool=False,   # should be bit-identical to the reference (the first row)
                  why:str='',            # why it may differ from the reference: its `note` when it does
                  na:str|None=None):     # why it cannot run at all (an `n/a` row), or None
@@ -129,8 +129,8 @@ def _run(cs, fresh, m0, loss_func, lr, epochs, wd, cycle, seed, metrics, record_
         _fit(learn, epochs, cycle, wd, progress)
         runs[c.name] = learn.model,tr.losses,tr.ws,tr.secs,tr.prints
     dls = fresh()
-    a_opt = lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train,
-                                                                                                    SliceDL) else None
+    a_opt = (lstsq_weights(*dls.train.dataset.tensors) if isinstance(m0, LinearModel) and isinstance(dls.train, SliceDL)
+             else None)
     ref,_,rws,_,rprints = runs[cs[0].name]
     rows,mnames = [],[]
     for c in cs:
@@ -221,20 +221,20 @@ CONTENDERS = ('fastai SGD', 'ScratchSGD', 'torch.optim.SGD', 'plain loop')
 COLUMNS = ['contender','train_loss','valid_loss','dist_opt','max_dw','identical','first_step','first_param','first_dw',
            'expected','epochs','steps','s_per_step','note'] # s_per_step: a step's median seconds, first step left out
 
-def compare_optimizers(dls_fn=None,        # no-argument callable returning fresh `DataLoaders`; default `linear_dls(bs=10, seed=seed)`
-                       model_fn=None,      # callable `dls -> nn.Module`; default `LinearModel` with as many inputs as the data
-                       lr:float|None=None, # learning rate (the peak one under one_cycle); None: 0.1 (prodigy: 1, a factor on its own estimate)
+def compare_optimizers(dls_fn=None,        # `() -> DataLoaders`, fresh per call; default `linear_dls(bs=10, seed=seed)`
+                       model_fn=None,      # `dls -> nn.Module`; default `LinearModel` with as many inputs as the data
+                       lr:float|None=None, # lr (one_cycle's peak); None: 0.1 (prodigy: 1, a factor on its own estimate)
                        epochs:int=10,      # passes over the training data
                        mom:float|None=None, # momentum; None: the optimizer's default (0 for SGD)
                        wd:float=0.,        # weight decay
                        decouple_wd:bool=True, # decoupled weight decay (fastai's default) or L2
                        schedule:str='fit', # 'fit' (constant lr) or 'one_cycle' (`fit_one_cycle`)
                        loss_func=mse,      # the loss, the same for all
-                       metrics=None,       # fastai metrics (such as `error_rate`) of every contender on the validation set
-                       seed:int=42,        # seeds the default data, the model's init, each loader factory call and every epoch's draws
-                       record_weights:bool|None=None, # keep the weights after every step; None: when at most 10,000 numbers
+                       metrics=None,       # fastai metrics (`error_rate`, ...) of every contender on the validation set
+                       seed:int=42,        # seeds default data, model init, each `dls_fn()` call, each epoch's draws
+                       record_weights:bool|None=None, # keep weights after each step; None: if at most 10,000 numbers
                        progress:bool=False, # show fastai's progress bars
-                       opt:str='sgd',      # fastai's optimizer (one of `OPTIMIZERS`), a modern one against its authors' code (`MODERN`), or an `OptDecl`
+                       opt:str='sgd', # `OPTIMIZERS` (fastai's), `MODERN` (against its authors' code) or an `OptDecl`
                        rule=None,          # a rule `rule(p, g, state, **hypers)` of your own, also run against `opt`
                        **opt_kw):          # the optimizer's other hyper-parameters (`sqr_mom`, `eps`, `beta`, `k`, ...)
     "Train every contender from the same start on the same batches; a `CompareResult`"
@@ -309,8 +309,8 @@ class CompareResult:
             l = self.losses[k].numpy(); every = max(len(l)//8, 1)
             ax0.plot(np.arange(1, len(l)+1), l, **line_style(i), markevery=(i*every//len(names), every),
                      lw=max(2.5-0.6*i, 0.7), ms=7, mfc='none', label=k)
-        ax0.set_yscale('log'); ax0.set_xlabel('step'); ax0.set_ylabel('training loss '
-                                                                      f'({_loss_name(self.loss_func)})'); ax0.legend()
+        ax0.set_yscale('log'); ax0.set_xlabel('step')
+        ax0.set_ylabel(f'training loss ({_loss_name(self.loss_func)})'); ax0.legend()
         ax0.set_title('loss of every step')
         ws = {k:w for k,w in self.weights.items() if w is not None}
         if self.a_opt is not None and len(self.a_opt)==2 and ws:

@@ -44,15 +44,15 @@ class Setup:
     """A training recipe: an optimizer (fastai `opt_func` or `torch.optim` class/partial), the `Learner`'s keywords and
     the fit"""
     def __init__(self,
-                 opt,                    # fastai `opt_func` (`Adam`, `partial(SGD, mom=0.9)`, `rule_opt(...)`) or a `torch.optim` class or partial
-                 lr:float|list|None=None,      # the `Learner`'s `lr` (peak of a schedule; a list: one a param group); None: torch's partial's `lr`, else fastai's 1e-3
-                 wd:float|list|None=None,      # the `Learner`'s `wd` (a list: one a param group); None: the optimizer's own
-                 wd_bn_bias:bool=False,        # the `Learner`'s `wd_bn_bias` (a torch optimizer decays every tensor anyway)
-                 fit:str='fit',                # 'fit', 'fit_one_cycle' or 'fit_flat_cos'
-                 sched=None,                   # `sched(torch_opt) -> torch.optim.lr_scheduler`, stepped after every step (torch only)
-                 cbs=(),                       # more callbacks (such as one that sets the hypers every step)
-                 splitter=None,                # `splitter(model)`: param groups, lists of parameters (fastai) or torch's dicts (`{'params': ..., 'lr': ...}`)
-                 **fit_kw):                    # the fit's keywords (`pct_start`, `moms`, ...)
+                 opt,                     # fastai `opt_func` (`Adam`, `rule_opt(...)`) or a `torch.optim` class/partial
+                 lr:float|list|None=None, # `lr` (schedule's peak; a list: per group); None: torch partial's, else 1e-3
+                 wd:float|list|None=None, # the `Learner`'s `wd` (a list: one a param group); None: the optimizer's own
+                 wd_bn_bias:bool=False,   # the `Learner`'s `wd_bn_bias` (a torch optimizer decays every tensor anyway)
+                 fit:str='fit',           # 'fit', 'fit_one_cycle' or 'fit_flat_cos'
+                 sched=None,              # `sched(torch_opt) -> lr_scheduler`, stepped after every step (torch only)
+                 cbs=(),                  # more callbacks (such as one that sets the hypers every step)
+                 splitter=None,           # `splitter(model)`: param groups, lists (fastai) or torch's param-group dicts
+                 **fit_kw):               # the fit's keywords (`pct_start`, `moms`, ...)
         store_attr(); self.fit_kw = fit_kw
         if fit not in _FITS: raise ValueError(f"`fit` must be one of {', '.join(_FITS)}, got {fit!r}")
         if sched is not None and not callable(sched): raise TypeError("`sched` must be a callable `torch_opt -> "
@@ -173,8 +173,8 @@ def _native(o, k):
     if not isinstance(o, OptimWrapper): return dict(lr='lr', beta1='mom', beta2='sqr_mom', eps='eps',
                                                     weight_decay='wd')[k]
     pg = o.opt.param_groups[0]
-    if k in ('beta1', 'beta2'): return ('betas',
-                                        int(k == 'beta2')) if 'betas' in pg else 'momentum' if k == 'beta1' else 'alpha'
+    if k in ('beta1', 'beta2'):
+        return ('betas', int(k == 'beta2')) if 'betas' in pg else 'momentum' if k == 'beta1' else 'alpha'
     return k
 
 def _set(o, k, vs):
@@ -195,9 +195,8 @@ class HyperTrack(Callback):
         self.steps,self.family = [],opt_family(o)
         names = {id(p): n for n,p in self.model.named_parameters()}
         self.groups = [[names[id(p)] for p in pg] for pg in o.param_lists]
-        self.decayed = [n for pg in o.param_lists for p in pg if (isinstance(o, OptimWrapper)
-                                                                  or o.state[p].get('do_wd',
-                                                                                    True)) for n in [names[id(p)]]]
+        self.decayed = [n for pg in o.param_lists for p in pg
+                        if (isinstance(o, OptimWrapper) or o.state[p].get('do_wd', True)) for n in [names[id(p)]]]
     def before_step(self): self.steps.append(hypers_of(self.learn.opt))
 
 class PinHypers(Callback):
@@ -316,8 +315,8 @@ class _Side:
 def _pin(x, steps, k):
     "Side `x` with hyper-parameter `k` (and those pinned before) set to `steps`' values at every step"
     pins = [cb for cb in x.cbs if isinstance(cb, PinHypers)]
-    x.cbs = [cb for cb in x.cbs if not isinstance(cb, PinHypers)] + [PinHypers(steps,
-                                                                               (pins[0].keys if pins else []) + [k])]
+    x.cbs = ([cb for cb in x.cbs if not isinstance(cb, PinHypers)]
+             + [PinHypers(steps, (pins[0].keys if pins else []) + [k])])
 
 def _align(c, A, B, ra, rb, a_like_b=False):
     """`(A, B)` (runs `ra`, `rb`) without cause `c`: B made like A where B can be, else A like B (a scalar: `a_like_b`);
@@ -333,11 +332,11 @@ def _align(c, A, B, ra, rb, a_like_b=False):
             if c.name == 'decayed_params' and not tc: x.cbs.append(PinDecay(val)); return A,B
             if c.name == 'decay_form':
                 dec = val == 'decoupled'
-                if tc in (torch.optim.Adam, torch.optim.AdamW): x.s = x.s.replace(opt=_swap_form(x.s.opt,
-                                                                                                 dec)); return A,B
+                if tc in (torch.optim.Adam, torch.optim.AdamW):
+                    x.s = x.s.replace(opt=_swap_form(x.s.opt, dec)); return A,B
                 if not tc: x.s = x.s.replace(opt=partial(x.s.opt, decouple_wd=dec)); return A,B
-            if c.name in ('nesterov', 'dampening') and tc: x.s = x.s.replace(opt=partial(x.s.opt,
-                                                                                         **{c.name: val})); return A,B
+            if c.name in ('nesterov', 'dampening') and tc:
+                x.s = x.s.replace(opt=partial(x.s.opt, **{c.name: val})); return A,B
         return None
     if a_like_b: _pin(A, rb.steps, c.name.replace('_schedule', ''))
     else: _pin(B, ra.steps, c.name.replace('_schedule', ''))
@@ -347,8 +346,9 @@ def _torch_arith(impl):
     return impl.startswith('torch.optim.') or impl in ('rule torch_adam_rule', 'rule torch_adamw_rule')
 
 def torch_twin(x, r, other):
-    """Side `x` (its run `r`) stepped by the package's rule with torch's arithmetic for its algorithm (`TORCH_ARITH`),
-    each hyper pinned to its own at every step; None where `other` does not run torch's arithmetic, or `x` already does"""
+    """Side `x` (its run `r`) stepped by the package's rule with torch's arithmetic for its algorithm
+    (`TORCH_ARITH`), each hyper pinned to its own at every step; None where `other` does not run torch's arithmetic,
+    or `x` already does"""
     rule = TORCH_ARITH.get(r.family[0])
     if rule is None or _torch_arith(r.family[1]) or not _torch_arith(other.family[1]): return None
     x = x.copy()
@@ -366,10 +366,9 @@ def _check_model(model, dls):
     if len(ms) == 2:
         sa,sb = [[(n, tuple(p.shape)) for n,p in m.named_parameters()] for m in ms]
         if sa != sb: raise ValueError(f"`model`: the two models differ ({sum(p.numel() for p in ms[0].parameters())} "
-                                      "and "
-                                      f"{sum(p.numel() for p in ms[1].parameters())} parameters, tensors {len(sa)} and "
-                                      f"{len(sb)}): "
-                                      "explain_difference trains one model from the same weights")
+                                      f"and {sum(p.numel() for p in ms[1].parameters())} parameters, tensors "
+                                      f"{len(sa)} and {len(sb)}): explain_difference trains one model from the same "
+                                      "weights")
         if not all(torch.equal(p, q) for p,q in zip(ms[0].parameters(), ms[1].parameters())):
             raise ValueError("`model`: the two models start from different weights; pass one model, both runs start "
                              "from a copy")
@@ -388,10 +387,10 @@ def _dls(dls):
     return d
 
 def _op_order(A, B, ca, cb, run):
-    """`(run, side, how, rule)` if one side stepped in the other's arithmetic trains as the other side, bit for bit; else
-    None. Where the package holds the other's arithmetic as a rule (`torch_twin`) that proves it whatever the size;
-    elsewhere a's implementation in b's recipe must be bit-identical and the runs within `OP_ORDER_TOL` (more is another
-    update)"""
+    """`(run, side, how, rule)` if one side stepped in the other's arithmetic trains as the other side, bit for bit;
+    else None. Where the package holds the other's arithmetic as a rule (`torch_twin`) that proves it whatever the
+    size; elsewhere a's implementation in b's recipe must be bit-identical and the runs within `OP_ORDER_TOL` (more
+    is another update)"""
     tb,ta = torch_twin(B, cb, ca),torch_twin(A, ca, cb)
     if tb or ta:
         x = tb or ta
@@ -461,8 +460,8 @@ class Explanation:
         store_attr(); self.causes,self.aligned,self.n_runs = L(),(ra, rb),2
         self.swapped,self.swapped_side,self.proof,self.twin = None,None,None,None # how `op_order` was proven, if it was
         self.identical = same_run(ra, rb)
-        self.part = None if self.identical else next(t for t in range(len(ra.ws)) if not torch.equal(ra.ws[t],
-                                                                                                     rb.ws[t]))
+        self.part = (None if self.identical
+                     else next(t for t in range(len(ra.ws)) if not torch.equal(ra.ws[t], rb.ws[t])))
     @property
     def names(self): return [c.name for c in self.causes]
     @property

@@ -115,15 +115,13 @@ def opt_help():
     mod = ', '.join(n for n,d in DECLARATIONS.items() if d.compare and d.reference is not None)
     mine = installed(OPT_GROUP)
     return (f"fastai's {fast}; or {mod} against their authors' code; or module:name (a rule, a fastai opt_func, a "
-            "torch.optim "
-            f"class, an OptDecl){'; installed: ' + ', '.join(mine) if mine else ''}")
+            f"torch.optim class, an OptDecl){'; installed: ' + ', '.join(mine) if mine else ''}")
 
 def opts_help(default):
     "`sgd_bakeoff --opts`' help"
     mine = installed(OPT_GROUP)
     return (f"names, comma-separated, of {', '.join(BAKEOFF_OPTS)}; default {', '.join(default)}; or module:name (a "
-            "rule, an "
-            f"opt_func, a torch.optim class, an OptDecl){'; installed: ' + ', '.join(mine) if mine else ''}")
+            f"rule, an opt_func, a torch.optim class, an OptDecl){'; installed: ' + ', '.join(mine) if mine else ''}")
 
 def problems_help():
     "`sgd_bakeoff --problems`' help"

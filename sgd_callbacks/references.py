@@ -46,11 +46,11 @@ class Reference:
     class's keywords"""
     def __init__(self, mod:str, cls:str, rule,
                  kw=betas_kw(wd='weight_decay'), # `kw(hypers) -> the class's keywords`
-                 fixed=None,                       # keywords the class always gets (`foreach=False`: the per-tensor path the rule follows)
-                 hp_map='betas',                   # `OptimWrapper`'s `hp_map`; 'betas': up to three betas, `weight_decay` as `wd`
-                 cbs=(),                           # callbacks both need (classes)
-                 lr:float=0.1,                     # `compare_optimizers`' default `lr` for it
-                 pip:str|None=None):               # what to `pip install` for `mod`
+                 fixed=None,                     # keywords always given (`foreach=False`: the rule's per-tensor path)
+                 hp_map='betas',                 # `OptimWrapper`'s `hp_map`; 'betas': the betas, `weight_decay` as `wd`
+                 cbs=(),                         # callbacks both need (classes)
+                 lr:float=0.1,                   # `compare_optimizers`' default `lr` for it
+                 pip:str|None=None):             # what to `pip install` for `mod`
         store_attr()
         self.pip = pip or mod.split('.')[0].replace('_', '-')
         self.fixed = fixed or {}
@@ -67,8 +67,8 @@ class Reference:
 # the modern rules, each against its authors' code, from their declarations
 MODERN = {n: Reference.of(d) for n,d in DECLARATIONS.items() if d.compare and d.reference is not None}
 
-# a name, or a user's declared `Reference`
-def reference_of(opt): return opt if isinstance(opt, Reference) else MODERN[opt]
+def reference_of(opt): # a name, or a user's declared `Reference`
+    return opt if isinstance(opt, Reference) else MODERN[opt]
 
 def default_lr(opt):
     "The learning rate `compare_optimizers` and the command use when given none: the modern rule's own, else 0.1"

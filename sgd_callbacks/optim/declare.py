@@ -32,14 +32,14 @@ NOT_HYPERS = ('lr', 'do_wd', 'train_mode', 'params', 'kwargs', # set by the `Lea
               'maximize', 'foreach', 'differentiable', 'fused', 'capturable')
 
 def betas_kw(betas=BETAS, **rename):
-    "How a rule's hypers become a reference's keywords: `betas` from `betas`, the others renamed by `rename` (fastai's -> theirs)"
+    "A rule's hypers as a reference's keywords: `betas` from `betas`, others renamed by `rename` (fastai's -> theirs)"
     def kw(hp): return dict(betas=tuple(hp[b] for b in betas if b in hp),
-                            **{rename.get(k, k): v for k,
-                               v in hp.items() if k not in (*betas, 'lr', 'do_wd', 'train_mode')})
+                            **{rename.get(k, k): v for k,v in hp.items()
+                               if k not in (*betas, 'lr', 'do_wd', 'train_mode')})
     return kw
 
 def rename_kw(**rename):
-    "How a rule's hypers become a reference's keywords when each is one keyword: renamed by `rename` (fastai's -> theirs)"
+    "A rule's hypers as a reference's keywords, one keyword each: renamed by `rename` (fastai's -> theirs)"
     def kw(hp): return {rename.get(k, k): v for k,v in hp.items() if k not in ('lr', 'do_wd', 'train_mode')}
     return kw
 
@@ -62,11 +62,11 @@ def _muon_note(model):
 
 # %% ../../nbs/27_optim.declare.ipynb #53ccfd27
 class RefSpec:
-    "An optimizer's reference: the authors' class `cls` in module `mod`, how the rule's hypers become its keywords, and the pip name"
+    "An optimizer's reference: the authors' class `mod.cls`, how the rule's hypers become its keywords, the pip name"
     def __init__(self, mod:str, cls:str,
-                 kw=None,            # `kw(hypers) -> the class's keywords`, or a dict renaming fastai's names to the class's
-                 fixed=None,         # keywords the class always gets (`foreach=False`: the per-tensor path a rule follows)
-                 hp_map='betas',     # `OptimWrapper`'s `hp_map`; 'betas': up to three betas, `weight_decay` as `wd`; None: fastai's
+                 kw=None,            # `kw(hypers) -> the class's keywords`, or a dict renaming fastai's names to theirs
+                 fixed=None,         # keywords the class always gets (`foreach=False`: the rule's per-tensor path)
+                 hp_map='betas',     # `OptimWrapper`'s `hp_map`; 'betas': betas, `weight_decay` as `wd`; None: fastai's
                  pip:str|None=None): # what to `pip install` for `mod`; default `mod`'s top package with `-` for `_`
         self.mod,self.cls,self.fixed,self.hp_map = mod,cls,dict(fixed or {}),hp_map
         self.kw = betas_kw(wd='weight_decay') if kw is None else rename_kw(**kw) if isinstance(kw, dict) else kw
@@ -82,12 +82,12 @@ class RefSpec:
 
 # %% ../../nbs/27_optim.declare.ipynb #1b167f08
 class TorchTwin:
-    "A fastai optimizer's `torch.optim` counterpart: how fastai's hypers build it, why the two differ, when they are the same"
+    "A fastai optimizer's `torch.optim` counterpart: built from fastai's hypers, why they differ, when they're the same"
     def __init__(self,
-                 make,              # `make(hypers, decouple_wd) -> (class, keywords)`; a `ValueError` says why there is none
+                 make,              # `make(hypers, decouple_wd) -> (class, keywords)`; a `ValueError` says why not
                  l2_only:bool=False,      # its `weight_decay` is L2 only: no counterpart of a decoupled decay
-                 apart:str="the same update in another order of operations: other "
-                           "roundings", # why it is not bit-identical
+                 apart:str="the same update in another order of operations: " # why it is not bit-identical
+                           "other roundings",
                  same=None):              # `same(hypers)`: whether it is fastai's update op for op (None: never)
         self.make,self.l2_only,self.apart,self.same = make,l2_only,apart,same or (lambda hp: False)
     def build(self, hp, decouple_wd):
@@ -108,7 +108,7 @@ def _radam(hp, dec):
 SGD_TWIN = TorchTwin(lambda hp, dec: (torch.optim.SGD, dict(momentum=hp.get('mom', 0.), weight_decay=hp.get('wd', 0.))),
                      l2_only=True, same=lambda hp: True)
 RMSPROP_TWIN = TorchTwin(lambda hp, dec: (torch.optim.RMSprop, dict(alpha=hp['sqr_mom'], eps=hp['eps'],
-                                                                     momentum=hp.get('mom', 0.),
+                                                                    momentum=hp.get('mom', 0.),
                                                                     weight_decay=hp.get('wd', 0.))),
                          l2_only=True, same=lambda hp: not hp.get('mom'), # without momentum: fastai's, op for op
                          apart="keeps its momentum buffer of g/(sqrt(v)+eps) where fastai averages g first: another "
@@ -140,7 +140,7 @@ def _help(f):
     except Exception: return {} # a builtin or a callable docments cannot read: no help, the defaults still show
 
 class OptDecl:
-    "One optimizer, described once: how it is built, the callbacks it needs, its hypers, its bake-off defaults, its reference"
+    "One optimizer, described once: how it is built, its callbacks, its hypers, its bake-off defaults, its reference"
     def __init__(self, name:str,
                  rule=None,               # a rule for `rule_opt`
                  opt_func=None,           # or a fastai `opt_func` `(params, lr, **hypers) -> optimizer`
@@ -149,9 +149,9 @@ class OptDecl:
                  reference:RefSpec|None=None, # the authors' code its rule must match bit for bit
                  torch_twin:TorchTwin|None=None, # a fastai optimizer's `torch.optim` counterpart
                  model_note=None,         # `model_note(model) -> str|None`: what a comparison on `model` cannot show
-                 family:str|None=None,    # the algorithm it runs, as `explain` names it (SGD, Adam, RMSProp, RAdam, ...)
+                 family:str|None=None,    # the algorithm it runs, as `explain` names it (SGD, Adam, RMSProp, RAdam...)
                  lr:float=0.1,            # `compare_optimizers`' default lr
-                 bake_lr:float=1e-3,      # its default lr in the bake-off (the self-tuning protocol's one configuration)
+                 bake_lr:float=1e-3,      # its lr in the bake-off (the self-tuning protocol's one configuration)
                  lr_mult:float=1.,        # the bake-off tunes it over each problem's lr range times this
                  lrs=None,                # or over this `(lr_min, lr_max)` on every problem
                  space=None,              # `{hyper: (lo, hi, log)}` it tunes beyond lr, the betas and wd
@@ -180,9 +180,8 @@ class OptDecl:
     def opt_func(self, guard:bool=True, **hypers):
         "Its `opt_func` with `hypers` set (`guard`: `rule_opt`'s check of every step, for a rule)"
         if self.rule is not None: return rule_opt(self.rule, guard=guard, **hypers)
-        if self.torch_cls is not None: return partial(OptimWrapper,
-                                                      opt=partial(self.torch_cls,
-                                                                  **hypers) if hypers else self.torch_cls)
+        if self.torch_cls is not None:
+            return partial(OptimWrapper, opt=partial(self.torch_cls, **hypers) if hypers else self.torch_cls)
         return partial(self.fn, **hypers) if hypers else self.fn
     def hypers(self):
         "`{name: (default, help)}`: what a user may set, read from the rule's or the class's signature and docments"
@@ -211,7 +210,7 @@ class OptDecl:
 OPT_GROUP,PROBLEM_GROUP = 'sgd_callbacks.optimizers','sgd_callbacks.problems'
 
 def as_decl(o, name:str|None=None):
-    "`o` as an `OptDecl`: a declaration as it is, a rule, a `torch.optim` class or a fastai `opt_func`; a `TypeError` otherwise"
+    "`o` as an `OptDecl`: a declaration as is, a rule, a `torch.optim` class or a fastai `opt_func`; else a `TypeError`"
     if isinstance(o, OptDecl): return o
     name = name or getattr(o, '__name__', None) or type(o).__name__
     if _is_torch_cls(o): return OptDecl(name, torch_cls=o)
@@ -221,15 +220,14 @@ def as_decl(o, name:str|None=None):
         except (TypeError, ValueError): ps = []
         if ps[:1] == ['params']: return OptDecl(name, opt_func=o)
     raise TypeError(f"{name!r} is {type(o).__name__}, not an optimizer: expected a rule `rule(p, g, state, **hypers)`, "
-                    "a fastai "
-                    f"`opt_func(params, lr, ...)`, a torch.optim.Optimizer class or an OptDecl")
+                    "a fastai `opt_func(params, lr, ...)`, a torch.optim.Optimizer class or an OptDecl")
 
 def entry_points(group:str):
     "`{name: entry point}` that installed distributions declare under `group`"
     return {e.name: e for e in metadata.entry_points(group=group)}
 
 def load_spec(spec:str, group:str, builtins, what:str='optimizer'):
-    "`(name, object)` that `spec` names: one of `builtins`, `module:name`, or an entry point of `group`; else a `ValueError`"
+    "`(name, object)` named by `spec`: in `builtins`, `module:name` or an entry point of `group`; else a `ValueError`"
     if spec in builtins: return spec,builtins[spec]
     if ':' in spec:
         mod,_,attr = spec.partition(':')
@@ -270,18 +268,18 @@ DECLARATIONS = {d.name: d for d in (
             reference=RefSpec('pytorch_optimizer', 'AdEMAMix',
                               betas_kw(wd='weight_decay', decouple_wd='weight_decouple'), fixed=dict(foreach=False)),
             space=_space(alpha=(2., 8., False))),
-    # judged at x
-    OptDecl('schedulefree', rule=schedulefree_adamw_rule, family='Adam', cbs=[ScheduleFreeEval], bake_lr=2.5e-3,
+    OptDecl('schedulefree', rule=schedulefree_adamw_rule, family='Adam',
+            cbs=[ScheduleFreeEval], bake_lr=2.5e-3, # judged at x
             reference=RefSpec('schedulefree', 'AdamWScheduleFree', fixed=dict(foreach=False)),
             bench_hypers=dict(train_mode=True)),
     OptDecl('muon', rule=muon_rule, family='Muon', bake_lr=0.02, model_note=_muon_note,
             reference=RefSpec('sgd_callbacks.optim.muon', 'MuonAdamW', muon_kw, hp_map=None)), # torch's Muon + AdamW
-    # lr multiplies its own estimate
-    OptDecl('prodigy', rule=prodigy_rule, family='Prodigy', lr=1., lrs=(0.25, 4.), bake_lr=1.,
+    OptDecl('prodigy', rule=prodigy_rule, family='Prodigy',
+            lr=1., lrs=(0.25, 4.), bake_lr=1., # lr multiplies its own estimate
             reference=RefSpec('prodigyopt', 'Prodigy',
                               betas_kw(('mom', 'sqr_mom'), wd='weight_decay', decouple_wd='decouple'), hp_map=None)),
-    # Adam's lrs (the reference's default); the bake-off tunes
-    OptDecl('soap', rule=soap_rule, family='SOAP', bake_lr=3e-3,
+    OptDecl('soap', rule=soap_rule, family='SOAP',
+            bake_lr=3e-3, # Adam's lrs (the reference's default); the bake-off tunes
             reference=RefSpec('pytorch_optimizer', 'SOAP')),  # its betas and wd; its own knobs trade time for quality
     OptDecl('adopt', rule=adopt_rule, family='ADOPT', # the authors' package: `pip install torch-adopt`, `import adopt`
             reference=RefSpec('adopt', 'ADOPT', betas_kw(wd='weight_decay', decouple_wd='decouple'),
@@ -306,7 +304,7 @@ DECLARATIONS = {d.name: d for d in (
 _FAMILIES = {} # rule function -> family, filled from the declarations at the first call
 
 def rule_family(rule):
-    "The algorithm `rule` runs (Adam, SGD, ...): its own `family` attribute, else its declaration's; None if neither says"
+    "The algorithm `rule` runs (Adam, SGD, ...): its `family` attribute, else its declaration's; None if neither says"
     f = getattr(rule, 'func', rule)
     if getattr(f, 'family', None): return f.family
     if not _FAMILIES:

@@ -41,8 +41,8 @@ def muon_rule(p, g, state, lr=0.02, mom=0.95, wd=0.1, do_wd=True, nesterov=True,
               eps=1e-7, ns_steps=5, adjust_lr_fn='original', muon=True,
               adam_lr_ratio=0.015, adam_mom=0.9, adam_sqr_mom=0.95, adam_eps=1e-10, adam_wd=0., **_):
     "Muon on a matrix: step along the orthogonalised momentum; any other parameter: AdamW (`adam_*` hypers)"
-    if p.ndim != 2 or not muon: return torch_adamw_rule(p, g, state, lr*adam_lr_ratio, adam_mom, adam_sqr_mom, adam_eps,
-                                                        adam_wd, do_wd)
+    if p.ndim != 2 or not muon:
+        return torch_adamw_rule(p, g, state, lr*adam_lr_ratio, adam_mom, adam_sqr_mom, adam_eps, adam_wd, do_wd)
     if 'momentum_buffer' not in state: state['momentum_buffer'] = torch.zeros_like(p)
     buf = state['momentum_buffer'].lerp_(g, 1-mom)
     o = newton_schulz(g.lerp(buf, mom) if nesterov else buf, ns_steps, ns_a, ns_b, ns_c, eps)
@@ -74,8 +74,8 @@ class MuonAdamW:
     @property
     def state(self): return {**self.muon.state, **self.adamw.state}
     @state.setter
-    # fastai's `clear_state`
-    def state(self, v): self.muon.state,self.adamw.state = defaultdict(dict, v),defaultdict(dict, v)
+    def state(self, v): # fastai's `clear_state`
+        self.muon.state,self.adamw.state = defaultdict(dict, v),defaultdict(dict, v)
 
     def zero_grad(self, set_to_none=True):
         self.muon.zero_grad(set_to_none); self.adamw.zero_grad(set_to_none)

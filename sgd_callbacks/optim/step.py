@@ -12,8 +12,8 @@ from ..checks import check_rule
 from ..callback import StepCallback
 from ..divergence import all_finite
 from ..lowbit import HALF, kahan_fold, bf16_sr, check_lowbit
-from .fastai_rules import (rule_for, lookahead_stage, decay, sgd_rule, rmsprop_rule, adam_rule,
-                                              radam_rule, qhadam_rule)
+from .fastai_rules import rule_for, lookahead_stage, decay, sgd_rule, rmsprop_rule, adam_rule
+from .fastai_rules import radam_rule, qhadam_rule
 
 # %% auto #0
 __all__ = ['RuleError', 'whole_step', 'rule_name', 'apply_rule', 'guarded_step', 'ScratchStep', 'lesson_rule', 'rule_hypers',
@@ -63,8 +63,8 @@ def _broken(p, shape, dtype, finite):
 def guarded_step(rule, todo, kw={}, name=None, where='', finite=True):
     """`apply_rule`, checked: if the rule raises, reshapes, retypes or (`finite`) leaves a non-finite weight, put every
     weight and state back and raise `RuleError`"""
-    saved = [(p.detach().clone(), {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k,
-                                   v in st.items()}) for p,st,_ in todo]
+    saved = [(p.detach().clone(), {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k,v in st.items()})
+             for p,st,_ in todo]
     # a per-parameter rule is checked after each parameter
     for part in ([todo] if _is_whole(rule) else [[o] for o in todo]):
         shapes,bad,what = [(p.shape,p.dtype) for p,*_ in part],None,None
@@ -180,14 +180,14 @@ class RuleOptimizer(Optimizer):
             for k in h:
                 if k not in self.decl and k not in _UNASKED:
                     raise TypeError(f"rule `{rule_name(self.rule)}` has no hyper-parameter `{k}`, which was set on its "
-                                    "optimizer "
-                                    f"(by `Learner(wd=...)`, a scheduler or `set_hypers`); it takes {list(self.decl)}")
+                                    "optimizer (by `Learner(wd=...)`, a scheduler or `set_hypers`); it takes "
+                                    f"{list(self.decl)}")
         return [{k: v for k,v in h.items() if k in self.decl} for h in self.hypers]
 
     def _name(self, p):
         "Where `p` is among the optimizer's parameters, for a message"
-        return next(f"{j} of group {i}, shape {tuple(p.shape)}" for i,pg in enumerate(self.param_lists) for j,
-                    q in enumerate(pg) if q is p)
+        return next(f"{j} of group {i}, shape {tuple(p.shape)}" for i,pg in enumerate(self.param_lists)
+                    for j,q in enumerate(pg) if q is p)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -203,15 +203,16 @@ class RuleOptimizer(Optimizer):
                      finite=all_finite([p.grad for p,*_ in todo]))
 
 def rule_opt(rule,                # `rule(p, g, state, **hypers)`, or a `whole_step` rule
-             guard:bool|None=None, # check every step (a copy of the weights and state): `RuleError` if the rule breaks a weight; None: your own rules only
+             guard:bool|None=None, # check every step: `RuleError` if the rule breaks a weight; None: your rules only
              kahan:bool=False,    # 16-bit weights: Kahan summation (see `lowbit_rule`)
              stochastic_round:bool=False, # bf16 weights: step in float32, round back stochastically
              # the rule's hyper-parameters, over its defaults (the `Learner` gives `lr`, `wd`, schedules)
              **hypers):
-    """An `opt_func` for any `Learner`: a fastai `Optimizer` whose step is `rule(p, g, state, **hypers)` (or a `whole_step` rule).
-    Its hyper-parameters: the rule's keyword defaults after `p, g, state`, overridden by `hypers`, overridden by what the
-    `Learner` sets (`lr`, `wd`, schedules). The rule gets those it declares (all, if it takes `**kwargs`; `fit_one_cycle`'s
-    `mom` is dropped for a rule without one, any other undeclared one is refused); `do_wd` per parameter; state in `opt.state[p]`."""
+    """An `opt_func` for any `Learner`: a fastai `Optimizer` whose step is `rule(p, g, state, **hypers)` (or a
+    `whole_step` rule). Its hyper-parameters: the rule's keyword defaults after `p, g, state`, overridden by
+    `hypers`, overridden by what the `Learner` sets (`lr`, `wd`, schedules). The rule gets those it declares (all, if
+    it takes `**kwargs`; `fit_one_cycle`'s `mom` is dropped for a rule without one, any other undeclared one is
+    refused); `do_wd` per parameter; state in `opt.state[p]`."""
     _check_hypers(rule, hypers)
     if kahan or stochastic_round: lowbit_rule(rule, kahan, stochastic_round) # refused now, before a Learner is built
     # only when on: reprs as before
