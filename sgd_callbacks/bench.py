@@ -208,7 +208,7 @@ def bench_new_rules(reps:int=10, lr:float=1e-3):
 def _print_new_rules(reps):
     print(results_table(bench_new_rules(reps or 10),
                         ['rule', 'reference ms', 'rule_opt ms', 'guard=True ms', '× reference', 'guard=True ×'],
-                 ['{:<12}', '{:12.1f}', '{:11.1f}', '{:13.1f}', '{:11.2f}', '{:12.2f}']))
+                 ['{:<13}', '{:12.1f}', '{:11.1f}', '{:13.1f}', '{:11.2f}', '{:12.2f}']))
 
 # %% ../nbs/80_bench.ipynb #3d8e5860
 def loop_contenders(bs:int|None, epochs:int=2, lr:float=0.01):
