@@ -15,8 +15,8 @@ from .callback import ScratchSGD, scratch_learner
 from .plots import animate_fit, gif, plot_landscape, lesson_paths
 from .vision import ImageDL, digits_dls, create_cnn, digits_resnet34, train_digits_resnet34
 # optimizers
-from .optim.fastai_rules import (rule_for, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule, larc_rule, lamb_rule,
-                                 lookahead_stage)
+from .optim.fastai_rules import (rule_for, sgd_rule, rmsprop_rule, adam_rule, radam_rule, qhadam_rule, larc_rule,
+                                 lamb_rule, lookahead_stage)
 from .optim.step import ScratchStep, RuleError, lesson_rule, rule_opt, whole_step, RuleOptimizer
 from .lowbit import bf16_sr, kahan_fold
 from .optim.step import additive, lowbit_rule, optimi_adamw_rule # 16-bit weights: `kahan=True`, `stochastic_round=True`
@@ -34,9 +34,11 @@ from .optim.torch_rules import torch_adam_rule
 from .port import port, Port
 # bake-off
 from .bakeoff.problems import Problem, add_problem, BAKEOFF_PROBLEMS
-from .bakeoff.run import bakeoff, BakeoffResult, OptEntry, own_rule, decl_entry, BAKEOFF_OPTS, DEFAULT_OPTS, performance_profile, run_trial
+from .bakeoff.run import bakeoff, BakeoffResult, OptEntry, own_rule, decl_entry, BAKEOFF_OPTS, DEFAULT_OPTS
+from .bakeoff.run import performance_profile, run_trial
 from .bakeoff.stats import bakeoff_stats # and `BakeoffResult.stats`
-import sgd_callbacks.bakeoff.report # noqa: F401 (imported for its patches) the pictures and `save` of `BakeoffResult`, patched onto it
+# the pictures and `save` of `BakeoffResult`, patched onto it
+import sgd_callbacks.bakeoff.report # noqa: F401 (imported for its patches)
 from .cli import run_bakeoff, run_explain
 # scale and speed
 from .fast import LeanLearner, LeanRecorder, fast_learner

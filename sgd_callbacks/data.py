@@ -6,9 +6,8 @@
 from __future__ import annotations
 import torch
 from torch import nn
-from fastai.data.core import DataLoaders
 from .checks import check_int, check_float, as_weights
-from .loaders import Tensors, tensor_dls, map_dls
+from .loaders import tensor_dls, map_dls
 
 # %% auto #0
 __all__ = ['NOISE_KINDS', 'linear_data', 'lstsq_weights', 'LinearModel', 'linear_dls', 'diabetes_data', 'diabetes_dls']
@@ -20,7 +19,8 @@ def linear_data(n:int=100,      # number of points
                 a=(3.,2.),      # true slope and intercept
                 noise:float=0.25, # scale of the noise added to `y`
                 seed:int=42,    # seed of a private generator (the global RNG is left alone)
-                noise_kind:str='gaussian'): # 'gaussian': `noise*randn`; 'uniform': the lesson's `noise*rand`, in [0, noise)
+                # 'gaussian': `noise*randn`; 'uniform': the lesson's `noise*rand`, in [0, noise)
+                noise_kind:str='gaussian'):
     "The lesson's data: `x` is n×2 (uniform in [-1,1), then ones), `y = x@a` plus noise"
     n,seed = check_int('n', n, lo=1),check_int('seed', seed, lo=0)
     a,noise = as_weights('a', a, 2),check_float('noise', noise, lo=0)

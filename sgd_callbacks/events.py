@@ -15,7 +15,8 @@ __all__ = ['implements', 'OwnEvents']
 def _class_implements(cls, e): return any(e in vars(c) for c in cls.__mro__ if c is not Callback)
 
 def implements(cb, e):
-    "Whether callback `cb` defines the event `e` itself (not through `GetAttr`): in its class (looked up once) or as an attribute"
+    "Whether callback `cb` defines the event `e` itself (not through `GetAttr`)"
+    # as an attribute of its own, or in its class (looked up once)
     return e in vars(cb) or _class_implements(type(cb), e)
 
 class OwnEvents:

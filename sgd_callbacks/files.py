@@ -12,7 +12,8 @@ __all__ = ['atomic_write']
 
 # %% ../nbs/06_files.ipynb #3a5b00a4
 def atomic_write(path, write):
-    "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`: readers see the old file or the new, never half"
+    "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`"
+    # readers see the old file or the new, never half of one
     path = Path(path)
     fd,tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}-', suffix=path.suffix)
     os.close(fd)

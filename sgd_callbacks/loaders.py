@@ -5,9 +5,8 @@
 # %% ../nbs/03_loaders.ipynb #5e8cf44a
 from __future__ import annotations
 import random
-import numpy as np, torch
+import torch
 from fastcore.basics import merge
-from torch import nn
 from torch.utils.data import TensorDataset
 from fastcore.basics import store_attr
 from fastai.data.load import DataLoader
@@ -63,9 +62,11 @@ def tensor_dls(x, y,
     valid_pct,seed = check_float('valid_pct', valid_pct, 0, 1, lo_open=True, hi_open=True),check_int('seed', seed, lo=0)
     n = len(x)
     n_valid = round(n*valid_pct)
-    if not 0 < n_valid < n: raise ValueError(f"`valid_pct`={valid_pct} leaves no row for training or validation out of {n}")
+    if not 0 < n_valid < n:
+        raise ValueError(f"`valid_pct`={valid_pct} leaves no row for training or validation out of {n}")
     n_train = n - n_valid
-    if bs is not None: bs = check_int('bs', bs, 1, n_train, what=f' (the batch size, at most the {n_train} training rows)')
+    if bs is not None:
+        bs = check_int('bs', bs, 1, n_train, what=f' (the batch size, at most the {n_train} training rows)')
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     ti,vi = idx[:n_train].sort().values,idx[n_train:].sort().values
     trn = SliceDL(Tensors(x[ti], y[ti]), bs=bs or n_train, shuffle=bs is not None and bs < n_train, seed=seed)

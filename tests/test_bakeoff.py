@@ -209,7 +209,7 @@ def test_html_is_self_contained_with_every_picture(run):
     assert not re.search(r'(src|href)\s*=\s*["\'](?!data:)', page)    # nothing fetched: every src is inline data
     imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     pngs = sorted(d.glob('*.png'))
-    assert {p.name for p in pngs} == {'profile.png', 'curves.png', 'lr_sensitivity.png'}  # no rosenbrock in this run
+    assert {p.name for p in pngs} == {'profile.png', 'curves.png', 'lr_sensitivity.png', 'line_paths.png'} # the quadratic has more than two weights
     assert sorted(base64.b64decode(i) for i in imgs) == sorted(p.read_bytes() for p in pngs)
     for k in ('line', 'quadratic', 'results', 'scores', 'torch', 'fastai', 'machine', 'loss &lt;= 0.08', 'winners'): assert k in page
 
@@ -287,7 +287,7 @@ def test_every_picture_gives_each_optimizer_its_own_colour():
         "{optimizer: (colour, marker)} of the lines labelled with an optimizer's name"
         return {l.get_label().split()[0]: (to_hex(l.get_color()), l.get_marker()) for l in ax.lines if l.get_label().split()[0] in opts}
     figs = r.figures()
-    assert set(figs) == {'profile', 'curves', 'lr_sensitivity', 'rosenbrock_paths'}
+    assert set(figs) == {'profile', 'curves', 'lr_sensitivity', 'line_paths', 'rosenbrock_paths'} # every two-weight problem
     first = styles(figs['profile'].axes[0])
     assert list(first) == opts and len({m for _,m in first.values()}) == len(opts)
     assert [c for c,_ in first.values()] == [line_style(i)['color'] for i in range(len(opts))] # ten distinct colours, no brown

@@ -167,3 +167,19 @@ def test_compare_a_torch_optim_class_by_module_name():
     assert run_compare(opt='torch.optim:AdamW', hp=['weight_decay=0.01'], epochs='1', file=out, err=err) == 0, err.getvalue()
     assert 'opt=AdamW' in out.getvalue() and 'weight_decay=0.01' in out.getvalue()
     assert table(out.getvalue())['AdamW'][5] == 'True'
+
+@pytest.mark.parametrize('a,b,says', [('fastai:Adam,wd=0.01', 'opt:adam,wd=0.01', 'identical: every weight after every one of'),
+                                       ('opt:signum', 'opt:mypkg:SIGNUM,wd=0.1', 'weight_decay')])
+def test_explain_takes_a_declared_optimizer(pkg, tmp_path, a, b, says):
+    """`sgd_explain` takes `opt:NAME` as `sgd_compare --opt` does: fastai's Adam against itself by name is identical;
+    your optimizer, by entry point and by module:name, with two weight decays: the decay named as the cause"""
+    r = sh(pkg, 'sgd_explain', a, b, '--epochs', '1', '--out', str(tmp_path))
+    assert r.returncode == 0 and says in r.stdout, r.stdout + r.stderr
+    assert (tmp_path/'explain.png').exists()
+
+@pytest.mark.parametrize('spec,msg', [('opt:nope', "got 'nope'"), ('opt:adam,zz=1', 'zz is not a key of opt:adam'),
+                                      ('opt:mypkg:NOPE', "has no name 'NOPE'")])
+def test_explain_refuses_a_bad_declared_optimizer(pkg, tmp_path, spec, msg):
+    r = sh(pkg, 'sgd_explain', spec, 'fastai:Adam', '--out', str(tmp_path))
+    assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert not list(tmp_path.iterdir())
