@@ -24,10 +24,10 @@ from .optim.step import ScratchStep
 from .fast import fast_learner
 
 # %% auto #0
-__all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'resnet34_params', 'step_contenders', 'bench_step', 'bench_check',
-           'bench_check_backward', 'bench_rules', 'mlp_params', 'bench_new_rules', 'loop_contenders', 'bench_loop',
-           'profile_loop', 'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'results_table', 'bench_bakeoff',
-           'main']
+__all__ = ['CLOCKS', 'RULE_BENCH', 'NEW_RULE_BENCH', 'BENCHES', 'fixed_grads', 'resnet34_params', 'step_contenders', 'bench_step',
+           'bench_check', 'bench_check_backward', 'bench_rules', 'mlp_params', 'bench_new_rules', 'loop_contenders',
+           'bench_loop', 'profile_loop', 'profile_vision', 'bench_vision', 'ddp_epoch_seconds', 'results_table',
+           'bench_bakeoff', 'main']
 
 # %% ../nbs/80_bench.ipynb #d604134e
 CLOCKS = {'wall': time.perf_counter, # seconds as they pass
@@ -66,17 +66,20 @@ def _naive(ps, lr, mom):
             p.sub_(lr*g)
     return f
 
-def resnet34_params(scale:float=1e-2): # the gradients' scale: small, so the weights stay in range over many steps
-    "A function that returns a fresh copy of resnet34's parameters, each with the same random gradient every time"
-    from torchvision.models import resnet34
-    src = [p.detach() for p in resnet34(weights=None).parameters()]
-    g = torch.Generator().manual_seed(0)
+def fixed_grads(src, g, scale:float):
+    "A function returning fresh copies of `src` as parameters, each with the same random gradient every time"
     grads = [torch.randn(p.shape, generator=g)*scale for p in src]
     def params():
         ps = [torch.nn.Parameter(p.clone()) for p in src]
         for p,gr in zip(ps, grads): p.grad = gr.clone()
         return ps
     return params
+
+def resnet34_params(scale:float=1e-2): # the gradients' scale: small, so the weights stay in range over many steps
+    "A function that returns a fresh copy of resnet34's parameters, each with the same random gradient every time"
+    from torchvision.models import resnet34
+    src = [p.detach() for p in resnet34(weights=None).parameters()]
+    return fixed_grads(src, torch.Generator().manual_seed(0), scale)
 
 def step_contenders(mom:float, lr:float=0.01):
     "Step functions of each contender, each over its own copy of resnet34's parameters with random grads"
@@ -181,12 +184,7 @@ def mlp_params(width:int=512, depth:int=3, scale:float=1e-2):
     each with the same random gradient every time"""
     g = torch.Generator().manual_seed(0)
     src = [t for _ in range(depth) for t in (torch.randn(width, width, generator=g)/width**0.5, torch.zeros(width))]
-    grads = [torch.randn(p.shape, generator=g)*scale for p in src]
-    def params():
-        ps = [torch.nn.Parameter(p.clone()) for p in src]
-        for p,gr in zip(ps, grads): p.grad = gr.clone()
-        return ps
-    return params
+    return fixed_grads(src, g, scale) # the gradients drawn after the weights, from the same generator
 
 def bench_new_rules(reps:int=10, lr:float=1e-3):
     """`(rule, reference ms, rule_opt ms, guard=True ms, × reference, guard=True × reference)` of one step on an MLP's
