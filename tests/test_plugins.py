@@ -168,10 +168,11 @@ def test_compare_a_torch_optim_class_by_module_name():
     assert 'opt=AdamW' in out.getvalue() and 'weight_decay=0.01' in out.getvalue()
     assert table(out.getvalue())['AdamW'][5] == 'True'
 
-@pytest.mark.parametrize('a,b,says', [('fastai:Adam,wd=0.01', 'opt:adam,wd=0.01', 'identical: every weight after every one of'),
+@pytest.mark.parametrize('a,b,says', [('fastai:Adam,wd=0.01,eps=1e-3', 'opt:adam,wd=0.01,eps=1e-3', 'identical: every weight after every one of'),
                                        ('opt:signum', 'opt:mypkg:SIGNUM,wd=0.1', 'weight_decay')])
 def test_explain_takes_a_declared_optimizer(pkg, tmp_path, a, b, says):
-    """`sgd_explain` takes `opt:NAME` as `sgd_compare --opt` does: fastai's Adam against itself by name is identical;
+    """`sgd_explain` takes `opt:NAME` as `sgd_compare --opt` does: fastai's Adam against itself by name, its `eps`
+    set through the spec, is identical;
     your optimizer, by entry point and by module:name, with two weight decays: the decay named as the cause"""
     r = sh(pkg, 'sgd_explain', a, b, '--epochs', '1', '--out', str(tmp_path))
     assert r.returncode == 0 and says in r.stdout, r.stdout + r.stderr
