@@ -199,3 +199,11 @@ def test_explain_names_only_proven_causes(kw, want):
 def test_explain_needs_a_comparison():
     import sgd_callbacks.explain
     with pytest.raises(ValueError, match='compare_optimizers'): compare.CompareResult(None, {}, {}, {}).explain()
+
+@pytest.mark.parametrize('mom,same', [(0., True), (0.9, False)])
+def test_torch_rmsprop_is_expected_identical_only_without_momentum(mom, same):
+    "The declaration's `TorchTwin`: torch's RMSprop is fastai's op for op without momentum, another update with it"
+    r = compare_optimizers(opt='rmsprop', mom=mom, lr=1e-2, epochs=2).df.set_index('contender')
+    row = r.loc['torch.optim.RMSprop']
+    assert bool(row.expected) == same and (row.identical is True) == same
+    assert row.note == ('' if same else "keeps its momentum buffer of g/(sqrt(v)+eps) where fastai averages g first: another update")
