@@ -278,7 +278,10 @@ def scores_table(self:BakeoffResult):
 def results_table(self:BakeoffResult): return self.results.astype({'steps_to_target': float}).drop(columns='at_edge')
 
 DEFAULT_WHY = ("one of each kind of step: plain, heavy ball, per-coordinate scaling, sign of a momentum, "
-               "iterate averaging (judged at its average x), an estimated step size (its lr a multiplier)")
+               "iterate averaging (judged at its average x), an estimated step size (its lr a multiplier), "
+               "a second moment one step old (ADOPT), a variance-reduced gradient (MARS), a mask where the step "
+               "disagrees with the gradient (cautious Adam and Lion), one second moment per block (Adam-mini), "
+               "Adam in the eigenbasis of a matrix preconditioner (SOAP)")
 
 @patch
 def header(self:BakeoffResult):

@@ -27,7 +27,7 @@ from .score import Hyper, sample_space, at_edge, lower_median, study_best, probl
 from .pool import TrialPool, TrialStore, TrialLost, SharedLost
 
 # %% auto #0
-__all__ = ['BAKEOFF_OPTS', 'DEFAULT_OPTS', 'QUICK_OPTS', 'DIVERGE', 'SCHEDULES', 'PROTOCOLS', 'TIMES', 'OptEntry', 'opt_kwargs',
+__all__ = ['BAKEOFF_OPTS', 'QUICK_OPTS', 'DEFAULT_OPTS', 'DIVERGE', 'SCHEDULES', 'PROTOCOLS', 'TIMES', 'OptEntry', 'opt_kwargs',
            'own_rule', 'decl_entry', 'trial_seed', 'Trace', 'n_weights', 'surface', 'lr_factor', 'run_trial', 'Spec',
            'spec_seed', 'check_bakeoff', 'BakeoffResult', 'TrialRecord', 'trial_record', 'bakeoff', 'derive_target',
            'baseline_spread', 'covering_target']
@@ -128,8 +128,10 @@ def decl_entry(d):
                     space={k: Hyper(lo, hi, log=log) for k,(lo,hi,log) in d.space.items()})
 
 BAKEOFF_OPTS = {n: decl_entry(d) for n,d in DECLARATIONS.items() if d.bake} # each one's settings in `optim.declare`
-DEFAULT_OPTS = ('sgd', 'momentum', 'adam', 'lion', 'schedulefree', 'prodigy')
-QUICK_OPTS = DEFAULT_OPTS
+# the lesson-era kinds of step first: `--quick` bakes them off
+QUICK_OPTS = ('sgd', 'momentum', 'adam', 'lion', 'schedulefree', 'prodigy')
+# and the matrix-era ones that finish the problems in about Adam's time (kron takes 16x: by --opts)
+DEFAULT_OPTS = QUICK_OPTS + ('adopt', 'mars', 'cautious_adam', 'cautious_lion', 'adam_mini', 'soap')
 
 # %% ../../nbs/63_bakeoff.run.ipynb #41f36159
 def trial_seed(*keys):
