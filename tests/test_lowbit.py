@@ -34,6 +34,10 @@ def opt_train(model, opt, n=150): return train(model, lambda: (opt.step(), opt.z
 
 def equal(ws, vs): return len(ws) == len(vs) and all(torch.equal(w, v) for w,v in zip(ws, vs))
 
+def init(dtype=torch.bfloat16): return [p.detach() for p in mlp(dtype).parameters()]
+
+def dist(ws, vs): return torch.cat([(w.float() - v.float()).flatten() for w,v in zip(ws, vs)]).norm().item()
+
 SGD_HP = dict(lr=0.05, mom=0.9, wd=0.01)
 
 # ---- Kahan summation: torch-optimi's arithmetic, bit for bit
@@ -56,6 +60,10 @@ def test_kahan_sgd_l2_is_optimi():
     got = opt_train(ours, RuleOptimizer(list(ours.parameters()), sgd_rule, kahan=True, use_mom=True, decouple_wd=False,
                                         **SGD_HP))
     assert equal(got, want)
+    plain = mlp() # the weights move, and Kahan changes where they go
+    assert dist(got, init()) > 0.1
+    assert not equal(opt_train(plain, RuleOptimizer(list(plain.parameters()), sgd_rule, use_mom=True, decouple_wd=False,
+                                                    **SGD_HP)), want)
 
 def test_kahan_adamw_is_optimi():
     ref = mlp(); ours = mlp()
@@ -63,9 +71,32 @@ def test_kahan_adamw_is_optimi():
                                        kahan_sum=True, foreach=False))
     got = opt_train(ours, RuleOptimizer(list(ours.parameters()), optimi_adamw_rule, kahan=True, lr=1e-3))
     assert equal(got, want)
+    plain = mlp() # the weights move, and Kahan changes where they go
+    assert dist(got, init()) > 0.1
+    assert not equal(opt_train(plain, RuleOptimizer(list(plain.parameters()), optimi_adamw_rule, lr=1e-3)), want)
     ref32 = mlp(torch.float32); ours32 = mlp(torch.float32) # and without Kahan, in float32, optimi's arithmetic still
     assert equal(opt_train(ours32, RuleOptimizer(list(ours32.parameters()), optimi_adamw_rule, lr=1e-3)),
                  opt_train(ref32, optimi.AdamW(ref32.parameters(), lr=1e-3, foreach=False)))
+
+# ---- Kahan on fastai's other additive rules, which no reference computes in 16 bits: the bf16 run tracks float32's
+
+# learning rates at which most updates fall below half a spacing of bf16 (the weights are about 0.1 to 0.35)
+TRACK = {'lesson': (lesson_rule, dict(lr=3e-4)), 'rmsprop': (rmsprop_rule, dict(lr=1e-4)),
+         'adam': (adam_rule, dict(lr=3e-4, wd=0.01)), 'radam': (radam_rule, dict(lr=3e-4)),
+         'qhadam': (qhadam_rule, dict(lr=3e-4))}
+
+@pytest.mark.parametrize('name', list(TRACK))
+def test_kahan_tracks_fp32(name):
+    """From the same start, the bf16 run with `kahan=True` ends near the float32 run (what is left: the rule's state and
+    arithmetic in 16 bits, the forward pass in bf16), while the plain bf16 run, its updates below half a spacing, does
+    not get there"""
+    rule,hp = TRACK[name]
+    def run(dtype, **opt):
+        m = mlp().to(dtype) # the bf16 weights, exactly, in either dtype
+        return opt_train(m, RuleOptimizer(list(m.parameters()), rule, **opt, **hp))
+    w32,kahan,plain = run(torch.float32),run(torch.bfloat16, kahan=True),run(torch.bfloat16)
+    moved = dist(w32, init())
+    assert dist(kahan, w32) < 0.1*moved and dist(plain, w32) > 0.5*moved, (moved, dist(kahan, w32), dist(plain, w32))
 
 def bf16_learner(cbs=(), opt_func=SGD, dtype=torch.bfloat16, **kw):
     dls = tensor_dls(*(t.to(dtype) for t in linear_data()), bs=16)
@@ -168,8 +199,13 @@ def test_bad_input():
     for rule in (lamb_rule, larc_rule, muon_rule):
         with pytest.raises(TypeError, match='`kahan=True`'): rule_opt(rule, kahan=True)
         with pytest.raises(TypeError, match='`kahan=True`'): ScratchStep(rule=rule, kahan=True)
+    whole = additive(whole_step(lambda ps, gs, states, hypers, lr=0.1: [p.add_(g, alpha=-lr) for p,g in zip(ps, gs)]))
+    with pytest.raises(TypeError, match='`kahan=True`.*whole step'): rule_opt(whole, kahan=True)
+    with pytest.raises(TypeError, match='`kahan=True`.*whole step'): ScratchStep(rule=whole, kahan=True)
     learn = bf16_learner([ScratchStep(kahan=True)], Lamb)
+    w0 = [p.detach().clone() for p in learn.model.parameters()]
     with pytest.raises(TypeError, match='`kahan=True`'): fit(learn)
+    assert equal([p.detach() for p in learn.model.parameters()], w0) # nothing trained
     for opt in ('kahan', 'stochastic_round'):
         for learn in (bf16_learner(opt_func=rule_opt(sgd_rule, **{opt: True}), dtype=torch.float64),
                       bf16_learner([ScratchSGD(**{opt: True})], dtype=torch.float64),

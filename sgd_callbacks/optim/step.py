@@ -221,8 +221,8 @@ def rule_opt(rule,                # `rule(p, g, state, **hypers)`, or a `whole_s
 
 # %% ../../nbs/21_optim.step.ipynb #3e194fab
 def additive(rule):
-    """Mark `rule` as additive: it reads its weight only to decay it (as `decay` does, with its `lr`, `wd`, `do_wd`,
-    `decouple_wd`) and writes it only by adding its update, so `kahan=True` can compensate it"""
+    """Mark per-tensor `rule` as additive: it reads its weight only to decay it (as `decay` does, with its `lr`, `wd`,
+    `do_wd`, `decouple_wd`) and writes it only by adding its update, so `kahan=True` can compensate it"""
     rule.additive = True
     return rule
 
@@ -241,10 +241,11 @@ def _like(step, rule):
 
 def _kahan(rule):
     "`rule` Kahan-compensated on 16-bit weights: decay the weight, step the buffer, fold the buffer into the weight"
-    if not is_additive(rule):
-        what = 'takes the whole step at once' if _is_whole(rule) else 'is not marked `additive`'
+    whole = _is_whole(rule) # it writes every weight itself, once a step: there is no update to put in a buffer
+    if whole or not is_additive(rule):
+        what = 'takes the whole step at once' if whole else 'is not marked `additive` (mark it if it is)'
         raise TypeError(f"`kahan=True` compensates a rule that writes its weight only by adding its update; rule "
-                        f"`{rule_name(rule)}` {what}. Use `stochastic_round=True`, or mark it `additive` if it is")
+                        f"`{rule_name(rule)}` {what}. Use `stochastic_round=True`")
     dflt = {k: v for k,v in rule_hypers(rule)[0].items() if v is not inspect.Parameter.empty}
     def step(p, g, state, **h):
         if p.dtype not in HALF: return rule(p, g, state, **h)
