@@ -107,15 +107,18 @@ def fit(learn, n=5, lr=0.01):
     with learn.no_bar(), learn.no_logging(): learn.fit(n, lr=lr)
     return [p.detach().clone() for p in learn.model.parameters()]
 
+@pytest.mark.parametrize('decouple_wd', [True, False])
 @pytest.mark.parametrize('opt', ['kahan', 'stochastic_round'])
-def test_scratch_callbacks_as_rule_opt(opt):
-    "ScratchSGD and ScratchStep with an option step as `rule_opt(sgd_rule)` with it (whose Kahan is optimi's)"
-    sgd = partial(SGD, mom=0.9, wd=0.01)
+def test_scratch_callbacks_as_rule_opt(opt, decouple_wd):
+    """ScratchSGD and ScratchStep with an option step as `rule_opt(sgd_rule)` with it (whose Kahan is optimi's); the
+    decoupled decay `lr*wd` = 0.004 is above bf16's relative half spacing (2**-9), so that it counts"""
+    hp = dict(mom=0.9, wd=4., decouple_wd=decouple_wd)
+    sgd = partial(SGD, **hp)
     def run(*a, **kw):
         "The weights and momentum buffers after a fit whose updates are below half a spacing"
         torch.manual_seed(3); learn = bf16_learner(*a, **kw)
         return fit(learn, lr=1e-3) + [learn.opt.state[p]['grad_avg'] for p in learn.model.parameters()]
-    want = run(opt_func=rule_opt(sgd_rule, use_mom=True, mom=0.9, wd=0.01, **{opt: True}))
+    want = run(opt_func=rule_opt(sgd_rule, use_mom=True, **hp, **{opt: True}))
     got,step = run([ScratchSGD(**{opt: True})], sgd),run([ScratchStep(**{opt: True})], sgd)
     plain = run([ScratchSGD()], sgd)
     assert equal(got, want) and equal(step, want) and not equal(plain, want)
