@@ -491,8 +491,9 @@ def run_bakeoff(quick=False, trials=None, seeds=None, problems=None, opts=None, 
         outp = None if out is None else _check_out(out)
     except UsageError as e:
         print(f"sgd_bakeoff: error: {e}", file=err); return 2
+    weights = '' if a.dtype == 'fp32' else f", weights {a.dtype}"
     print(f"sgd_bakeoff: {len(a.pbs)} problems ({', '.join(a.pbs)}) × {len(a.ops)} optimizers ({', '.join(a.ops)}): "
-          f"{_tuning(a)}, schedule {a.schedule}, time in {a.time}{' (--quick)' if quick else ''}", file=file,
+          f"{_tuning(a)}, schedule {a.schedule}, time in {a.time}{weights}{' (--quick)' if quick else ''}", file=file,
           flush=True)
     try: res = bakeoff(list(a.pbs.values()), dict(a.ops), a.trials, a.seeds, a.lrs, a.tau_max, quick, progress=progress,
                        file=file, protocol=a.protocol, studies=a.studies, schedule=a.schedule, time=a.time,

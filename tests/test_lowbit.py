@@ -254,7 +254,8 @@ def test_bakeoff_dtype(tmp_path):
     out,err = io.StringIO(),io.StringIO()
     kw = dict(problems='line', opts='sgd', file=out, err=err)
     assert run_bakeoff(trials=1, seeds=1, out=tmp_path, dtype='bf16', **kw) == 0
-    assert set(pd.read_csv(tmp_path/'trials.csv').dtype) == {'bf16'}
+    assert all(set(pd.read_csv(tmp_path/f).dtype) == {'bf16'} for f in ('trials.csv', 'results.csv'))
+    assert 'weights bf16' in out.getvalue().splitlines()[0] # the header says what is trained
     assert 'bf16 (pure 16-bit training)' in (tmp_path/'index.html').read_text()
     assert run_bakeoff(dtype='fp64', **kw) == 2 and '--dtype' in err.getvalue()
 

@@ -637,7 +637,8 @@ def _result(outs, rows, pbs, ops, a, meta, versions):
     res = []
     for (p,o),r in outs.items():
         trs = r['traces']
-        res.append(dict(problem=p, optimizer=o, **r['config'], reached=r['reached'], steps_to_target=r['steps'],
+        res.append(dict(problem=p, optimizer=o, **r['config'], **({} if a.dtype == 'fp32' else {'dtype': a.dtype}),
+                        reached=r['reached'], steps_to_target=r['steps'],
                         seconds_to_target=r['seconds'],
                         final_loss=float(np.median([float('inf') if t.diverged else t.losses[-1] for t in trs])),
                         final_metric=float(pd.Series([t.metrics[-1] for t in trs if not t.diverged],
