@@ -22,6 +22,8 @@ def test_plot_fit_png(data, tmp_path):
     a = torch.nn.Parameter(torch.tensor([-1., 1.]))  # requires grad: the lesson's bonus note
     ax = plot_fit(x, y, a); ax.figure.savefig(tmp_path/'fit.png'); plt.close(ax.figure)
     assert opened(tmp_path/'fit.png').format == 'PNG'
+    lo,hi = ax.get_xlim() # tick labels that do not run together at the size a page shows the picture (9 did)
+    assert len([t for t in ax.get_xticks() if lo <= t <= hi]) <= 6 and (ax.get_xlabel(), ax.get_ylabel()) == ('x1', 'y')
 
 def test_animate_fit_gif(data, tmp_path):
     x,y = data
