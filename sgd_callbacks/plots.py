@@ -32,7 +32,7 @@ def animate_fit(x, y,               # the data: `x` n×2 (the ones column second
         raise ValueError(f"`weights_history` must be steps×2, got shape {w.shape}")
     frames = check_int('frames', frames, lo=1)
     fig,ax = plt.subplots(figsize=figsize)
-    plot_fit(x, y, w[0], ax=ax)
+    plot_fit(x, y, w[0], ax=ax, title='step 0'); fig.tight_layout() # the labels and the title inside the frame
     line,txt = ax.lines[-1],ax.get_legend().get_texts()[-1]
     xs = line.get_xdata()
     idx = _frames(len(w), frames)
