@@ -291,6 +291,12 @@ def test_every_picture_gives_each_optimizer_its_own_colour():
     first = styles(figs['profile'].axes[0])
     assert list(first) == opts and len({m for _,m in first.values()}) == len(opts)
     assert first == {o: (s['color'], s['marker']) for o,s in r._styles().items()} # each its own, as `_styles` says
+    lws = [l.get_linewidth() for l in figs['profile'].axes[0].lines if l.get_label().split()[0] in opts]
+    assert len(lws) == len(opts) and min(lws) >= 0.8 # the twelfth line too is seen (its width was 0)
+    figs['curves'].canvas.draw()
+    for ax in figs['curves'].axes: # every legend under its axes' x label, off it and off the data
+        lab,leg = ax.xaxis.label.get_window_extent(),ax.get_legend().get_window_extent()
+        assert leg.y1 < lab.y0, (lab, leg)
     assert [c for c,_ in first.values()] == [line_style(i)['color'] for i in range(len(opts))] # the default ones take the first colours
     for name,fig in figs.items():
         for ax in fig.axes:

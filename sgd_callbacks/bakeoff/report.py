@@ -26,6 +26,12 @@ def _axes(n, ncols=3, size=(4.2, 4.6)): # the bottom 1.3 inches: the legend, bel
     for ax in axs.flat[n:]: ax.remove()
     return fig, list(axs.flat[:n])
 
+def _legend_below(ax):
+    "The legend in two columns under `ax`, below its tick labels and x label whatever its height: off the data"
+    from matplotlib.transforms import ScaledTranslation
+    below = ax.transAxes + ScaledTranslation(0, -0.55, ax.figure.dpi_scale_trans) # 0.55 inch under the axes
+    return ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=2)
+
 @patch
 # in the run's order
 def _opts(self:BakeoffResult): return list(dict.fromkeys(self.results.optimizer))
@@ -48,13 +54,13 @@ def plot_profile(self:BakeoffResult, ax=None):
     if ax is None: _,ax = plt.subplots(figsize=(8.5, 4))
     st = self.stats()
     sc,band = st.scores.set_index('optimizer'),st.profile_band
-    sty = self._styles()
+    sty,n = self._styles(),len(self._opts())
     for i,o in enumerate(self._opts()):
         d,s = self.profile[self.profile.optimizer == o],sty[o]
         every = max(len(d)//8, 1)
         ci = '' if sc.note[o] else f", 95% {sc.score_lo[o]:.2f}–{sc.score_hi[o]:.2f}"
-        ax.step(d.tau, d.rho, where='post', lw=2.2-0.2*i, ms=6, mfc='none',
-                markevery=(i*every//len(self._opts()), every), label=f"{o} (score {sc.score[o]:.2f}{ci})", **s)
+        ax.step(d.tau, d.rho, where='post', lw=2.2-1.4*i/max(n-1, 1), ms=6, mfc='none', # 2.2 to 0.8: all seen
+                markevery=(i*every//n, every), label=f"{o} (score {sc.score[o]:.2f}{ci})", **s)
         b = band[band.optimizer == o]
         # the bootstrap's 95% band
         if len(b): ax.fill_between(b.tau, b.lo, b.hi, step='post', color=s['color'], alpha=0.08, lw=0)
@@ -111,7 +117,7 @@ def plot_curves(self:BakeoffResult, ncols:int=3):
         # the start in view, a diverging run cut off
         else: ax.set_ylim(max(fin.min(), 1e-12)/1.5, min(fin.max(), 2*start)*1.5)
         ax.set_title(f"{p}: {pb.metric_name}", fontsize=10); ax.set_xlabel('step'); ax.set_ylabel(pb.metric_name)
-        ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
+        _legend_below(ax)
     fig.suptitle(f"each problem's target metric on its validation set, at each optimizer's best lr: "
                  f"median and quartiles over {self.meta['seeds']} seed(s)")
     fig.tight_layout()
@@ -145,7 +151,7 @@ def plot_lr(self:BakeoffResult, ncols:int=3):
         ax.set_xscale('log'); ax.set_yscale('log')
         ax.set_xlabel('learning rate'); ax.set_ylabel('final validation loss')
         ax.set_title(f"{p} (filled: chosen lr; ×: diverged)", fontsize=10)
-        ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
+        _legend_below(ax)
     fig.suptitle(f"learning-rate sensitivity: {self.meta['trials']} tuning trials per optimizer, seed 0" if grid else
                  f"learning-rate sensitivity: {self.meta['studies']} studies × {self.meta['trials']} trials "
                  "per optimizer")
@@ -197,7 +203,7 @@ def plot_paths(self:BakeoffResult, problem:str|None=None, ax=None):
     if ls is not None and ls.minimum is not None:
         ax.plot(*ls.minimum, 'k*', ms=14, zorder=3, label=f"minimum ({ls.minimum[0]:g}, {ls.minimum[1]:g})")
     ax.set_xlim(x0, x1); ax.set_ylim(y0, y1); ax.set_xlabel('w[0]'); ax.set_ylabel('w[1]')
-    ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
+    _legend_below(ax)
     every = '' if ls is not None else f", every {pb.every} steps"
     ax.set_title(f"{ls.title if ls is not None and ls.title else problem}: {pb.steps} steps "
                  f"at each optimizer's best lr (seed 0{every})")
@@ -222,7 +228,7 @@ def plot_budget(self:BakeoffResult, ncols:int=3):
         if not pb.higher and (b[b.problem == p].expected_metric > 0).all(): ax.set_yscale('log')
         ax.set_xlabel('k: trials drawn'); ax.set_ylabel(f"expected best final {pb.metric_name}")
         ax.set_title(p, fontsize=10)
-        ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
+        _legend_below(ax)
     fig.suptitle(f"the tuning budget: expected best of k of the {b.trials.max()} trials per optimizer "
                  "(a diverged trial counts as the worst finite final metric on its problem)")
     fig.tight_layout()
