@@ -69,7 +69,8 @@ def guarded_step(rule, todo, kw={}, name=None, where='', finite=True):
     for part in ([todo] if _is_whole(rule) else [[o] for o in todo]):
         shapes,bad,what,err = [(p.shape,p.dtype) for p,*_ in part],None,None,None
         try: apply_rule(rule, part, kw)
-        except Exception as e: bad,what,err = (part[0][0] if len(part) == 1 else None),f"raised {type(e).__name__}: {e}",e
+        except Exception as e:
+            bad,what,err = (part[0][0] if len(part) == 1 else None),f"raised {type(e).__name__}: {e}",e
         else: bad,what = next(((p,w) for (p,*_),(s,d) in zip(part, shapes) if (w := _broken(p, s, d, finite))),
                               (None,None))
         if what is None: continue
