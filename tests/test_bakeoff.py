@@ -209,7 +209,9 @@ def test_html_is_self_contained_with_every_picture(run):
     assert not re.search(r'(src|href)\s*=\s*["\'](?!data:)', page)    # nothing fetched: every src is inline data
     imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     pngs = sorted(d.glob('*.png'))
-    assert {p.name for p in pngs} == {'profile.png', 'curves.png', 'lr_sensitivity.png', 'line_paths.png'} # the quadratic has more than two weights
+    # the quadratic has more than two weights
+    assert {p.name for p in pngs} == {'profile.png', 'profile_bands.png', 'curves.png', 'lr_sensitivity.png',
+                                      'line_paths.png'}
     assert sorted(base64.b64decode(i) for i in imgs) == sorted(p.read_bytes() for p in pngs)
     for k in ('line', 'quadratic', 'results', 'scores', 'torch', 'fastai', 'machine', 'loss &lt;= 0.08', 'winners'): assert k in page
 
@@ -284,17 +286,20 @@ def test_every_picture_gives_each_optimizer_its_own_colour():
     opts = r._opts()
     assert opts == list(DEFAULT_OPTS)
     def styles(ax):
-        "{optimizer: (colour, marker)} of the lines labelled with an optimizer's name"
-        return {l.get_label().split()[0]: (to_hex(l.get_color()), l.get_marker()) for l in ax.lines if l.get_label().split()[0] in opts}
+        "{optimizer: (colour, marker, line style)} of the lines labelled with an optimizer's name"
+        return {l.get_label().split()[0]: (to_hex(l.get_color()), l.get_marker(), l.get_linestyle())
+                for l in ax.lines if l.get_label().split()[0] in opts}
     figs = r.figures()
     assert set(figs) == {'profile', 'curves', 'lr_sensitivity', 'line_paths', 'rosenbrock_paths'} # every two-weight problem
     first = styles(figs['profile'].axes[0])
-    assert list(first) == opts and len({m for _,m in first.values()}) == len(opts)
-    assert [c for c,_ in first.values()] == [line_style(i)['color'] for i in range(len(opts))] # ten distinct colours, no brown
+    # twelve optimizers, ten colours, eleven markers: past the tenth a colour comes back dashed, with another marker
+    assert list(first) == opts and len(set(first.values())) == len(opts)
+    assert [c for c,*_ in first.values()] == [line_style(i)['color'] for i in range(len(opts))] # ten distinct colours, no brown
+    assert min(l.get_linewidth() for l in figs['profile'].axes[0].lines) >= 1 # the twelfth too (its width was 0)
     for name,fig in figs.items():
         for ax in fig.axes:
             st = styles(ax)
-            assert {o: c for o,(c,_) in st.items()} == {o: first[o][0] for o in st}, (name, st)  # one colour per optimizer everywhere
+            assert {o: c for o,(c,*_) in st.items()} == {o: first[o][0] for o in st}, (name, st)  # one colour per optimizer everywhere
     ax = figs['curves'].axes[0] # line: the last to reach the target lies lowest
     z = {l.get_label().split()[0]: l.get_zorder() for l in ax.lines if l.get_label().split()[0] in opts}
     steps = r.results[r.results.problem == 'line'].set_index('optimizer').steps_to_target.astype(float).fillna(np.inf)

@@ -1,9 +1,9 @@
 """How sure the bake-off is, on planted cases: an optimizer and its twins (the same entry under other names) are never
-told apart; SGD tuned over a range 100× too small is, as the slower; planted times give their exact p-values, the level
-the winners line says, and the repeats the power estimate asks for; the bootstrap aggregates and scores a resample as the
-run does; every estimate lies in its interval; one repeat gives none; the expected best of k trials starts at the mean
-(diverged trials as the worst) and never gets worse; the report's CSVs and page hold it all; all of it bit for bit on a
-rerun, from the CSVs, and on 2 Dask workers."""
+told apart; SGD tuned over a range 100× too small is, as the slower; planted times give their exact p-values, the
+level the winners line says, and the repeats the power estimate asks for; the bootstrap aggregates and scores a
+resample as the run does; every estimate lies in its interval; one repeat gives none; the expected best of k trials
+starts at the mean (diverged trials as the worst) and never gets worse; the report's CSVs and page hold it all; all of
+it bit for bit on a rerun, from the CSVs, and on 2 Dask workers."""
 import io, html, math
 from contextlib import redirect_stdout
 from types import SimpleNamespace
@@ -74,7 +74,8 @@ def test_the_bootstrap_aggregates_a_resample_as_the_score_does():
     lower,median = (boot_times(t, k, n_boot=20000)['p', 'o'] for k in ('deepobs', 'algoperf'))
     assert set(lower) == {1., 2., 3., 4.} and {1.5, 2.5, 3.5} <= set(median)
     # the lower median of 4 draws is 1 when 2 or more of them are 1, numpy's median when 3 or more are
-    assert abs((lower == 1).mean() - binom.sf(1, 4, 0.25)) < 0.01 and abs((median == 1).mean() - binom.sf(2, 4, 0.25)) < 0.01
+    assert abs((lower == 1).mean() - binom.sf(1, 4, 0.25)) < 0.01
+    assert abs((median == 1).mean() - binom.sf(2, 4, 0.25)) < 0.01
 
 def test_a_score_interval_holds_the_scores_of_the_resampled_tables(planted):
     "Each resample's times, scored by the run's own `performance_profile`: the interval is their 2.5th and 97.5th"
@@ -90,7 +91,9 @@ def test_a_score_interval_holds_the_scores_of_the_resampled_tables(planted):
     assert (got.score_lo < got.score_hi).any()
 
 def test_one_repeat_gives_no_interval():
-    s = run([tiny()], {'sgd': SGD, 'adam': Adam}, seeds=1).stats()
+    r = run([tiny()], {'sgd': SGD, 'adam': Adam}, seeds=1)
+    s = r.stats()
+    with pytest.raises(ValueError, match='one repeat gives no band'): r.plot_bands()
     assert s.times.lo.isna().all() and s.times.hi.isna().all() and (s.times.note == 'one repeat: no interval').all()
     assert s.scores.score_lo.isna().all() and (s.scores.note == 'one repeat: no interval').all() and len(s.profile_band) == 0
     assert s.pairs.ratio_lo.isna().all() and not s.pairs.significant.any()
@@ -137,8 +140,8 @@ def test_bit_for_bit_on_a_rerun_and_from_the_csvs(saved):
                                       {p: pb.higher for p,pb in r.problems.items()}))
 
 def test_the_report_holds_the_statistics(saved):
-    """scores.csv with each score's interval; intervals, pairs, decide (and, for algoperf, budget) as CSVs; the page: the
-    winners line, the repeats that decide, a matrix of pairs per problem (and the budget's picture)"""
+    """scores.csv with each score's interval; intervals, pairs, decide (and, for algoperf, budget) as CSVs; the page:
+    the winners line, the repeats that decide, a matrix of pairs per problem (and the budget's picture)"""
     for r,d in saved.values():
         st = r.stats()
         sc = pd.read_csv(d/'scores.csv')
@@ -156,6 +159,19 @@ def test_the_report_holds_the_statistics(saved):
             n = len(r._opts())
             assert all(f'<th>{o}</th>' in m for o in r._opts()) and m.count(' p=') == n*(n-1), p
         assert ('alt="budget"' in page) == (d/'budget.png').exists() == (r.meta['protocol'] == 'algoperf')
+        assert 'alt="profile_bands"' in page and (d/'profile_bands.png').exists()
+
+def test_each_band_has_a_panel_titled_with_its_interval(planted):
+    import matplotlib.pyplot as plt
+    fig,sc = planted.plot_bands(),planted.stats().scores
+    assert [a.get_title() for a in fig.axes] == [f"{o}: {s:.2f} ({lo:.2f}–{hi:.2f})"
+                                                 for o,s,lo,hi in zip(sc.optimizer, sc.score, sc.score_lo, sc.score_hi)]
+    band = planted.stats().profile_band
+    for a,o in zip(fig.axes, sc.optimizer): # its band's edges, as the bootstrap gives them
+        b = band[band.optimizer == o]
+        (v,) = [c.get_paths()[0].vertices for c in a.collections]
+        assert np.isclose(v[:, 1].min(), b.lo.min()) and np.isclose(v[:, 1].max(), b.hi.max()), o
+    plt.close(fig)
 
 @pytest.mark.xdist_group('bakeoff_dask')
 def test_bit_for_bit_on_two_dask_workers():
@@ -167,12 +183,13 @@ def test_bit_for_bit_on_two_dask_workers():
     same(serial.stats(), dask.stats())
 
 def from_tables(times:dict):
-    """A deepobs run of one problem `p` made from its tables alone: `times` is `{optimizer: each seed's steps to target}`
-    (None: never reached)"""
+    """A deepobs run of one problem `p` made from its tables alone: `times` is `{optimizer: each seed's steps to
+    target}` (None: never reached)"""
     tr = pd.DataFrame([dict(problem='p', optimizer=o, stage='seed', seed=s, steps_to_target=t)
                        for o,ts in times.items() for s,t in enumerate(ts, 1)]).astype({'steps_to_target': 'Int64'})
     lm = lambda ts: sorted(math.inf if t is None else t for t in ts)[(len(ts)-1)//2] # deepobs' lower median
-    res = pd.DataFrame([dict(problem='p', optimizer=o, steps_to_target=lm(ts), final_loss=0.) for o,ts in times.items()])
+    res = pd.DataFrame([dict(problem='p', optimizer=o, steps_to_target=lm(ts), final_loss=0.)
+                        for o,ts in times.items()])
     res = res.replace(math.inf, float('nan'))
     meta = dict(protocol='deepobs', time='steps', tau_max=4., reference=None)
     return BakeoffResult(res, tr, None, None, {}, {'p': SimpleNamespace(higher=False)}, meta)
@@ -183,13 +200,14 @@ def from_tables(times:dict):
     (4, 1, 2/70, 'significant, p ≤ 0.05'),
     (3, 1, 2/20, 'not significant: p 0.1 against slow')]) # 3 against 3 can never reach 0.05
 def test_a_win_is_called_at_the_level_its_repeats_reach(seeds, rivals, p_holm, said):
-    "Planted times whose every repeat puts one optimizer ahead: its exact p, Holm's, and the level the winners line says"
+    "Planted times, every repeat putting one optimizer ahead: its exact p, Holm's, and the level the winners line says"
     times = dict(fast=list(range(10, 10+seeds)), slow=[None]*seeds)
     if rivals == 2: times['mid'] = list(range(30, 30+seeds))
     r = from_tables(times)
     pr = r.stats().pairs.set_index(['a', 'b'])
     assert pr.p_holm['fast', 'slow'] == pytest.approx(p_holm, rel=1e-12) and pr.faster['fast', 'slow'] == 'fast'
-    assert r.winners_line() == f"winners over {seeds} seeds (rank tests, Holm's correction per problem): p fast ({said})"
+    head = f"winners over {seeds} seeds (rank tests, Holm's correction per problem)"
+    assert r.winners_line() == f"{head}: p fast ({said})"
 
 def test_a_twin_of_the_winner_makes_its_win_not_significant():
     r = from_tables(dict(fast=[10, 11, 12, 13, 14, 15], twin=[15, 14, 13, 12, 11, 10], slow=[None]*6))
@@ -197,9 +215,10 @@ def test_a_twin_of_the_winner_makes_its_win_not_significant():
 
 def test_the_repeats_the_power_estimate_asks_for_decide():
     "3 seeds that all put `fast` ahead cannot decide; as many seeds as the power estimate asks for, the same gap, do"
-    def decide(n): return from_tables(dict(fast=list(range(10, 10+n)), slow=list(range(50, 50+n)))).stats().decide.iloc[0]
+    def decide(n):
+        return from_tables(dict(fast=list(range(10, 10+n)), slow=list(range(50, 50+n)))).stats().decide.iloc[0]
     d = decide(3)
     assert (d['first'], d.second, d.repeats, d.enough) == ('fast', 'slow', 3, False) and d.more == d.needed - 3 > 0
-    assert d.needed == 6                               # Noether's ⌈(1.96+0.84)²/(6·0.5²)⌉ for a gap every repeat shows
+    assert d.needed == 6 # Noether: ⌈(1.96+0.84)²/(6·0.5²)⌉ for a gap every repeat shows
     e = decide(int(d.needed))
     assert e.enough and e.more == 0 and e.p_holm <= 0.05

@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from .run import BAKEOFF_OPTS, DEFAULT_OPTS, BakeoffResult, surface
 from .stats import win_levels # and `BakeoffResult.stats`
 from ..files import atomic_write
-from ..plots import line_style
+from ..plots import line_style, COLORS
 
 # %% auto #0
 __all__ = ['PICTURES', 'DEFAULT_WHY']
@@ -30,29 +30,32 @@ def _axes(n, ncols=3, size=(4.2, 4.6)): # the bottom 1.3 inches: the legend, bel
 # in the run's order: one colour each everywhere
 def _opts(self:BakeoffResult): return list(dict.fromkeys(self.results.optimizer))
 
+# past the ten colours a colour comes back: dashed, beside its other marker, it is another line
+def _style(i): return {**line_style(i), **({'ls': '--'} if i >= len(COLORS) else {})}
+
 @patch
 def plot_profile(self:BakeoffResult, ax=None):
     "ρ(τ) per optimizer: the fraction of problems it solves within τ times the best optimizer's steps"
     import matplotlib.pyplot as plt
     if ax is None: _,ax = plt.subplots(figsize=(8.5, 4))
     st = self.stats()
-    sc,band = st.scores.set_index('optimizer'),st.profile_band
+    sc = st.scores.set_index('optimizer')
     for i,o in enumerate(self._opts()):
-        d,s = self.profile[self.profile.optimizer == o],line_style(i)
+        d,s = self.profile[self.profile.optimizer == o],_style(i)
         every = max(len(d)//8, 1)
         ci = '' if sc.note[o] else f", 95% {sc.score_lo[o]:.2f}–{sc.score_hi[o]:.2f}"
-        ax.step(d.tau, d.rho, where='post', lw=2.2-0.2*i, ms=6, mfc='none',
+        # the first drawn widest, so a line drawn over it leaves it visible; never thinner than 1
+        ax.step(d.tau, d.rho, where='post', lw=max(2.2-0.2*i, 1.), ms=6, mfc='none',
                 markevery=(i*every//len(self._opts()), every), label=f"{o} (score {sc.score[o]:.2f}{ci})", **s)
-        b = band[band.optimizer == o]
-        # the bootstrap's 95% band
-        if len(b): ax.fill_between(b.tau, b.lo, b.hi, step='post', color=s['color'], alpha=0.08, lw=0)
     ax.set_xlim(1, self.meta['tau_max']); ax.set_ylim(-0.03, 1.03)
     what = f"{self.meta['time']} to target"
     ax.set_xlabel(f"τ: {what} ÷ " + (f"{self.meta['reference']}'s" if self.meta.get('reference')
                                      else "the best optimizer's on that problem"))
     ax.set_ylabel('ρ(τ): fraction of problems solved')
     ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=9) # beside the plot: the steps fill all of it
-    what = "band: 95% of the bootstrap's profiles" if len(band) else "one repeat: no band"
+    # a band each, drawn on one axes, hides the lines: they have a panel each (`plot_bands`)
+    what = ("legend: 95% intervals; bands: a panel each (plot_bands)" if len(st.profile_band)
+            else "one repeat: no interval")
     ax.set_title(f"performance profile over {len(self.problems)} problems "
                  f"(score: trapezoid area ÷ {self.meta['tau_max']-1:g})\n{what}")
     ax.figure.tight_layout()
@@ -86,7 +89,7 @@ def plot_curves(self:BakeoffResult, ncols:int=3):
         z = self._slowest_first(p)
         for i,o in enumerate(self._opts()):
             st,q1,q2,q3 = _quartiles(self.traces[p, o], pb.higher)
-            s = line_style(i); every = max(len(st)//6, 1)
+            s = _style(i); every = max(len(st)//6, 1)
             ax.plot(st, q2, **s, lw=1.6, ms=5, mfc='none', markevery=(i*every//len(z), every), zorder=z[o],
                     label=f"{o} lr={lr[p, o]:g}")
             ax.fill_between(st, q1, q3, color=s['color'], alpha=0.15, lw=0, zorder=1)
@@ -203,7 +206,7 @@ def plot_budget(self:BakeoffResult, ncols:int=3):
     for ax,(p,pb) in zip(axs, self.problems.items()):
         for i,o in enumerate(self._opts()):
             d = b[(b.problem == p) & (b.optimizer == o)]
-            ax.plot(d.k, d.expected_metric, ms=5, mfc='none', lw=1.6, label=o, **line_style(i))
+            ax.plot(d.k, d.expected_metric, ms=5, mfc='none', lw=1.6, label=o, **_style(i))
         ax.axhline(pb.target, color='k', ls='--', lw=1, label=f"target {pb.goal}")
         if not pb.higher and (b[b.problem == p].expected_metric > 0).all(): ax.set_yscale('log')
         ax.set_xlabel('k: trials drawn'); ax.set_ylabel(f"expected best final {pb.metric_name}")
@@ -211,6 +214,31 @@ def plot_budget(self:BakeoffResult, ncols:int=3):
         ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
     fig.suptitle(f"the tuning budget: expected best of k of the {b.trials.max()} trials per optimizer "
                  "(a diverged trial counts as the worst finite final metric on its problem)")
+    fig.tight_layout()
+    return fig
+
+@patch
+def plot_bands(self:BakeoffResult, ncols:int=4):
+    "Each optimizer's ρ(τ) in a panel of its own, with the bootstrap's 95% band, over the others' in grey"
+    import matplotlib.pyplot as plt
+    st,opts,tm = self.stats(),self._opts(),self.meta['tau_max']
+    band,sc = st.profile_band,st.scores.set_index('optimizer')
+    if not len(band): raise ValueError("one repeat gives no band: run with 2 or more seeds (deepobs) or studies")
+    nr,nc = math.ceil(len(opts)/ncols),min(len(opts), ncols)
+    fig,axs = plt.subplots(nr, nc, figsize=(3.2*nc, 2.7*nr), squeeze=False)
+    for ax in axs.flat[len(opts):]: ax.remove()
+    for i,(ax,o) in enumerate(zip(axs.flat, opts)):
+        for q in opts: # the others behind, to compare with
+            d = self.profile[self.profile.optimizer == q]
+            if q != o: ax.step(d.tau, d.rho, where='post', color='0.8', lw=0.8, zorder=1)
+        d,b,c = self.profile[self.profile.optimizer == o],band[band.optimizer == o],_style(i)['color']
+        ax.fill_between(b.tau, b.lo, b.hi, step='post', color=c, alpha=0.25, lw=0, zorder=2)
+        ax.step(d.tau, d.rho, where='post', color=c, lw=2, zorder=3)
+        ax.set_title(f"{o}: {sc.score[o]:.2f} ({sc.score_lo[o]:.2f}–{sc.score_hi[o]:.2f})", fontsize=10)
+        ax.set_xlim(1, tm); ax.set_ylim(-0.03, 1.03); ax.set_xlabel('τ', labelpad=0)
+    for ax in axs[:, 0]: ax.set_ylabel('ρ(τ)')
+    fig.suptitle(f"each optimizer's performance profile and score, with the band and interval that hold 95% of "
+                 f"{st.n_boot} bootstrap resamples of the repeats; grey: the others")
     fig.tight_layout()
     return fig
 
@@ -247,16 +275,17 @@ def winners_line(self:BakeoffResult):
 # %% ../../nbs/64_bakeoff.report.ipynb #725ef838
 # a picture's file stem and the method that draws it; the paths give one picture per two-weight problem,
 # `<problem>_paths`
-PICTURES = dict(profile='plot_profile', curves='plot_curves', lr_sensitivity='plot_lr', paths='plot_paths',
-                budget='plot_budget')
+PICTURES = dict(profile='plot_profile', profile_bands='plot_bands', curves='plot_curves', lr_sensitivity='plot_lr',
+                paths='plot_paths', budget='plot_budget')
 
 @patch
 def figures(self:BakeoffResult):
-    "`{file stem: figure}` of every picture this run can draw (the budget needs AlgoPerf's trials)"
-    out = {}
+    "`{file stem: figure}` of every picture this run can draw (the bands need 2 repeats, the budget AlgoPerf's trials)"
+    out,st = {},self.stats()
     for k,m in PICTURES.items():
         if m == 'plot_paths': out.update({f'{p}_paths': self.plot_paths(p) for p in self.path_problems()})
-        elif m != 'plot_budget' or self.stats().budget is not None: out[k] = getattr(self, m)()
+        elif (m != 'plot_budget' or st.budget is not None) and (m != 'plot_bands' or len(st.profile_band)):
+            out[k] = getattr(self, m)()
     return out
 
 def _png(fig):
