@@ -124,9 +124,9 @@ def plot_lr(self:BakeoffResult, ncols:int=3):
         top = ok.max()*3 if len(ok) else 1.
         for i,o in enumerate(self._opts()):
             g = d[d.optimizer == o]
-            s = line_style(i); div = g.diverged.values
+            s = _style(i); div = g.diverged.values
             ax.plot(g.lr[~div], g.final_loss[~div], color=s['color'], marker=s['marker'], ms=5, mfc='none', label=o,
-                    ls='-' if grid else 'none')
+                    ls=s.get('ls', '-') if grid else 'none')
             # the diverged ones, apart
             if div.any():
                 ax.plot(g.lr[div], np.full(div.sum(), top*1.4**i), ls='none', marker='x', ms=8, color=s['color'])
@@ -178,9 +178,10 @@ def plot_paths(self:BakeoffResult, problem:str|None=None, ax=None):
     # the longest path first, under the rest
     long = sorted(opts, key=lambda o: -np.linalg.norm(np.diff(ws[o], axis=0), axis=1).sum())
     for i,o in enumerate(opts):
-        w,s = ws[o],line_style(i)
+        w,s = ws[o],_style(i)
         lr = self.results[(self.results.problem == problem) & (self.results.optimizer == o)].lr.item()
-        ax.plot(w[:,0], w[:,1], color=s['color'], lw=1.2, zorder=2+long.index(o)/len(opts), label=f"{o} lr={lr:g}")
+        ax.plot(w[:,0], w[:,1], color=s['color'], ls=s.get('ls', '-'), lw=1.2, zorder=2+long.index(o)/len(opts),
+                label=f"{o} lr={lr:g}")
         ax.plot(w[-1,0], w[-1,1], color=s['color'], marker=s['marker'], ms=8, zorder=3)
     ax.plot(*ws[opts[0]][0], 'ko', ms=6, zorder=3, label='start')
     if ls is not None and ls.minimum is not None:
