@@ -286,22 +286,43 @@ def test_every_picture_gives_each_optimizer_its_own_colour():
     opts = r._opts()
     assert opts == list(DEFAULT_OPTS)
     def styles(ax):
-        "{optimizer: (colour, marker, line style)} of the lines labelled with an optimizer's name"
-        return {l.get_label().split()[0]: (to_hex(l.get_color()), l.get_marker(), l.get_linestyle())
-                for l in ax.lines if l.get_label().split()[0] in opts}
+        "{optimizer: (colour, marker)} of the lines labelled with an optimizer's name"
+        return {l.get_label().split()[0]: (to_hex(l.get_color()), l.get_marker()) for l in ax.lines if l.get_label().split()[0] in opts}
     figs = r.figures()
     assert set(figs) == {'profile', 'curves', 'lr_sensitivity', 'line_paths', 'rosenbrock_paths'} # every two-weight problem
     first = styles(figs['profile'].axes[0])
-    # twelve optimizers, ten colours, eleven markers: past the tenth a colour comes back dashed, with another marker
-    assert list(first) == opts and len(set(first.values())) == len(opts)
-    assert [c for c,*_ in first.values()] == [line_style(i)['color'] for i in range(len(opts))] # ten distinct colours, no brown
-    assert min(l.get_linewidth() for l in figs['profile'].axes[0].lines) >= 1 # the twelfth too (its width was 0)
+    assert list(first) == opts and len({m for _,m in first.values()}) == len(opts)
+    assert first == {o: (s['color'], s['marker']) for o,s in r._styles().items()} # each its own, as `_styles` says
+    lws = [l.get_linewidth() for l in figs['profile'].axes[0].lines if l.get_label().split()[0] in opts]
+    assert len(lws) == len(opts) and min(lws) >= 0.8 # the twelfth line too is seen (its width was 0)
+    figs['curves'].canvas.draw()
+    for ax in figs['curves'].axes: # every legend under its axes' x label, off it and off the data
+        lab,leg = ax.xaxis.label.get_window_extent(),ax.get_legend().get_window_extent()
+        assert leg.y1 < lab.y0, (lab, leg)
+    assert [c for c,_ in first.values()] == [line_style(i)['color'] for i in range(len(opts))] # the default ones take the first colours
     for name,fig in figs.items():
         for ax in fig.axes:
             st = styles(ax)
-            assert {o: c for o,(c,*_) in st.items()} == {o: first[o][0] for o in st}, (name, st)  # one colour per optimizer everywhere
+            assert {o: c for o,(c,_) in st.items()} == {o: first[o][0] for o in st}, (name, st)  # one colour per optimizer everywhere
     ax = figs['curves'].axes[0] # line: the last to reach the target lies lowest
     z = {l.get_label().split()[0]: l.get_zorder() for l in ax.lines if l.get_label().split()[0] in opts}
     steps = r.results[r.results.problem == 'line'].set_index('optimizer').steps_to_target.astype(float).fillna(np.inf)
     assert sorted(opts, key=z.get) == sorted(opts, key=lambda o: -steps[o])
     for f in figs.values(): plt.close(f)
+
+def test_every_optimizer_of_the_menu_has_a_colour_and_a_marker_of_its_own():
+    "All that the bake-off can run (the default 12, kron and the rest by --opts): no two alike in colour or in marker, each its own in any run, and one of yours a pair its run leaves free"
+    import sgd_callbacks.bakeoff.report # the pictures
+    from sgd_callbacks.bakeoff.run import BakeoffResult, QUICK_OPTS
+    def styles(opts):
+        "{optimizer: (colour, marker)} in the pictures of a run of `opts`"
+        r = BakeoffResult.__new__(BakeoffResult); r.results = pd.DataFrame(dict(optimizer=list(opts)))
+        return {o: (s['color'], s['marker']) for o,s in r._styles().items()}
+    menu = styles(BAKEOFF_OPTS)
+    assert list(menu) == list(BAKEOFF_OPTS) and len(menu) >= 17 and {'kron', 'soap', 'adam_mini'} <= set(menu)
+    assert len({c for c,_ in menu.values()}) == len(menu), menu # no two colours alike
+    assert len({m for _,m in menu.values()}) == len(menu), menu # no two markers alike
+    for run in (QUICK_OPTS, DEFAULT_OPTS, ('kron', 'sgd'), ('soap', 'adam', 'lion')):
+        assert styles(run) == {o: menu[o] for o in run}, run # the same pair whatever else runs
+    mine = styles(('sgd', 'mypkg:SIGNUM', 'momentum'))
+    assert len({c for c,_ in mine.values()}) == 3 and len({m for _,m in mine.values()}) == 3, mine
