@@ -209,7 +209,9 @@ def test_html_is_self_contained_with_every_picture(run):
     assert not re.search(r'(src|href)\s*=\s*["\'](?!data:)', page)    # nothing fetched: every src is inline data
     imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     pngs = sorted(d.glob('*.png'))
-    assert {p.name for p in pngs} == {'profile.png', 'curves.png', 'lr_sensitivity.png', 'line_paths.png'} # the quadratic has more than two weights
+    # the quadratic has more than two weights
+    assert {p.name for p in pngs} == {'profile.png', 'profile_bands.png', 'curves.png', 'lr_sensitivity.png',
+                                      'line_paths.png'}
     assert sorted(base64.b64decode(i) for i in imgs) == sorted(p.read_bytes() for p in pngs)
     for k in ('line', 'quadratic', 'results', 'scores', 'torch', 'fastai', 'machine', 'loss &lt;= 0.08', 'winners'): assert k in page
 

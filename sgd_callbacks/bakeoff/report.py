@@ -53,24 +53,22 @@ def plot_profile(self:BakeoffResult, ax=None):
     import matplotlib.pyplot as plt
     if ax is None: _,ax = plt.subplots(figsize=(8.5, 4))
     st = self.stats()
-    sc,band = st.scores.set_index('optimizer'),st.profile_band
-    sty,n = self._styles(),len(self._opts())
+    sc,sty,n = st.scores.set_index('optimizer'),self._styles(),len(self._opts())
     for i,o in enumerate(self._opts()):
         d,s = self.profile[self.profile.optimizer == o],sty[o]
         every = max(len(d)//8, 1)
         ci = '' if sc.note[o] else f", 95% {sc.score_lo[o]:.2f}–{sc.score_hi[o]:.2f}"
         ax.step(d.tau, d.rho, where='post', lw=2.2-1.4*i/max(n-1, 1), ms=6, mfc='none', # 2.2 to 0.8: all seen
                 markevery=(i*every//n, every), label=f"{o} (score {sc.score[o]:.2f}{ci})", **s)
-        b = band[band.optimizer == o]
-        # the bootstrap's 95% band
-        if len(b): ax.fill_between(b.tau, b.lo, b.hi, step='post', color=s['color'], alpha=0.08, lw=0)
     ax.set_xlim(1, self.meta['tau_max']); ax.set_ylim(-0.03, 1.03)
     what = f"{self.meta['time']} to target"
     ax.set_xlabel(f"τ: {what} ÷ " + (f"{self.meta['reference']}'s" if self.meta.get('reference')
                                      else "the best optimizer's on that problem"))
     ax.set_ylabel('ρ(τ): fraction of problems solved')
     ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=9) # beside the plot: the steps fill all of it
-    what = "band: 95% of the bootstrap's profiles" if len(band) else "one repeat: no band"
+    # a band each, drawn on one axes, hides the lines: they have a panel each (`plot_bands`)
+    what = ("legend: 95% intervals; bands: a panel each (plot_bands)" if len(st.profile_band)
+            else "one repeat: no interval")
     ax.set_title(f"performance profile over {len(self.problems)} problems "
                  f"(score: trapezoid area ÷ {self.meta['tau_max']-1:g})\n{what}")
     ax.figure.tight_layout()
@@ -235,6 +233,31 @@ def plot_budget(self:BakeoffResult, ncols:int=3):
     return fig
 
 @patch
+def plot_bands(self:BakeoffResult, ncols:int=4):
+    "Each optimizer's ρ(τ) in a panel of its own, with the bootstrap's 95% band, over the others' in grey"
+    import matplotlib.pyplot as plt
+    st,opts,sty,tm = self.stats(),self._opts(),self._styles(),self.meta['tau_max']
+    band,sc = st.profile_band,st.scores.set_index('optimizer')
+    if not len(band): raise ValueError("one repeat gives no band: run with 2 or more seeds (deepobs) or studies")
+    nr,nc = math.ceil(len(opts)/ncols),min(len(opts), ncols)
+    fig,axs = plt.subplots(nr, nc, figsize=(3.2*nc, 2.7*nr), squeeze=False)
+    for ax in axs.flat[len(opts):]: ax.remove()
+    for ax,o in zip(axs.flat, opts):
+        for q in opts: # the others behind, to compare with
+            d = self.profile[self.profile.optimizer == q]
+            if q != o: ax.step(d.tau, d.rho, where='post', color='0.8', lw=0.8, zorder=1)
+        d,b,c = self.profile[self.profile.optimizer == o],band[band.optimizer == o],sty[o]['color']
+        ax.fill_between(b.tau, b.lo, b.hi, step='post', color=c, alpha=0.25, lw=0, zorder=2)
+        ax.step(d.tau, d.rho, where='post', color=c, lw=2, zorder=3)
+        ax.set_title(f"{o}: {sc.score[o]:.2f} ({sc.score_lo[o]:.2f}–{sc.score_hi[o]:.2f})", fontsize=10)
+        ax.set_xlim(1, tm); ax.set_ylim(-0.03, 1.03); ax.set_xlabel('τ', labelpad=0)
+    for ax in axs[:, 0]: ax.set_ylabel('ρ(τ)')
+    fig.suptitle(f"each optimizer's performance profile and score, with the band and interval that hold 95% of "
+                 f"{st.n_boot} bootstrap resamples of the repeats; grey: the others")
+    fig.tight_layout()
+    return fig
+
+@patch
 def pair_matrix(self:BakeoffResult, problem:str):
     """Problem `problem`'s pairs as a matrix: the row's time to target ÷ the column's, the Holm-adjusted p, `*` where
     significant"""
@@ -267,16 +290,17 @@ def winners_line(self:BakeoffResult):
 # %% ../../nbs/64_bakeoff.report.ipynb #725ef838
 # a picture's file stem and the method that draws it; the paths give one picture per two-weight problem,
 # `<problem>_paths`
-PICTURES = dict(profile='plot_profile', curves='plot_curves', lr_sensitivity='plot_lr', paths='plot_paths',
-                budget='plot_budget')
+PICTURES = dict(profile='plot_profile', profile_bands='plot_bands', curves='plot_curves', lr_sensitivity='plot_lr',
+                paths='plot_paths', budget='plot_budget')
 
 @patch
 def figures(self:BakeoffResult):
-    "`{file stem: figure}` of every picture this run can draw (the budget needs AlgoPerf's trials)"
-    out = {}
+    "`{file stem: figure}` of every picture this run can draw (the bands need 2 repeats, the budget AlgoPerf's trials)"
+    out,st = {},self.stats()
     for k,m in PICTURES.items():
         if m == 'plot_paths': out.update({f'{p}_paths': self.plot_paths(p) for p in self.path_problems()})
-        elif m != 'plot_budget' or self.stats().budget is not None: out[k] = getattr(self, m)()
+        elif (m != 'plot_budget' or st.budget is not None) and (m != 'plot_bands' or len(st.profile_band)):
+            out[k] = getattr(self, m)()
     return out
 
 def _png(fig):
