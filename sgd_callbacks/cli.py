@@ -171,7 +171,7 @@ def write_report(res, out, landscape:bool=True):
             'loss.png': fig_saver(res.plot())}
     if landscape and res.a_opt is not None and len(res.a_opt) == 2:
         x,y = res.dls.train.dataset.tensors
-        ax = plot_landscape(x, y, lesson_paths(x, y), title="the lesson's mse, and four ways down")
+        ax = plot_landscape(x, y, lesson_paths(x, y), title="the mse over a, and four ways down")
         jobs['landscape.png'] = fig_saver(ax.figure)
         w = res.weights[res.df.contender[0]] # the reference's steps: the first row's, whichever optimizer ran
         if w is not None: jobs['fit.gif'] = lambda t: animate_fit(x, y, w).save(t, writer=PillowWriter(fps=8))

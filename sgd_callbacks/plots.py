@@ -10,7 +10,6 @@ import numpy as np, torch
 import matplotlib.pyplot as plt
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.colors import LogNorm
-from matplotlib.ticker import MaxNLocator
 from fastai.torch_core import to_np
 from .data import lstsq_weights
 from .checks import check_int
@@ -33,8 +32,7 @@ def animate_fit(x, y,               # the data: `x` n×2 (the ones column second
         raise ValueError(f"`weights_history` must be steps×2, got shape {w.shape}")
     frames = check_int('frames', frames, lo=1)
     fig,ax = plt.subplots(figsize=figsize)
-    plot_fit(x, y, w[0], ax=ax)
-    ax.xaxis.set_major_locator(MaxNLocator(5)) # tick labels apart at the GIF's size
+    plot_fit(x, y, w[0], ax=ax, title='step 0'); fig.tight_layout() # the labels and the title inside the frame
     line,txt = ax.lines[-1],ax.get_legend().get_texts()[-1]
     xs = line.get_xdata()
     idx = _frames(len(w), frames)
@@ -63,11 +61,13 @@ def gif(anim,          # a matplotlib animation, e.g. from `animate_fit`
         return GIF(fn.read_bytes())
 
 # %% ../nbs/13_plots.ipynb #c4d8e2f5
-COLORS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#17becf', '#bcbd22', '#e377c2', '#7f7f7f', '#000000')
-MARKERS = 'osD^v<>ph*X'
+COLORS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#17becf', '#bcbd22', '#e377c2', '#7f7f7f',
+          '#000080', '#e6ab02', '#006d6f', '#ff00ff', '#66cc00', '#4b0082', '#800000', '#000000')
+# no star, no cross: a minimum's and a diverged run's marks; (n, 1, 0) an n-pointed star, (6, 2, 0) an asterisk
+MARKERS = ('o', 's', 'D', '^', 'v', '<', '>', 'p', 'h', 'P', 'd', '+', (3, 1, 0), (4, 1, 0), (6, 2, 0), '1', 'H', '2')
 
 def line_style(i:int): # the line's place in the picture, from 0
-    "The colour and marker of the `i`-th line of a picture: ten distinct colours, eleven markers"
+    "The colour and marker of the `i`-th line of a picture: 17 distinct colours, 18 distinct markers"
     return dict(color=COLORS[i % len(COLORS)], marker=MARKERS[i % len(MARKERS)])
 
 # %% ../nbs/13_plots.ipynb #d712405f

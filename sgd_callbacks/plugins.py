@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from .optim.declare import DECLARATIONS, OPT_GROUP, PROBLEM_GROUP, OptDecl, as_decl, load_spec, installed
-from .references import OPTIMIZERS, MODERN, Reference
+from .references import OPTIMIZERS, MODERN, Reference, probe_settings
 from .bakeoff.problems import BAKEOFF_PROBLEMS, Problem
 from .bakeoff.run import BAKEOFF_OPTS, decl_entry
 
@@ -71,7 +71,12 @@ def resolve_problems(names, arg:str='--problems'):
 
 # %% ../nbs/65_plugins.ipynb #dc705f04
 def _value(k, v, default):
-    "`v` (a string from the shell) as the type of `default`: true/false, an int, a string or (the rest) a number"
+    """`v` (a string from the shell) as the type of `default`: true/false, an int, a string or (the rest) a number; a
+    default of None (an option that is off, as Kron's `memory_save_mode`) takes none, a number or a string"""
+    if default is None:
+        if v.lower() == 'none': return None
+        try: return float(v)
+        except ValueError: return v
     if isinstance(default, bool):
         if v.lower() not in ('true', 'false'): raise ValueError(f"--hp {k} must be true or false, got {v!r}")
         return v.lower() == 'true'
@@ -102,7 +107,7 @@ def parse_hp(opt, hps):
 def check_own(d, lr, hypers):
     "`hypers` if the declared optimizer builds with them (a `ValueError` naming what it refuses), before any training"
     d.check_hypers(hypers)
-    try: d.opt_func(**hypers)([nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))], lr=lr)
+    try: probe_settings(d.opt_func(**hypers), lr)
     except (ValueError, TypeError) as e: raise ValueError(f"{d.name} refuses these hyper-parameters ({hypers}): "
                                                           f"{e}") from None
     return hypers

@@ -14,7 +14,7 @@ from .optim.declare import DECLARATIONS, BETAS, betas_kw
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'MODERN', 'opt_name', 'check_opt', 'fastai_hypers', 'torch_counterpart', 'Reference', 'reference_of',
-           'default_lr', 'modern_reference', 'modern_kw', 'check_modern']
+           'default_lr', 'modern_reference', 'modern_kw', 'probe_settings', 'check_modern']
 
 # %% ../nbs/40_references.ipynb #289d7733
 # fastai's optimizers that `compare_optimizers` runs against their hand-written rules, from their declarations
@@ -92,12 +92,24 @@ def modern_kw(opt, mom, decouple_wd, kw):
     return {**({} if mom is None else dict(mom=mom)),
             **({'decouple_wd': decouple_wd} if 'decouple_wd' in decl or not decouple_wd else {}), **kw}
 
+def probe_settings(make, lr):
+    """Build `make(params, lr=lr)` on a probe (a matrix and a vector: both halves of Muon) and take one step: a
+    `ValueError` or `TypeError` for settings it refuses, some only when it steps (Kron's `memory_save_mode`)"""
+    ps = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))]
+    for p in ps: p.grad = torch.ones_like(p)
+    opt = make(ps, lr=lr)
+    try: opt.step()
+    except (ValueError, TypeError): raise
+    except Exception as e:
+        # a checked rule's `RuleError` carries the rule's own error; any other failure is a step that needs more than
+        # the probe (Schedule-Free's train mode or its callback) and says nothing against the settings
+        if isinstance(e.__cause__, (ValueError, TypeError)): raise e.__cause__ from None
+
 def check_modern(opt, lr, hypers):
     """`hypers` if the rule takes them all (a `TypeError` naming the first it does not) and the reference accepts their
     values (a `ValueError`)"""
-    rule_opt(reference_of(opt).rule, **hypers)
-    ps = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))] # a matrix and a vector: both halves of Muon
-    try: modern_reference(opt, **hypers)(ps, lr=lr)
+    probe_settings(rule_opt(reference_of(opt).rule, **hypers), lr)
+    try: probe_settings(modern_reference(opt, **hypers), lr)
     except (ValueError, TypeError) as e: raise ValueError(f"{reference_of(opt).name} refuses these hyper-parameters "
                                                           f"({hypers}): {e}") from None
     return hypers

@@ -136,6 +136,7 @@ def fit_scratch(x, y,               # inputs and targets (tensors with as many r
 # %% ../nbs/11_scratch.ipynb #fa5bc482
 def plot_fit(x, y, a=None, ax=None, title=None, **kwargs):
     "Scatter the data and draw the line `x@a`; `a` may be a tensor that requires grad or a model"
+    from matplotlib.ticker import MaxNLocator # matplotlib only when a picture is drawn
     if ax is None: ax = __import__('matplotlib.pyplot', fromlist=['subplots']).subplots(figsize=(5,3.5))[1]
     x,y = to_np(torch.as_tensor(x)),to_np(torch.as_tensor(y))
     ax.scatter(x[:,0], y, s=10, alpha=0.6, label='data')
@@ -145,5 +146,7 @@ def plot_fit(x, y, a=None, ax=None, title=None, **kwargs):
         xs = x[:,0].copy(); xs.sort()
         ax.plot(xs, a[0]*xs + a[1], c='C1', label=f'a = ({a[0]:.2f}, {a[1]:.2f})', **kwargs)
         ax.legend(loc='upper left')
+    ax.set_xlabel('x1'); ax.set_ylabel('y')
+    ax.xaxis.set_major_locator(MaxNLocator(5)) # five tick labels, apart at the size a page shows the picture
     if title: ax.set_title(title)
     return ax

@@ -209,7 +209,9 @@ def test_html_is_self_contained_with_every_picture(run):
     assert not re.search(r'(src|href)\s*=\s*["\'](?!data:)', page)    # nothing fetched: every src is inline data
     imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     pngs = sorted(d.glob('*.png'))
-    assert {p.name for p in pngs} == {'profile.png', 'curves.png', 'lr_sensitivity.png', 'line_paths.png'} # the quadratic has more than two weights
+    # the quadratic has more than two weights
+    assert {p.name for p in pngs} == {'profile.png', 'profile_bands.png', 'curves.png', 'lr_sensitivity.png',
+                                      'line_paths.png'}
     assert sorted(base64.b64decode(i) for i in imgs) == sorted(p.read_bytes() for p in pngs)
     for k in ('line', 'quadratic', 'results', 'scores', 'torch', 'fastai', 'machine', 'loss &lt;= 0.08', 'winners'): assert k in page
 
@@ -290,7 +292,14 @@ def test_every_picture_gives_each_optimizer_its_own_colour():
     assert set(figs) == {'profile', 'curves', 'lr_sensitivity', 'line_paths', 'rosenbrock_paths'} # every two-weight problem
     first = styles(figs['profile'].axes[0])
     assert list(first) == opts and len({m for _,m in first.values()}) == len(opts)
-    assert [c for c,_ in first.values()] == [line_style(i)['color'] for i in range(len(opts))] # ten distinct colours, no brown
+    assert first == {o: (s['color'], s['marker']) for o,s in r._styles().items()} # each its own, as `_styles` says
+    lws = [l.get_linewidth() for l in figs['profile'].axes[0].lines if l.get_label().split()[0] in opts]
+    assert len(lws) == len(opts) and min(lws) >= 0.8 # the twelfth line too is seen (its width was 0)
+    figs['curves'].canvas.draw()
+    for ax in figs['curves'].axes: # every legend under its axes' x label, off it and off the data
+        lab,leg = ax.xaxis.label.get_window_extent(),ax.get_legend().get_window_extent()
+        assert leg.y1 < lab.y0, (lab, leg)
+    assert [c for c,_ in first.values()] == [line_style(i)['color'] for i in range(len(opts))] # the default ones take the first colours
     for name,fig in figs.items():
         for ax in fig.axes:
             st = styles(ax)
@@ -300,3 +309,20 @@ def test_every_picture_gives_each_optimizer_its_own_colour():
     steps = r.results[r.results.problem == 'line'].set_index('optimizer').steps_to_target.astype(float).fillna(np.inf)
     assert sorted(opts, key=z.get) == sorted(opts, key=lambda o: -steps[o])
     for f in figs.values(): plt.close(f)
+
+def test_every_optimizer_of_the_menu_has_a_colour_and_a_marker_of_its_own():
+    "All that the bake-off can run (the default 12, kron and the rest by --opts): no two alike in colour or in marker, each its own in any run, and one of yours a pair its run leaves free"
+    import sgd_callbacks.bakeoff.report # the pictures
+    from sgd_callbacks.bakeoff.run import BakeoffResult, QUICK_OPTS
+    def styles(opts):
+        "{optimizer: (colour, marker)} in the pictures of a run of `opts`"
+        r = BakeoffResult.__new__(BakeoffResult); r.results = pd.DataFrame(dict(optimizer=list(opts)))
+        return {o: (s['color'], s['marker']) for o,s in r._styles().items()}
+    menu = styles(BAKEOFF_OPTS)
+    assert list(menu) == list(BAKEOFF_OPTS) and len(menu) >= 17 and {'kron', 'soap', 'adam_mini'} <= set(menu)
+    assert len({c for c,_ in menu.values()}) == len(menu), menu # no two colours alike
+    assert len({m for _,m in menu.values()}) == len(menu), menu # no two markers alike
+    for run in (QUICK_OPTS, DEFAULT_OPTS, ('kron', 'sgd'), ('soap', 'adam', 'lion')):
+        assert styles(run) == {o: menu[o] for o in run}, run # the same pair whatever else runs
+    mine = styles(('sgd', 'mypkg:SIGNUM', 'momentum'))
+    assert len({c for c,_ in mine.values()}) == 3 and len({m for _,m in mine.values()}) == 3, mine

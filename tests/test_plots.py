@@ -22,6 +22,8 @@ def test_plot_fit_png(data, tmp_path):
     a = torch.nn.Parameter(torch.tensor([-1., 1.]))  # requires grad: the lesson's bonus note
     ax = plot_fit(x, y, a); ax.figure.savefig(tmp_path/'fit.png'); plt.close(ax.figure)
     assert opened(tmp_path/'fit.png').format == 'PNG'
+    lo,hi = ax.get_xlim() # tick labels that do not run together at the size a page shows the picture (9 did)
+    assert len([t for t in ax.get_xticks() if lo <= t <= hi]) <= 6 and (ax.get_xlabel(), ax.get_ylabel()) == ('x1', 'y')
 
 def test_animate_fit_gif(data, tmp_path):
     x,y = data
@@ -40,10 +42,13 @@ def test_gif_is_the_same_bytes_twice():
     assert a[:6] == b'GIF89a' and a == b and len(a) < 150_000
 
 def test_line_styles_are_distinct():
-    "Ten colours, none matplotlib's brown (a thin brown line reads as its red); a colour and marker of its own for each line"
-    assert len(set(COLORS)) == 10 and '#8c564b' not in COLORS
-    styles = [line_style(i) for i in range(20)]
-    assert len({s['color'] for s in styles[:10]}) == 10 and len({(s['color'], s['marker']) for s in styles}) == 20
+    "17 colours, none matplotlib's brown (a thin brown line reads as its red); 18 markers, no star nor cross (a minimum's, a diverged run's mark); a colour and marker of its own for each line"
+    from sgd_callbacks.plots import MARKERS
+    assert len(set(COLORS)) == len(COLORS) == 17 and '#8c564b' not in COLORS
+    assert len(set(MARKERS)) == len(MARKERS) == 18 and not {'*', 'x', 'X'} & set(MARKERS)
+    styles = [line_style(i) for i in range(40)]
+    assert len({s['color'] for s in styles[:17]}) == 17 and len({s['marker'] for s in styles[:17]}) == 17
+    assert len({(s['color'], s['marker']) for s in styles}) == 40
 
 def test_landscape_colours_and_order(data):
     "Each path its own colour, none the contours' grey; the longest path (stochastic GD) drawn under the others"

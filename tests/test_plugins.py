@@ -111,7 +111,9 @@ BAD_COMPARE = [(['nadam'], "--opt must be one of sgd, rmsprop, adam"),
                (['adam', 'eps=x'], "--hp eps must be a number, got 'x'"),
                (['torch.optim:AdamW', 'eps=-1'], "AdamW refuses these hyper-parameters"),
                (['mypkg:SIGNUM', 'mom=x'], "--hp mom must be a number"),
-               (['torch.optim:AdamW', '--mom'], "--mom: AdamW has no hyper-parameter 'mom'; set its own with --hp")]
+               (['torch.optim:AdamW', '--mom'], "--mom: AdamW has no hyper-parameter 'mom'; set its own with --hp"),
+               # a setting the rule checks only when it steps: refused before training, not at its first step
+               (['kron', 'memory_save_mode=some'], "--opt kron: `memory_save_mode` must be None, 'smart_one_diag'")]
 
 @pytest.mark.parametrize('args,msg', BAD_COMPARE, ids=[a[0] + (f' {a[1]}' if len(a) > 1 else '') for a,_ in BAD_COMPARE])
 def test_bad_compare_input(pkg, monkeypatch, tmp_path, args, msg):
@@ -123,6 +125,13 @@ def test_bad_compare_input(pkg, monkeypatch, tmp_path, args, msg):
     e = err.getvalue()
     assert msg in e and e.count('\n') == 1 and e.startswith('sgd_compare: error: '), e
     assert out.getvalue() == '' and not (tmp_path/'out').exists()
+
+def test_hp_of_an_option_that_is_off():
+    "A hyper-parameter whose default is None (Kron's `memory_save_mode`) takes a string, a number or none"
+    from sgd_callbacks.plugins import parse_hp
+    assert parse_hp('kron', ['memory_save_mode=one_diag', 'precond_prob=0.5']) == dict(memory_save_mode='one_diag',
+                                                                                        precond_prob=0.5)
+    assert parse_hp('kron', ['memory_save_mode=none']) == dict(memory_save_mode=None)
 
 BAD_BAKEOFF = [(dict(opts='sgd,no_mod_xyz:f'), "--opts 'no_mod_xyz:f': no module named 'no_mod_xyz'"),
                (dict(opts='mypkg:CLASH'), "clashes with the built-in adam"),

@@ -159,6 +159,12 @@ def test_outputs_are_compared_exactly_only_where_they_were_stored(monkeypatch):
     assert comparison('14_lesson')(stored, rounded) and not comparison('14_lesson')(stored, edited)
     assert comparison('30_vision')(stored, edited) and not comparison('30_vision')(stored, 'error 1.4170')
 
+def test_the_readme_track_is_checked_here():
+    "The notebooks README.md's 'Start here' sends a reader to are the ones whose stored outputs are checked here"
+    start = (nbs.parent/'README.md').read_text().split('## Start here', 1)[1].split('\n## ', 1)[0]
+    track = re.findall(r'\]\(nbs/([\w.]+)\.ipynb\)', start)
+    assert track[0] == '14_lesson' and set(track) == set(LESSON), sorted(set(track) ^ set(LESSON))
+
 def test_every_lesson_notebook_says_where_it_was_stored():
     assert set(stored_fingerprints()) == set(LESSON) and CHAOTIC <= set(LESSON)
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/64_bakeoff.report.ipynb #67836ecc
 from __future__ import annotations
-import io, math, base64, html, warnings
+import io, math, base64, html, itertools, warnings
 import numpy as np, pandas as pd, torch
 from pathlib import Path
 # raised by an import in fastai; stderr is for our messages
@@ -16,7 +16,7 @@ from ..files import atomic_write
 from ..plots import line_style
 
 # %% auto #0
-__all__ = ['PICTURES', 'DEFAULT_WHY']
+__all__ = ['STYLE_ORDER', 'PICTURES', 'DEFAULT_WHY']
 
 # %% ../../nbs/64_bakeoff.report.ipynb #eceb9189
 def _axes(n, ncols=3, size=(4.2, 4.6)): # the bottom 1.3 inches: the legend, below the data
@@ -26,9 +26,26 @@ def _axes(n, ncols=3, size=(4.2, 4.6)): # the bottom 1.3 inches: the legend, bel
     for ax in axs.flat[n:]: ax.remove()
     return fig, list(axs.flat[:n])
 
+def _legend_below(ax):
+    "The legend in two columns under `ax`, below its tick labels and x label whatever its height: off the data"
+    from matplotlib.transforms import ScaledTranslation
+    below = ax.transAxes + ScaledTranslation(0, -0.55, ax.figure.dpi_scale_trans) # 0.55 inch under the axes
+    return ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=2)
+
 @patch
-# in the run's order: one colour each everywhere
+# in the run's order
 def _opts(self:BakeoffResult): return list(dict.fromkeys(self.results.optimizer))
+
+# each optimizer's place in `line_style`, the same in every run: the default ones first, then the rest of the menu
+STYLE_ORDER = tuple(dict.fromkeys(DEFAULT_OPTS + tuple(BAKEOFF_OPTS)))
+
+@patch
+def _styles(self:BakeoffResult):
+    "`{optimizer: line_style}`: one of the menu its own in every run; one of yours the first its run leaves free"
+    opts = self._opts()
+    taken = {STYLE_ORDER.index(o) for o in opts if o in STYLE_ORDER}
+    free = (k for k in itertools.count() if k not in taken)
+    return {o: line_style(STYLE_ORDER.index(o) if o in STYLE_ORDER else next(free)) for o in opts}
 
 @patch
 def plot_profile(self:BakeoffResult, ax=None):
@@ -36,23 +53,22 @@ def plot_profile(self:BakeoffResult, ax=None):
     import matplotlib.pyplot as plt
     if ax is None: _,ax = plt.subplots(figsize=(8.5, 4))
     st = self.stats()
-    sc,band = st.scores.set_index('optimizer'),st.profile_band
+    sc,sty,n = st.scores.set_index('optimizer'),self._styles(),len(self._opts())
     for i,o in enumerate(self._opts()):
-        d,s = self.profile[self.profile.optimizer == o],line_style(i)
+        d,s = self.profile[self.profile.optimizer == o],sty[o]
         every = max(len(d)//8, 1)
         ci = '' if sc.note[o] else f", 95% {sc.score_lo[o]:.2f}–{sc.score_hi[o]:.2f}"
-        ax.step(d.tau, d.rho, where='post', lw=2.2-0.2*i, ms=6, mfc='none',
-                markevery=(i*every//len(self._opts()), every), label=f"{o} (score {sc.score[o]:.2f}{ci})", **s)
-        b = band[band.optimizer == o]
-        # the bootstrap's 95% band
-        if len(b): ax.fill_between(b.tau, b.lo, b.hi, step='post', color=s['color'], alpha=0.08, lw=0)
+        ax.step(d.tau, d.rho, where='post', lw=2.2-1.4*i/max(n-1, 1), ms=6, mfc='none', # 2.2 to 0.8: all seen
+                markevery=(i*every//n, every), label=f"{o} (score {sc.score[o]:.2f}{ci})", **s)
     ax.set_xlim(1, self.meta['tau_max']); ax.set_ylim(-0.03, 1.03)
     what = f"{self.meta['time']} to target"
     ax.set_xlabel(f"τ: {what} ÷ " + (f"{self.meta['reference']}'s" if self.meta.get('reference')
                                      else "the best optimizer's on that problem"))
     ax.set_ylabel('ρ(τ): fraction of problems solved')
     ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=9) # beside the plot: the steps fill all of it
-    what = "band: 95% of the bootstrap's profiles" if len(band) else "one repeat: no band"
+    # a band each, drawn on one axes, hides the lines: they have a panel each (`plot_bands`)
+    what = ("legend: 95% intervals; bands: a panel each (plot_bands)" if len(st.profile_band)
+            else "one repeat: no interval")
     ax.set_title(f"performance profile over {len(self.problems)} problems "
                  f"(score: trapezoid area ÷ {self.meta['tau_max']-1:g})\n{what}")
     ax.figure.tight_layout()
@@ -83,10 +99,10 @@ def plot_curves(self:BakeoffResult, ncols:int=3):
     fig,axs = _axes(len(self.problems), ncols)
     lr = {(r.problem, r.optimizer): r.lr for r in self.results.itertuples()}
     for ax,(p,pb) in zip(axs, self.problems.items()):
-        z = self._slowest_first(p)
+        z,sty = self._slowest_first(p),self._styles()
         for i,o in enumerate(self._opts()):
             st,q1,q2,q3 = _quartiles(self.traces[p, o], pb.higher)
-            s = line_style(i); every = max(len(st)//6, 1)
+            s = sty[o]; every = max(len(st)//6, 1)
             ax.plot(st, q2, **s, lw=1.6, ms=5, mfc='none', markevery=(i*every//len(z), every), zorder=z[o],
                     label=f"{o} lr={lr[p, o]:g}")
             ax.fill_between(st, q1, q3, color=s['color'], alpha=0.15, lw=0, zorder=1)
@@ -99,7 +115,7 @@ def plot_curves(self:BakeoffResult, ncols:int=3):
         # the start in view, a diverging run cut off
         else: ax.set_ylim(max(fin.min(), 1e-12)/1.5, min(fin.max(), 2*start)*1.5)
         ax.set_title(f"{p}: {pb.metric_name}", fontsize=10); ax.set_xlabel('step'); ax.set_ylabel(pb.metric_name)
-        ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
+        _legend_below(ax)
     fig.suptitle(f"each problem's target metric on its validation set, at each optimizer's best lr: "
                  f"median and quartiles over {self.meta['seeds']} seed(s)")
     fig.tight_layout()
@@ -115,13 +131,14 @@ def plot_lr(self:BakeoffResult, ncols:int=3):
     grid = self.meta['protocol'] == 'deepobs'
     tune = self.trials[self.trials.stage == 'tune'] if grid else self.trials
     best = {(r.problem, r.optimizer): r.lr for r in self.results.itertuples()}
+    sty = self._styles()
     for ax,p in zip(axs, self.problems):
         d = tune[tune.problem == p]
         ok = d.final_loss[~d.diverged & np.isfinite(d.final_loss)]
         top = ok.max()*3 if len(ok) else 1.
         for i,o in enumerate(self._opts()):
             g = d[d.optimizer == o]
-            s = line_style(i); div = g.diverged.values
+            s = sty[o]; div = g.diverged.values
             ax.plot(g.lr[~div], g.final_loss[~div], color=s['color'], marker=s['marker'], ms=5, mfc='none', label=o,
                     ls='-' if grid else 'none')
             # the diverged ones, apart
@@ -132,7 +149,7 @@ def plot_lr(self:BakeoffResult, ncols:int=3):
         ax.set_xscale('log'); ax.set_yscale('log')
         ax.set_xlabel('learning rate'); ax.set_ylabel('final validation loss')
         ax.set_title(f"{p} (filled: chosen lr; ×: diverged)", fontsize=10)
-        ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
+        _legend_below(ax)
     fig.suptitle(f"learning-rate sensitivity: {self.meta['trials']} tuning trials per optimizer, seed 0" if grid else
                  f"learning-rate sensitivity: {self.meta['studies']} studies × {self.meta['trials']} trials "
                  "per optimizer")
@@ -174,8 +191,9 @@ def plot_paths(self:BakeoffResult, problem:str|None=None, ax=None):
                zorder=1)
     # the longest path first, under the rest
     long = sorted(opts, key=lambda o: -np.linalg.norm(np.diff(ws[o], axis=0), axis=1).sum())
-    for i,o in enumerate(opts):
-        w,s = ws[o],line_style(i)
+    sty = self._styles()
+    for o in opts:
+        w,s = ws[o],sty[o]
         lr = self.results[(self.results.problem == problem) & (self.results.optimizer == o)].lr.item()
         ax.plot(w[:,0], w[:,1], color=s['color'], lw=1.2, zorder=2+long.index(o)/len(opts), label=f"{o} lr={lr:g}")
         ax.plot(w[-1,0], w[-1,1], color=s['color'], marker=s['marker'], ms=8, zorder=3)
@@ -183,7 +201,7 @@ def plot_paths(self:BakeoffResult, problem:str|None=None, ax=None):
     if ls is not None and ls.minimum is not None:
         ax.plot(*ls.minimum, 'k*', ms=14, zorder=3, label=f"minimum ({ls.minimum[0]:g}, {ls.minimum[1]:g})")
     ax.set_xlim(x0, x1); ax.set_ylim(y0, y1); ax.set_xlabel('w[0]'); ax.set_ylabel('w[1]')
-    ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
+    _legend_below(ax)
     every = '' if ls is not None else f", every {pb.every} steps"
     ax.set_title(f"{ls.title if ls is not None and ls.title else problem}: {pb.steps} steps "
                  f"at each optimizer's best lr (seed 0{every})")
@@ -201,16 +219,41 @@ def plot_budget(self:BakeoffResult, ncols:int=3):
                                    "run with protocol='algoperf'")
     fig,axs = _axes(len(self.problems), ncols)
     for ax,(p,pb) in zip(axs, self.problems.items()):
-        for i,o in enumerate(self._opts()):
+        for o,s in self._styles().items():
             d = b[(b.problem == p) & (b.optimizer == o)]
-            ax.plot(d.k, d.expected_metric, ms=5, mfc='none', lw=1.6, label=o, **line_style(i))
+            ax.plot(d.k, d.expected_metric, ms=5, mfc='none', lw=1.6, label=o, **s)
         ax.axhline(pb.target, color='k', ls='--', lw=1, label=f"target {pb.goal}")
         if not pb.higher and (b[b.problem == p].expected_metric > 0).all(): ax.set_yscale('log')
         ax.set_xlabel('k: trials drawn'); ax.set_ylabel(f"expected best final {pb.metric_name}")
         ax.set_title(p, fontsize=10)
-        ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2) # off the data
+        _legend_below(ax)
     fig.suptitle(f"the tuning budget: expected best of k of the {b.trials.max()} trials per optimizer "
                  "(a diverged trial counts as the worst finite final metric on its problem)")
+    fig.tight_layout()
+    return fig
+
+@patch
+def plot_bands(self:BakeoffResult, ncols:int=4):
+    "Each optimizer's ρ(τ) in a panel of its own, with the bootstrap's 95% band, over the others' in grey"
+    import matplotlib.pyplot as plt
+    st,opts,sty,tm = self.stats(),self._opts(),self._styles(),self.meta['tau_max']
+    band,sc = st.profile_band,st.scores.set_index('optimizer')
+    if not len(band): raise ValueError("one repeat gives no band: run with 2 or more seeds (deepobs) or studies")
+    nr,nc = math.ceil(len(opts)/ncols),min(len(opts), ncols)
+    fig,axs = plt.subplots(nr, nc, figsize=(3.2*nc, 2.7*nr), squeeze=False)
+    for ax in axs.flat[len(opts):]: ax.remove()
+    for ax,o in zip(axs.flat, opts):
+        for q in opts: # the others behind, to compare with
+            d = self.profile[self.profile.optimizer == q]
+            if q != o: ax.step(d.tau, d.rho, where='post', color='0.8', lw=0.8, zorder=1)
+        d,b,c = self.profile[self.profile.optimizer == o],band[band.optimizer == o],sty[o]['color']
+        ax.fill_between(b.tau, b.lo, b.hi, step='post', color=c, alpha=0.25, lw=0, zorder=2)
+        ax.step(d.tau, d.rho, where='post', color=c, lw=2, zorder=3)
+        ax.set_title(f"{o}: {sc.score[o]:.2f} ({sc.score_lo[o]:.2f}–{sc.score_hi[o]:.2f})", fontsize=10)
+        ax.set_xlim(1, tm); ax.set_ylim(-0.03, 1.03); ax.set_xlabel('τ', labelpad=0)
+    for ax in axs[:, 0]: ax.set_ylabel('ρ(τ)')
+    fig.suptitle(f"each optimizer's performance profile and score, with the band and interval that hold 95% of "
+                 f"{st.n_boot} bootstrap resamples of the repeats; grey: the others")
     fig.tight_layout()
     return fig
 
@@ -247,16 +290,17 @@ def winners_line(self:BakeoffResult):
 # %% ../../nbs/64_bakeoff.report.ipynb #725ef838
 # a picture's file stem and the method that draws it; the paths give one picture per two-weight problem,
 # `<problem>_paths`
-PICTURES = dict(profile='plot_profile', curves='plot_curves', lr_sensitivity='plot_lr', paths='plot_paths',
-                budget='plot_budget')
+PICTURES = dict(profile='plot_profile', profile_bands='plot_bands', curves='plot_curves', lr_sensitivity='plot_lr',
+                paths='plot_paths', budget='plot_budget')
 
 @patch
 def figures(self:BakeoffResult):
-    "`{file stem: figure}` of every picture this run can draw (the budget needs AlgoPerf's trials)"
-    out = {}
+    "`{file stem: figure}` of every picture this run can draw (the bands need 2 repeats, the budget AlgoPerf's trials)"
+    out,st = {},self.stats()
     for k,m in PICTURES.items():
         if m == 'plot_paths': out.update({f'{p}_paths': self.plot_paths(p) for p in self.path_problems()})
-        elif m != 'plot_budget' or self.stats().budget is not None: out[k] = getattr(self, m)()
+        elif (m != 'plot_budget' or st.budget is not None) and (m != 'plot_bands' or len(st.profile_band)):
+            out[k] = getattr(self, m)()
     return out
 
 def _png(fig):

@@ -130,7 +130,7 @@ def decl_entry(d):
 BAKEOFF_OPTS = {n: decl_entry(d) for n,d in DECLARATIONS.items() if d.bake} # each one's settings in `optim.declare`
 # the lesson-era kinds of step first: `--quick` bakes them off
 QUICK_OPTS = ('sgd', 'momentum', 'adam', 'lion', 'schedulefree', 'prodigy')
-# and the matrix-era ones that finish the problems in about Adam's time (kron takes 16x: by --opts)
+# and the matrix-era ones that finish the problems in about Adam's time (kron's trials take 17x Adam's: by --opts)
 DEFAULT_OPTS = QUICK_OPTS + ('adopt', 'mars', 'cautious_adam', 'cautious_lion', 'adam_mini', 'soap')
 
 # %% ../../nbs/63_bakeoff.run.ipynb #41f36159

@@ -67,15 +67,18 @@ def guarded_step(rule, todo, kw={}, name=None, where='', finite=True):
              for p,st,_ in todo]
     # a per-parameter rule is checked after each parameter
     for part in ([todo] if _is_whole(rule) else [[o] for o in todo]):
-        shapes,bad,what = [(p.shape,p.dtype) for p,*_ in part],None,None
+        shapes,bad,what,err = [(p.shape,p.dtype) for p,*_ in part],None,None,None
         try: apply_rule(rule, part, kw)
-        except Exception as e: bad,what = (part[0][0] if len(part) == 1 else None),f"raised {type(e).__name__}: {e}"
+        except Exception as e:
+            bad,what,err = (part[0][0] if len(part) == 1 else None),f"raised {type(e).__name__}: {e}",e
         else: bad,what = next(((p,w) for (p,*_),(s,d) in zip(part, shapes) if (w := _broken(p, s, d, finite))),
                               (None,None))
         if what is None: continue
         for (q,s,_),(q0,s0) in zip(todo, saved): q.data = q0; s.clear(); s.update(s0)
         on = '' if bad is None else f" on parameter `{name(bad) if name else tuple(bad.shape)}`"
-        raise RuleError(f"rule `{rule_name(rule)}` {what}{on} at {where}; the weights are those of the last good step")
+        # the rule's own exception as the cause: a caller can tell bad settings (ValueError) from a failed step
+        raise RuleError(f"rule `{rule_name(rule)}` {what}{on} at {where}; the weights are those of the last good step"
+                       ) from err
 
 # %% ../../nbs/21_optim.step.ipynb #c82e0cb1
 class ScratchStep(StepCallback):
