@@ -183,3 +183,12 @@ def test_a_resumed_run_may_score_otherwise(tmp_path):
     b = bakeoff([line], resume=True, tau_max=3., time='seconds', reference='sgd', **kw)
     assert b.meta['stored'] == dict(loaded=6, written=0) and a.results.drop(columns='seconds_to_target').equals(
         b.results.drop(columns='seconds_to_target'))
+
+def test_the_report_says_how_each_edge_is_scored(monkeypatch):
+    "The header a reader sees (and index.html): the cut at 4× whatever τ_max, 0/0 solved, x/∞ = 0 against a reference"
+    score = lambda res: res.header()[1]['score']
+    res,_ = fake(monkeypatch, lambda i: tr(10), trials=1, studies=1, tau_max=8.)
+    assert "over 4× the best: unsolved, whatever τ_max" in score(res) and "(AlgoPerf's 0/0)" in score(res)
+    assert 'x/∞' not in score(res)                                 # no reference: no ratio to one
+    res,_ = fake(monkeypatch, lambda i: tr(10), trials=1, studies=1, reference='adam')
+    assert "where adam never reaches a target, any time that does counts as solved (AlgoPerf's x/∞ = 0)" in score(res)
