@@ -192,3 +192,19 @@ def test_the_report_says_how_each_edge_is_scored(monkeypatch):
     assert 'x/∞' not in score(res)                                 # no reference: no ratio to one
     res,_ = fake(monkeypatch, lambda i: tr(10), trials=1, studies=1, reference='adam')
     assert "where adam never reaches a target, any time that does counts as solved (AlgoPerf's x/∞ = 0)" in score(res)
+
+def test_a_reference_not_run_is_refused_before_any_trial(monkeypatch):
+    "A misspelt --reference is an error before training, not after every trial has run"
+    with pytest.raises(ValueError, match="`reference` 'adamw' is not one of the optimizers run: adam"):
+        fake(monkeypatch, lambda i: tr(10), trials=1, studies=1, reference='adamw')
+    asked = []
+    monkeypatch.setattr(bakeoff_module, 'run_trial', lambda *a, **kw: asked.append(a))
+    err,out = io.StringIO(),io.StringIO()
+    assert run_bakeoff(problems='line', opts='sgd', reference='adam', file=out, err=err) == 2
+    assert '--reference' in err.getvalue() and asked == [] and '[1/' not in out.getvalue(), err.getvalue()
+
+def test_tied_scores_keep_the_run_order():
+    "Equal times: the scores and the profile list the optimizers in the order they were run, not by name"
+    res = pd.DataFrame(dict(problem=['p', 'p', 'q', 'q'], optimizer=['sgd', 'adam']*2, steps_to_target=[10, 10, 20, 20]))
+    prof,scores = performance_profile(res)
+    assert scores.optimizer.tolist() == ['sgd', 'adam'] and list(dict.fromkeys(prof.optimizer)) == ['sgd', 'adam']
