@@ -185,7 +185,7 @@ def test_a_resumed_run_may_score_otherwise(tmp_path):
         b.results.drop(columns='seconds_to_target'))
 
 def test_the_report_says_how_each_edge_is_scored(monkeypatch):
-    "The header a reader sees (and index.html): the cut at 4× whatever τ_max, 0/0 solved, x/∞ = 0 against a reference"
+    "The header a reader sees (and index.html): the cut at 4× whatever τ_max, 0/0 solved, x/∞ = 0 against a ref"
     score = lambda res: res.header()[1]['score']
     res,_ = fake(monkeypatch, lambda i: tr(10), trials=1, studies=1, tau_max=8.)
     assert "over 4× the best: unsolved, whatever τ_max" in score(res) and "(AlgoPerf's 0/0)" in score(res)
@@ -205,6 +205,6 @@ def test_a_reference_not_run_is_refused_before_any_trial(monkeypatch):
 
 def test_tied_scores_keep_the_run_order():
     "Equal times: the scores and the profile list the optimizers in the order they were run, not by name"
-    res = pd.DataFrame(dict(problem=['p', 'p', 'q', 'q'], optimizer=['sgd', 'adam']*2, steps_to_target=[10, 10, 20, 20]))
+    res = pd.DataFrame(dict(problem=list('ppqq'), optimizer=['sgd', 'adam']*2, steps_to_target=[10, 10, 20, 20]))
     prof,scores = performance_profile(res)
     assert scores.optimizer.tolist() == ['sgd', 'adam'] and list(dict.fromkeys(prof.optimizer)) == ['sgd', 'adam']

@@ -138,13 +138,13 @@ def test_a_torch_partials_lr_is_the_learners():
 # ---- what explain must not claim
 
 def test_another_update_is_not_called_the_order_of_operations(dls):
-    "torch's Adam with amsgrad against fastai's Adam: the package's rule in torch's arithmetic has no amsgrad, so no proof"
+    "torch's Adam with amsgrad against fastai's Adam: the rule in torch's arithmetic has no amsgrad, so no proof"
     a = Setup(partial(TAdam, amsgrad=True), lr=1e-2)
     rep = explain_difference(a, Setup(partial(Adam, sqr_mom=0.999, eps=1e-8, wd=0.), lr=1e-2), dls, mlp())
     assert rep.names == [] and not rep.explained and rep.summary().endswith('unexplained'), rep
 
 def test_momentum_in_rmsprop_is_not_a_rounding():
-    "torch's RMSprop divides each gradient before its momentum, fastai's the momentum: another update, far above rounding"
+    "torch's RMSprop divides each gradient before its momentum, fastai's the momentum: another update, not rounding"
     a = Setup(partial(torch.optim.RMSprop, momentum=0.9), lr=1e-3)
     b = Setup(partial(RMSProp, mom=0.9, decouple_wd=False), lr=1e-3, wd=0.)
     rep = explain_difference(a, b, diabetes_dls(bs=128), mlp())
