@@ -547,7 +547,8 @@ def sgd_bakeoff(quick:_arg(_quick_help(), typ=store_true)=False,
                 lr_max:_arg("float >= lr_min: high end of every problem's lr range (with --lr_min)", 'FLOAT',
                             float)=None,
                 tau_max:_arg("float > 1: the performance profile's right end; over 4× the best is unsolved whatever "
-                             "it is (AlgoPerf's cut)", 'FLOAT', float)=4.,
+                             "it is, and after a best of 0 steps (the target met at the start) any later time "
+                             "(AlgoPerf's cut, followed so that the scores are its code's)", 'FLOAT', float)=4.,
                 workers:_arg("int >= 1: run the trials on a Dask cluster of this many local worker processes (pip "
                              "install 'sgd_callbacks[dask]'); default: in this process", 'INT', int)=None,
                 scheduler:_arg("the address of a running Dask scheduler (tcp://host:8786) to send the trials to; "

@@ -183,3 +183,28 @@ def test_a_resumed_run_may_score_otherwise(tmp_path):
     b = bakeoff([line], resume=True, tau_max=3., time='seconds', reference='sgd', **kw)
     assert b.meta['stored'] == dict(loaded=6, written=0) and a.results.drop(columns='seconds_to_target').equals(
         b.results.drop(columns='seconds_to_target'))
+
+def test_the_report_says_how_each_edge_is_scored(monkeypatch):
+    "The header a reader sees (and index.html): the cut at 4× whatever τ_max, 0/0 solved, x/∞ = 0 against a ref"
+    score = lambda res: res.header()[1]['score']
+    res,_ = fake(monkeypatch, lambda i: tr(10), trials=1, studies=1, tau_max=8.)
+    assert "over 4× the best: unsolved, whatever τ_max" in score(res) and "(AlgoPerf's 0/0)" in score(res)
+    assert 'x/∞' not in score(res)                                 # no reference: no ratio to one
+    res,_ = fake(monkeypatch, lambda i: tr(10), trials=1, studies=1, reference='adam')
+    assert "where adam never reaches a target, any time that does counts as solved (AlgoPerf's x/∞ = 0)" in score(res)
+
+def test_a_reference_not_run_is_refused_before_any_trial(monkeypatch):
+    "A misspelt --reference is an error before training, not after every trial has run"
+    with pytest.raises(ValueError, match="`reference` 'adamw' is not one of the optimizers run: adam"):
+        fake(monkeypatch, lambda i: tr(10), trials=1, studies=1, reference='adamw')
+    asked = []
+    monkeypatch.setattr(bakeoff_module, 'run_trial', lambda *a, **kw: asked.append(a))
+    err,out = io.StringIO(),io.StringIO()
+    assert run_bakeoff(problems='line', opts='sgd', reference='adam', file=out, err=err) == 2
+    assert '--reference' in err.getvalue() and asked == [] and '[1/' not in out.getvalue(), err.getvalue()
+
+def test_tied_scores_keep_the_run_order():
+    "Equal times: the scores and the profile list the optimizers in the order they were run, not by name"
+    res = pd.DataFrame(dict(problem=list('ppqq'), optimizer=['sgd', 'adam']*2, steps_to_target=[10, 10, 20, 20]))
+    prof,scores = performance_profile(res)
+    assert scores.optimizer.tolist() == ['sgd', 'adam'] and list(dict.fromkeys(prof.optimizer)) == ['sgd', 'adam']

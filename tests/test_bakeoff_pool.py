@@ -268,3 +268,12 @@ def test_store_bad_input(tmp_path):
     with pytest.raises(TypeError, match='`key` must be a str'): st.put(('p', 1), {})
     with pytest.raises(TypeError, match='`record` must be made of JSON'): st.put('a', dict(x=object()))
     assert len(st) == 0 and len(TrialStore(tmp_path/'ok', {}, resume=True)) == 0 # a refused record writes nothing
+
+def fails_once(marker):
+    "Raise the first time (marker missing), succeed the second"
+    if not os.path.exists(marker): open(marker, 'w').close(); raise RuntimeError('flaky')
+    return 7
+
+def test_a_trial_that_raises_is_rerun_retries_times(pool, tmp_path):
+    "`retries` reruns a trial that raises, not only one whose worker died (the scheduler's allowed failures)"
+    assert pool.submit(fails_once, str(tmp_path/'marker'), key='flaky').result(timeout=60) == 7

@@ -134,3 +134,29 @@ def test_a_torch_partials_lr_is_the_learners():
     "Setup(partial(torch.optim.SGD, lr=0.05)) without `lr`: the partial's lr is the one trained with, as fastai's SGD at 0.05"
     rep = explain_difference(Setup(partial(TSGD, lr=0.05, momentum=0.9)), Setup(partial(SGD, mom=0.9), lr=0.05), diabetes_dls(bs=128), mlp())
     assert rep.identical and rep.ra.steps[0][0]['lr'] == 0.05, rep
+
+# ---- what explain must not claim
+
+def test_another_update_is_not_called_the_order_of_operations(dls):
+    "torch's Adam with amsgrad against fastai's Adam: the rule in torch's arithmetic has no amsgrad, so no proof"
+    a = Setup(partial(TAdam, amsgrad=True), lr=1e-2)
+    rep = explain_difference(a, Setup(partial(Adam, sqr_mom=0.999, eps=1e-8, wd=0.), lr=1e-2), dls, mlp())
+    assert rep.names == [] and not rep.explained and rep.summary().endswith('unexplained'), rep
+
+def test_momentum_in_rmsprop_is_not_a_rounding():
+    "torch's RMSprop divides each gradient before its momentum, fastai's the momentum: another update, not rounding"
+    a = Setup(partial(torch.optim.RMSprop, momentum=0.9), lr=1e-3)
+    b = Setup(partial(RMSProp, mom=0.9, decouple_wd=False), lr=1e-3, wd=0.)
+    rep = explain_difference(a, b, diabetes_dls(bs=128), mlp())
+    assert 'op_order' not in rep.names and not rep.explained, rep
+
+def test_a_difference_that_changes_nothing_is_not_a_cause(dls):
+    "The body's lr differs, but the body is frozen: removing it changes nothing, so it is not named; the decay is"
+    from fastai.callback.core import Callback
+    class FreezeBody(Callback):
+        def before_fit(self): self.learn.freeze()
+    def split(m): return [list(m[0].parameters()), list(m[2].parameters())]
+    a = Setup(SGD, lr=[0.1, 0.1], wd=0.1, splitter=split, cbs=[FreezeBody()])
+    rep = explain_difference(a, Setup(SGD, lr=[0.01, 0.1], wd=0.2, splitter=split, cbs=[FreezeBody()]), dls, mlp())
+    assert rep.names == ['weight_decay'] and rep.explained, rep
+    assert rep.ra.steps[0][0]['lr'] != rep.rb.steps[0][0]['lr'] # the lrs did differ

@@ -327,6 +327,11 @@ DEFAULT_WHY = ("one of each kind of step: plain, heavy ball, per-coordinate scal
                "disagrees with the gradient (cautious Adam and Lion), one second moment per block (Adam-mini), "
                "Adam in the eigenbasis of a matrix preconditioner (SOAP)")
 
+# AlgoPerf's edges, as its code scores them (`61_bakeoff.score`), so that the scores are its scores
+_EDGES = ("; over 4× the best: unsolved, whatever τ_max (AlgoPerf's cut); a target met at step 0 is solved, "
+          "and then any later time is over 4× it (AlgoPerf's 0/0)")
+_REF_EDGE = "; where {} never reaches a target, any time that does counts as solved (AlgoPerf's x/∞ = 0)"
+
 @patch
 def header(self:BakeoffResult):
     "The problems (target, budget, lr range) and the run's settings and versions, as a DataFrame and a dict"
@@ -344,7 +349,8 @@ def header(self:BakeoffResult):
            'time to target': m['time'] + ('' if m['time'] == 'steps' else ' of training, evaluation excluded'),
            'score': f"AlgoPerf's: ρ on linspace(1, {m['tau_max']:g}, 100), trapezoid area ÷ {m['tau_max']-1:g}"
                     + (f", ratios to {m['reference']}" if m.get('reference') else ", ratios to each problem's best")
-                    + "; over 4× the best: unsolved; `area`: the exact area",
+                    + _EDGES + (_REF_EDGE.format(m['reference']) if m.get('reference') else '')
+                    + "; `area`: the exact area",
            'trials run per optimizer and problem': ', '.join(
                f"{o} {n}" for o,n in self.results.groupby('optimizer', sort=False).trials.first().items()),
            'best settings at the edge of their range': '; '.join(self.edge_warnings()) or 'none',
