@@ -4,8 +4,6 @@
 
 # %% ../nbs/65_plugins.ipynb #4b089844
 from __future__ import annotations
-import torch
-from torch import nn
 from .optim.declare import DECLARATIONS, OPT_GROUP, PROBLEM_GROUP, OptDecl, as_decl, load_spec, installed
 from .references import OPTIMIZERS, MODERN, Reference, probe_settings
 from .bakeoff.problems import BAKEOFF_PROBLEMS, Problem
