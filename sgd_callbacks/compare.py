@@ -311,10 +311,14 @@ class CompareResult:
                      lw=max(2.5-0.6*i, 0.7), ms=7, mfc='none', label=k)
         ax0.set_yscale('log'); ax0.set_xlabel('step')
         ax0.set_ylabel(f'training loss ({_loss_name(self.loss_func)})'); ax0.legend()
-        ax0.set_title('loss of every step')
+        # curves drawn on top of each other say so, or a reader looks for the missing ones
+        drawn = self.df[self.df.contender.isin(names)]
+        one = f" (all {len(drawn)} bit-identical: one curve)" if len(drawn) > 1 and (drawn.identical == True).all() else ''
+        ax0.set_title('loss of every step' + one)
         ws = {k:w for k,w in self.weights.items() if w is not None}
         if self.a_opt is not None and len(self.a_opt)==2 and ws:
-            plot_landscape(*self.dls.train.dataset.tensors, ws, ax=ax1, title='weights after every step')
+            plot_landscape(*self.dls.train.dataset.tensors, ws, ax=ax1,
+                           title='weights after every step' + one.replace('curve', 'path'))
         elif ws:
             every = lambda d: max(len(d)//8, 1)
             ds = {k: (w - w[-1:]).norm(dim=1).numpy() for k,w in ws.items()}
@@ -322,7 +326,7 @@ class CompareResult:
                       for i,d in enumerate(ds.values())]
             plot_log_zero(ax1, {k: (d, st) for (k,d),st in zip(ds.items(), styles)})
             ax1.set_xlabel('step'); ax1.set_ylabel('|w - final w|'); ax1.legend()
-            ax1.set_title('distance of the weights to where they end')
+            ax1.set_title('distance of the weights to where they end' + one)
         else: self._plot_valid(ax1) # too many weights to keep (a CNN): what each contender ends with
         fig.tight_layout()
         return fig

@@ -177,6 +177,19 @@ def test_plot_gives_each_contender_its_own_colour_and_marker(lesson):
         assert len(ls) == 4 and len({to_hex(l.get_color()) for l in ls}) == 4 and len({l.get_marker() for l in ls}) == 4
     plt.close(fig)
 
+def test_plot_says_when_its_curves_are_one(lesson):
+    "Bit-identical curves lie on top of each other: the titles say so, and only when every curve drawn is identical"
+    from sgd_callbacks.optim.step import lesson_rule
+    fig = lesson.plot()
+    assert [ax.get_title() for ax in fig.axes] == ['loss of every step (all 4 bit-identical: one curve)',
+                                                   'weights after every step (all 4 bit-identical: one path)']
+    plt.close(fig)
+    res = compare_optimizers(epochs=1, rule=lesson_rule) # the lesson's literal step rounds apart from fastai's
+    assert False in res.df.identical.tolist()
+    fig = res.plot()
+    assert [ax.get_title() for ax in fig.axes] == ['loss of every step', 'weights after every step']
+    plt.close(fig)
+
 # `CompareResult.explain` (sgd_callbacks.explain patches it on): the proven cause of every row that parts, nothing unproven
 def mlp8(dls): torch.manual_seed(0); return nn.Sequential(nn.Linear(11, 8), nn.ReLU(), nn.Linear(8, 1))
 def causes(**kw):
