@@ -313,7 +313,8 @@ class CompareResult:
         ax0.set_ylabel(f'training loss ({_loss_name(self.loss_func)})'); ax0.legend()
         # curves drawn on top of each other say so, or a reader looks for the missing ones
         drawn = self.df[self.df.contender.isin(names)]
-        one = f" (all {len(drawn)} bit-identical: one curve)" if len(drawn) > 1 and (drawn.identical == True).all() else ''
+        same = len(drawn) > 1 and (drawn.identical == True).all()
+        one = f" (all {len(drawn)} bit-identical: one curve)" if same else ''
         ax0.set_title('loss of every step' + one)
         ws = {k:w for k,w in self.weights.items() if w is not None}
         if self.a_opt is not None and len(self.a_opt)==2 and ws:
