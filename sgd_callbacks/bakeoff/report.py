@@ -235,23 +235,21 @@ def plot_budget(self:BakeoffResult, ncols:int=3):
 @patch
 def plot_bands(self:BakeoffResult, ncols:int=4):
     "Each optimizer's ρ(τ) in a panel of its own, with the bootstrap's 95% band, over the others' in grey"
-    import matplotlib.pyplot as plt
     st,opts,sty,tm = self.stats(),self._opts(),self._styles(),self.meta['tau_max']
     band,sc = st.profile_band,st.scores.set_index('optimizer')
     if not len(band): raise ValueError("one repeat gives no band: run with 2 or more seeds (deepobs) or studies")
-    nr,nc = math.ceil(len(opts)/ncols),min(len(opts), ncols)
-    fig,axs = plt.subplots(nr, nc, figsize=(3.2*nc, 2.7*nr), squeeze=False)
-    for ax in axs.flat[len(opts):]: ax.remove()
-    for ax,o in zip(axs.flat, opts):
-        for q in opts: # the others behind, to compare with
-            d = self.profile[self.profile.optimizer == q]
-            if q != o: ax.step(d.tau, d.rho, where='post', color='0.8', lw=0.8, zorder=1)
+    fig,axs = _axes(len(opts), ncols, size=(3.2, 2.7))
+    for k,(ax,o) in enumerate(zip(axs, opts)):
+        for q in opts:
+            if q == o: continue
+            d = self.profile[self.profile.optimizer == q] # the others behind, to compare with
+            ax.step(d.tau, d.rho, where='post', color='0.8', lw=0.8, zorder=1)
         d,b,c = self.profile[self.profile.optimizer == o],band[band.optimizer == o],sty[o]['color']
         ax.fill_between(b.tau, b.lo, b.hi, step='post', color=c, alpha=0.25, lw=0, zorder=2)
         ax.step(d.tau, d.rho, where='post', color=c, lw=2, zorder=3)
         ax.set_title(f"{o}: {sc.score[o]:.2f} ({sc.score_lo[o]:.2f}–{sc.score_hi[o]:.2f})", fontsize=10)
         ax.set_xlim(1, tm); ax.set_ylim(-0.03, 1.03); ax.set_xlabel('τ', labelpad=0)
-    for ax in axs[:, 0]: ax.set_ylabel('ρ(τ)')
+        if k % ncols == 0: ax.set_ylabel('ρ(τ)') # the first column
     fig.suptitle(f"each optimizer's performance profile and score, with the band and interval that hold 95% of "
                  f"{st.n_boot} bootstrap resamples of the repeats; grey: the others")
     fig.tight_layout()
